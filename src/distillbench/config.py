@@ -1,0 +1,302 @@
+"""The study's typed configuration: YAML presets, ``--set`` overrides, and clear errors.
+
+The schema's defaults *are* the seed paper's protocol; ``configs/paper.yaml`` spells them out
+(a test keeps the two identical).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from distillbench.errors import UserError
+
+PAPER_MODELS = ["small_cnn", "resnet50", "vgg16", "kd_resnet50", "kd_ensemble"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    dataset: Literal["cifar10"] = "cifar10"
+    dir: Path | None = Field(
+        None, description="An extracted cifar-10-batches-py directory; null downloads CIFAR-10."
+    )
+    download_root: Path = Field(
+        Path("~/.cache/distillbench/data"), description="Where the CIFAR-10 archive is downloaded."
+    )
+    val_size: int = Field(5000, ge=1, description="Seeded, stratified hold-out of the training set.")
+    train_limit: int | None = Field(
+        None, ge=20, description="Use a seeded, stratified subset of this many training images."
+    )
+    test_limit: int | None = Field(None, ge=10, description="Use the first N test images.")
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    patience: int | None = Field(
+        3, ge=1, description="Early stopping on validation loss; null trains every epoch."
+    )
+    eval_batch_size: int = Field(1024, ge=1)
+
+
+class KDConfig(_Strict):
+    temperature: float = Field(3.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the soft-target term.")
+    scale_by_t2: bool = Field(
+        True, description="Multiply the soft term by T^2 (Hinton et al.) to keep its gradients' scale."
+    )
+
+
+class ModelDef(_Strict):
+    """How one model key of the study is built and trained."""
+
+    arch: str = Field(description="A registered architecture: small_cnn, resnet50, vgg16, ...")
+    title: str | None = Field(None, description="The model's name in the report; the key if null.")
+    lr: float = Field(gt=0, description="Adam learning rate.")
+    adam_eps: float = Field(1e-7, gt=0, description="Keras' Adam epsilon by default.")
+    init: Literal["keras", "torch"] = Field(
+        "keras", description="From-scratch layers: Glorot-uniform kernels and zero biases, or torch's."
+    )
+    trainable_layers: int = Field(
+        0,
+        ge=0,
+        description="Backbones: how many trailing weight-holding layers train; the rest is frozen.",
+    )
+    input_norm: Literal["none", "imagenet"] = Field(
+        "none", description="Pixels in [0, 1] (the paper) or ImageNet mean/std normalised."
+    )
+    teachers: list[str] = Field(
+        default_factory=list, description="Model keys whose averaged logits this student distils."
+    )
+    distill: str = Field("kd", description="Distillation method, when teachers are given.")
+
+
+def _paper_zoo() -> dict[str, ModelDef]:
+    return {
+        "small_cnn": ModelDef(arch="small_cnn", title="Small CNN", lr=1e-3),
+        "resnet50": ModelDef(arch="resnet50", title="Fine-tuned ResNet50", lr=1e-4, trainable_layers=0),
+        "vgg16": ModelDef(arch="vgg16", title="Fine-tuned VGG16", lr=1e-4, trainable_layers=1),
+        "kd_resnet50": ModelDef(arch="small_cnn", title="KD from ResNet50", lr=1e-3, teachers=["resnet50"]),
+        "kd_ensemble": ModelDef(
+            arch="small_cnn", title="KD from ResNet50 + VGG16", lr=1e-3, teachers=["resnet50", "vgg16"]
+        ),
+    }
+
+
+class PerfConfig(_Strict):
+    """Speed switches. None changes results beyond float tolerance; ``naive`` turns all off."""
+
+    naive: bool = Field(False, description="Recompute everything each step: the reference path.")
+    cache_features: bool = Field(True, description="Run frozen backbone layers once per split.")
+    cache_teacher_logits: bool = Field(True, description="Compute teacher logits once per split.")
+    disk_cache: bool = Field(True, description="Keep feature/logit caches on disk across studies.")
+    cache_dir: Path = Path("~/.cache/distillbench/cache")
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; null keeps torch's default.")
+
+    def effective(self) -> PerfConfig:
+        """The switches actually in force: ``naive`` overrides every optimisation."""
+        if not self.naive:
+            return self
+        return self.model_copy(
+            update=dict(
+                cache_features=False,
+                cache_teacher_logits=False,
+                disk_cache=False,
+                precision="fp32",
+                channels_last=False,
+                compile=False,
+            )
+        )
+
+
+class StudyConfig(_Strict):
+    name: str = "paper"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    models: list[str] = Field(default_factory=lambda: list(PAPER_MODELS))
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    kd: KDConfig = Field(default_factory=KDConfig)
+    weights: dict[str, str] = Field(
+        default_factory=lambda: {"resnet50": "imagenet", "vgg16": "imagenet"},
+        description="Per backbone architecture: imagenet | none | PATH to a torchvision state_dict.",
+    )
+    zoo: dict[str, ModelDef] = Field(default_factory=_paper_zoo)
+    perf: PerfConfig = Field(default_factory=PerfConfig)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> StudyConfig:
+        from distillbench.models import ARCHITECTURES, BACKBONES
+        from distillbench.training.distill import DISTILLERS
+
+        if not self.models:
+            raise ValueError("models: the list is empty; name at least one model key")
+        from distillbench.study.results import RESERVED_KEYS
+
+        for key in self.zoo:
+            if key in RESERVED_KEYS:
+                raise ValueError(f"zoo.{key}: {key!r} is reserved in results.json; name the model otherwise")
+        for key in self.models:
+            if key not in self.zoo:
+                raise ValueError(f"models: unknown model {key!r}; known: {', '.join(self.zoo)}")
+        for key, spec in self.zoo.items():
+            if spec.arch not in ARCHITECTURES:
+                raise ValueError(
+                    f"zoo.{key}.arch: unknown architecture {spec.arch!r}; "
+                    f"known: {', '.join(ARCHITECTURES)}"
+                )
+            for teacher in spec.teachers:
+                if teacher not in self.zoo:
+                    raise ValueError(f"zoo.{key}.teachers: unknown model {teacher!r}")
+            if spec.teachers and spec.distill not in DISTILLERS:
+                raise ValueError(
+                    f"zoo.{key}.distill: unknown method {spec.distill!r}; known: {', '.join(DISTILLERS)}"
+                )
+        for arch, source in self.weights.items():
+            if arch not in BACKBONES:
+                raise ValueError(
+                    f"weights.{arch}: not a pretrained backbone; backbones are {', '.join(BACKBONES)}"
+                )
+            if not source:
+                raise ValueError(f"weights.{arch}: empty; use imagenet, none or a file path")
+        training_order(self.zoo, self.models)  # raises on cycles
+        return self
+
+
+def training_order(zoo: dict[str, ModelDef], wanted: list[str]) -> list[str]:
+    """``wanted`` plus every teacher they need, teachers first, otherwise in the order asked."""
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(key: str) -> None:
+        if key in order:
+            return
+        if key in visiting:
+            raise ValueError(f"zoo.{key}.teachers: a model cannot (indirectly) be its own teacher")
+        visiting.add(key)
+        for teacher in zoo[key].teachers:
+            visit(teacher)
+        visiting.discard(key)
+        order.append(key)
+
+    for key in wanted:
+        visit(key)
+    return order
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"--set {dotted}: {part!r} holds a value, not a section of keys.")
+        node = child
+    node[parts[-1]] = value
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The field names valid where ``loc`` points, to suggest the intended key for a typo."""
+    model: type[BaseModel] = StudyConfig
+    parts = [str(p) for p in loc[:-1]]
+    while parts:
+        part = parts.pop(0)
+        if model is StudyConfig and part == "zoo":
+            if not parts:
+                return []
+            parts.pop(0)  # the model key
+            model = ModelDef
+            continue
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _explain(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(loc[-1]), _known_keys(loc), n=1)
+            hint = f" (did you mean {'.'.join([*map(str, loc[:-1]), close[0]])}?)" if close else ""
+            lines.append(f"{where}: unknown key{hint}")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {message}" if loc else message)
+    return (
+        f"Invalid configuration ({source}): " + "; ".join(lines) + ". "
+        "Fix the config file or the --set option; `distillbench run --help` lists the options and "
+        "configs/paper.yaml shows every key with its default."
+    )
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b=value`` with the value parsed as YAML, so ``models=[a,b]`` and ``x=5`` are typed."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.epochs=5.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise UserError(f"--set {text!r}: the value is not valid YAML ({exc}).") from None
+    return key.strip(), value
+
+
+def load_config(path: Path | None = None, overrides: list[str] = ()) -> StudyConfig:
+    """Defaults, then the YAML file, then each ``--set`` override; validated once at the end."""
+    raw = StudyConfig().model_dump(mode="json")
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(
+                f"Config file {path} does not exist. Pass an existing YAML file to --config, "
+                "e.g. configs/paper.yaml."
+            ) from None
+        except (OSError, yaml.YAMLError) as exc:
+            raise UserError(f"Config file {path} could not be read as YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise UserError(f"Config file {path} must hold a mapping of keys, not {type(loaded).__name__}.")
+        _merge(raw, loaded)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(raw, key, value)
+        source += f" + --set {text}"
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(_explain(exc, source)) from None
+
+
+def config_to_yaml(cfg: StudyConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

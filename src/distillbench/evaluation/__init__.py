@@ -1,0 +1,1 @@
+"""Evaluation: metrics computed from saved predictions."""

@@ -1,0 +1,103 @@
+"""Backbone weights: torchvision's ImageNet download, a local state_dict file, or none."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from distillbench.errors import UserError
+
+IMAGENET_WEIGHTS = {
+    # The V1 weights are the classic ImageNet training, the closest match to Keras' applications.
+    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
+    "vgg16": torchvision.models.VGG16_Weights.IMAGENET1K_V1,
+}
+
+
+def _imagenet_state(arch: str) -> dict[str, torch.Tensor]:
+    weights = IMAGENET_WEIGHTS[arch]
+    try:
+        # check_hash: the file name carries a sha256 prefix that torch verifies after download.
+        return weights.get_state_dict(progress=True, check_hash=True)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad hash a RuntimeError
+        raise UserError(
+            f"Could not get the ImageNet weights for {arch} from {weights.url} "
+            f"({type(exc).__name__}: {exc}). Without network, set weights.{arch} to a local "
+            f"torchvision {arch} state_dict file (weights: PATH), and pass --data-dir for the data."
+        ) from None
+
+
+def _file_state(arch: str, path: Path) -> dict[str, torch.Tensor]:
+    path = path.expanduser()
+    if not path.is_file():
+        raise UserError(
+            f"weights.{arch}: {path} is not a file. Give a torchvision {arch} state_dict saved with "
+            f"torch.save, or 'imagenet' to download, or 'none' for random weights (smoke tests only)."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"weights.{arch}: {path} could not be loaded as a tensor-only state_dict ({first_line}). "
+            "Only plain state_dicts load (weights_only=True refuses code); re-save the weights with "
+            "torch.save(model.state_dict(), path)."
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"weights.{arch}: {path} does not hold a state_dict (a mapping of names to tensors).")
+    return state
+
+
+def load_backbone_weights(net: nn.Module, arch: str, source: str, head_prefixes: tuple[str, ...]) -> None:
+    """Load ``source`` into ``net``'s backbone; the classifier entries are dropped (replaced anyway)."""
+    if source == "none":
+        return
+    state = _imagenet_state(arch) if source == "imagenet" else _file_state(arch, Path(source))
+    state = {k: v for k, v in state.items() if not k.startswith(head_prefixes)}
+    expected = {k: v for k, v in net.state_dict().items() if not k.startswith(head_prefixes)}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong_shape:
+        problems = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+            if keys:
+                problems.append(f"{len(keys)} {label} ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})")
+        raise UserError(
+            f"weights.{arch}: {source} is not a torchvision {arch} state_dict: "
+            + "; ".join(problems)
+            + f". Save it from torchvision.models.{arch}() with torch.save(model.state_dict(), path)."
+        )
+    net.load_state_dict(state, strict=False)
+
+
+def describe_weights(arch: str, source: str) -> str:
+    """A line for the report saying where a backbone's weights came from."""
+    if source == "none":
+        return "RANDOM INITIALISATION (weights: none): a smoke test, not a fine-tuning result"
+    if source == "imagenet":
+        return f"ImageNet, torchvision {IMAGENET_WEIGHTS[arch]}"
+    return f"local file {Path(source).expanduser()}"
+
+
+def save_random_weights(directory: Path) -> list[Path]:
+    """Save state_dicts of randomly initialised torchvision backbones, as stand-ins for offline tests."""
+    import io
+
+    from distillbench.atomic import write_bytes
+
+    paths = []
+    for arch, head in (("resnet50", "fc."), ("vgg16", "classifier.")):
+        net = getattr(torchvision.models, arch)(weights=None)
+        # The head is replaced by the study anyway; VGG16's alone would add 480 MB.
+        state = {k: v for k, v in net.state_dict().items() if not (arch == "vgg16" and k.startswith(head))}
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        path = Path(directory) / f"{arch}.pt"
+        write_bytes(path, buffer.getvalue())
+        paths.append(path)
+    return paths

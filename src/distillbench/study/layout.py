@@ -1,0 +1,41 @@
+"""Where a study writes what: the output layout is a contract other tools read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ModelRunPaths:
+    root: Path
+
+    @property
+    def predictions(self) -> Path:  # written last: its presence means the model is finished
+        return self.root / "predictions.npz"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.csv"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model.pt"
+
+    @property
+    def record(self) -> Path:
+        return self.root / "run.json"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
+
+    config = property(lambda self: self.root / "config.yaml")
+    environment = property(lambda self: self.root / "environment.json")
+    results = property(lambda self: self.root / "results.json")
+    report = property(lambda self: self.root / "report.md")
+    figures = property(lambda self: self.root / "figures")
+
+    def run(self, key: str) -> ModelRunPaths:
+        return ModelRunPaths(self.root / "runs" / key)

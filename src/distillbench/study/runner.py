@@ -1,0 +1,272 @@
+"""The study: train every model asked for (teachers first), evaluate, write the layout, resume."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from distillbench.atomic import write_bytes, write_json, write_text
+from distillbench.config import ModelDef, StudyConfig, config_to_yaml, training_order
+from distillbench.data import StudyData, load_study_data
+from distillbench.errors import UserError
+from distillbench.models import BACKBONES, build_model
+from distillbench.models.classifier import Classifier, count_parameters
+from distillbench.models.weights import IMAGENET_WEIGHTS, describe_weights
+from distillbench.study.environment import describe_environment
+from distillbench.study.layout import RunLayout
+from distillbench.training.cache import TensorCache, cache_key, hash_module
+from distillbench.training.distill import DISTILLERS
+from distillbench.training.loop import Objective, cross_entropy_objective, fit, predict
+
+INFERENCE_BATCH = 1024
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device: cuda was asked for, but torch sees no CUDA GPU; use device=auto or cpu.")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Study:
+    """One study in one output directory. ``run()`` is safe to repeat: finished models are kept."""
+
+    def __init__(self, cfg: StudyConfig, out: Path, data: StudyData | None = None):
+        self.cfg = cfg
+        self.perf = cfg.perf.effective()
+        self.layout = RunLayout(Path(out))
+        if self.perf.threads:
+            torch.set_num_threads(self.perf.threads)
+        self.device = resolve_device(cfg.device)
+        self.data = data if data is not None else load_study_data(cfg.data, cfg.seed)
+        self.image_size = int(self.data.train.images.shape[-1])
+        self.num_classes = len(self.data.class_names)
+        self.cache = TensorCache(self.perf.cache_dir if self.perf.disk_cache else None)
+        self.trained: dict[str, Classifier] = {}
+        self._fingerprints: dict[str, str] = {}
+        self._model_hashes: dict[str, str] = {}
+
+    # ---- identity of a model's run, for resume -------------------------------------------------
+    def _weights_identity(self, arch: str) -> str | None:
+        if arch not in BACKBONES:
+            return None
+        source = self.cfg.weights.get(arch, "none")
+        if source == "imagenet":
+            return f"imagenet:{IMAGENET_WEIGHTS[arch].url}"
+        if source == "none":
+            return "none"
+        path = Path(source).expanduser()
+        return f"file:{_file_sha256(path)}" if path.is_file() else f"file:{path}"
+
+    def fingerprint(self, key: str) -> str:
+        """Hash of everything a model's result depends on; a finished run is reused only if equal."""
+        if key not in self._fingerprints:
+            spec = self.cfg.zoo[key]
+            payload = {
+                "spec": spec.model_dump(mode="json"),
+                "train": self.cfg.train.model_dump(mode="json"),
+                "seed": self.cfg.seed,
+                "data": self.data.fingerprint,
+                "precision": self.perf.precision,
+                "weights": self._weights_identity(spec.arch),
+                "kd": self.cfg.kd.model_dump(mode="json") if spec.teachers else None,
+                "teachers": [self.fingerprint(t) for t in spec.teachers],
+            }
+            self._fingerprints[key] = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return self._fingerprints[key]
+
+    def is_finished(self, key: str) -> bool:
+        paths = self.layout.run(key)
+        if not paths.predictions.exists():
+            return False
+        try:
+            return json.loads(paths.record.read_text())["fingerprint"] == self.fingerprint(key)
+        except (OSError, ValueError, KeyError):
+            return False
+
+    # ---- models and their inputs ---------------------------------------------------------------
+    def _build(self, spec: ModelDef, weights: str | None) -> Classifier:
+        model = build_model(spec, weights, self.image_size, self.num_classes)
+        return model.to(self.device)
+
+    def load_trained(self, key: str) -> Classifier:
+        """A finished model of this study, from memory or its ``model.pt``."""
+        if key not in self.trained:
+            model = self._build(self.cfg.zoo[key], "none")  # every weight comes from model.pt
+            path = self.layout.run(key).model
+            try:
+                model.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise UserError(
+                    f"Checkpoint {path} could not be loaded ({type(exc).__name__}); delete "
+                    f"{path.parent} and run again to retrain {key}."
+                ) from None
+            self.trained[key] = model.eval()
+        return self.trained[key]
+
+    def inputs_for(self, model: Classifier) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
+        """Per split, what the trainable part sees, and that part: cached prefix output + body, or all."""
+        images = {name: split.images for name, split in self.data.splits.items()}
+        if not self.perf.cache_features or model.prefix_is_trivial:
+            return images, model
+        prefix_hash = hash_module(model.prefix)
+        features = {
+            name: self.cache.get(
+                cache_key("prefix", prefix_hash, self.data.fingerprint, name, self.perf.precision),
+                lambda name=name: predict(model.prefix, images[name], INFERENCE_BATCH, self.device, self.perf.precision),
+                what=f"frozen-layer activations ({name})",
+            )
+            for name in images
+        }
+        return features, model.body
+
+    def logits(self, key: str, split: str) -> torch.Tensor:
+        """A finished model's logits on a split (cached when ``perf.cache_teacher_logits``)."""
+        model = self.load_trained(key)
+
+        def compute() -> torch.Tensor:
+            inputs, module = self.inputs_for(model)
+            return predict(module, inputs[split], INFERENCE_BATCH, self.device, self.perf.precision)
+
+        if not self.perf.cache_teacher_logits:
+            return compute()
+        if key not in self._model_hashes:
+            self._model_hashes[key] = hash_module(model)
+        digest = cache_key("logits", self._model_hashes[key], self.data.fingerprint, split, self.perf.precision)
+        return self.cache.get(digest, compute, what=f"{key} logits ({split})")
+
+    def objective_for(self, spec: ModelDef) -> Objective:
+        if not spec.teachers:
+            return cross_entropy_objective
+        distill, kd = DISTILLERS[spec.distill], self.cfg.kd
+        if self.perf.cache_teacher_logits:
+            soft = torch.stack([self.logits(t, "train") for t in spec.teachers]).mean(0).to(self.device)
+            return lambda idx, x, y, logits: distill(logits, soft[idx], y, kd)
+        teachers = [self.load_trained(t) for t in spec.teachers]
+        images = self.data.train.images.to(self.device)
+
+        def objective(idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():  # the reference path: every teacher forward, every step
+                soft = torch.stack([t(images[idx]).float() for t in teachers]).mean(0)
+            return distill(logits, soft, y, kd)
+
+        return objective
+
+    # ---- one model -----------------------------------------------------------------------------
+    def train_model(self, key: str) -> None:
+        spec = self.cfg.zoo[key]
+        paths = self.layout.run(key)
+        paths.predictions.unlink(missing_ok=True)  # from now on this run is unfinished
+        torch.manual_seed(self.cfg.seed)
+        weights = self.cfg.weights.get(spec.arch) if spec.arch in BACKBONES else None
+        model = self._build(spec, weights)
+        total, trainable = count_parameters(model)
+        print(f"[{key}] {spec.arch}, {total:,} parameters ({trainable:,} trainable), device {self.device}", flush=True)
+        objective = self.objective_for(spec)
+        prepare_start = time.perf_counter()
+        inputs, module = self.inputs_for(model)
+        prepare_seconds = time.perf_counter() - prepare_start
+        splits = self.data.splits
+        result = fit(
+            module,
+            (inputs["train"], splits["train"].labels),
+            (inputs["val"], splits["val"].labels),
+            cfg=self.cfg.train,
+            lr=spec.lr,
+            adam_eps=spec.adam_eps,
+            seed=self.cfg.seed,
+            device=self.device,
+            objective=objective,
+            precision=self.perf.precision,
+            name=key,
+        )
+        test_logits = predict(module, inputs["test"], INFERENCE_BATCH, self.device, self.perf.precision)
+        model.eval()
+        self.trained[key] = model
+
+        buffer = io.BytesIO()
+        torch.save(model.state_dict(), buffer)
+        write_bytes(paths.model, buffer.getvalue())
+        write_text(paths.history, _history_csv(result.history))
+        record = {
+            "model": key,
+            "fingerprint": self.fingerprint(key),
+            "arch": spec.arch,
+            "title": spec.title or key,
+            "teachers": spec.teachers,
+            "weights": describe_weights(spec.arch, weights) if weights else None,
+            "seed": self.cfg.seed,
+            "data_source": self.data.source,
+            "synthetic_data": self.data.synthetic,
+            "device": str(self.device),
+            "params": total,
+            "trainable_params": trainable,
+            "epochs_trained": result.epochs_trained,
+            "best_epoch": result.best_epoch,
+            "train_seconds": result.train_seconds,
+            "prepare_seconds": prepare_seconds,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_json(paths.record, record)
+        labels = splits["test"].labels.numpy()
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            y_true=labels,
+            y_pred=test_logits.argmax(1).numpy(),
+            logits=test_logits.numpy(),
+            class_names=np.array(self.data.class_names),
+        )
+        write_bytes(paths.predictions, buffer.getvalue())  # last: its presence means finished
+        accuracy = float((test_logits.argmax(1) == splits["test"].labels).float().mean())
+        print(f"[{key}] done: test accuracy {accuracy:.4f}, {result.train_seconds:.1f}s", flush=True)
+
+    # ---- the whole study -----------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        from distillbench.reporting import write_report
+        from distillbench.study.results import collect_results
+
+        order = training_order(self.cfg.zoo, self.cfg.models)
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        write_text(self.layout.config, config_to_yaml(self.cfg))
+        write_json(self.layout.environment, describe_environment(self.device))
+        if self.data.synthetic:
+            print("NOTE: the data is GENERATED (distillbench synth-data), not CIFAR-10.", flush=True)
+        started = time.perf_counter()
+        for number, key in enumerate(order, start=1):
+            if self.is_finished(key):
+                print(f"[{key}] already finished with this config in {self.layout.run(key).root}; skipping", flush=True)
+                continue
+            print(f"=== model {number}/{len(order)}: {key} ===", flush=True)
+            self.train_model(key)
+        results = collect_results(self.layout.root, order)
+        write_json(self.layout.results, results)
+        write_report(self.layout.root, results)
+        print(f"Study finished in {time.perf_counter() - started:.1f}s; report: {self.layout.report}", flush=True)
+        return results
+
+
+def _history_csv(history: list[dict[str, float]]) -> str:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    return text.getvalue()

@@ -1,0 +1,72 @@
+"""Content-addressed caches of frozen activations and teacher logits, in memory and on disk.
+
+A key hashes everything the tensor depends on (weights, preprocessing, data, precision), so a
+stale entry can never be found; a file that fails its checksum is recomputed, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from distillbench.atomic import write_bytes
+
+
+def hash_module(module: nn.Module) -> str:
+    """sha256 over a module's structure and every tensor of its state."""
+    digest = hashlib.sha256(repr(module).encode())
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
+
+
+def _tensor_digest(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+class TensorCache:
+    """``get(key, compute)``: memory first, then ``directory`` (if any), else compute and store."""
+
+    def __init__(self, directory: Path | None, log: Callable[[str], None] = print):
+        self.directory = Path(directory).expanduser() if directory is not None else None
+        self.memory: dict[str, torch.Tensor] = {}
+        self.log = log
+
+    def _read(self, path: Path) -> torch.Tensor | None:
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+            tensor, digest = stored["tensor"], stored["sha256"]
+            if _tensor_digest(tensor) == digest:
+                return tensor
+            self.log(f"cache file {path} fails its checksum; recomputing it")
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # any unreadable cache file is rebuilt, whatever the reason
+            self.log(f"cache file {path} is unreadable ({type(exc).__name__}); recomputing it")
+        return None
+
+    def get(self, key: str, compute: Callable[[], torch.Tensor], what: str = "") -> torch.Tensor:
+        if key in self.memory:
+            return self.memory[key]
+        path = self.directory / f"{key}.pt" if self.directory is not None else None
+        tensor = self._read(path) if path is not None else None
+        if tensor is None:
+            tensor = compute().contiguous()
+            if path is not None:
+                buffer = io.BytesIO()
+                torch.save({"tensor": tensor, "sha256": _tensor_digest(tensor)}, buffer)
+                write_bytes(path, buffer.getvalue())
+        elif what:
+            self.log(f"reusing cached {what} ({path.name})")
+        self.memory[key] = tensor
+        return tensor

@@ -1,0 +1,146 @@
+"""The training loop: Adam, shuffled index-slice batches, early stopping on validation loss.
+
+The same loop trains every model. What it trains on is either raw uint8 images (the model's
+whole forward pass) or cached activations of a frozen prefix (only the trainable body runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from distillbench.config import TrainConfig
+
+# (batch indices, input batch, labels, logits) -> loss
+Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy_objective(idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.inference_mode()
+def predict(
+    module: nn.Module, inputs: torch.Tensor, batch_size: int, device: torch.device, precision: str = "fp32"
+) -> torch.Tensor:
+    """``module`` over ``inputs`` in eval mode, batched; float32 on the CPU."""
+    was_training = module.training
+    module.eval()
+    outputs = []
+    for start in range(0, len(inputs), batch_size):
+        with autocast(device, precision):
+            out = module(inputs[start : start + batch_size].to(device, non_blocking=True))
+        outputs.append(out.float().to("cpu"))
+    module.train(was_training)
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+def evaluate(
+    module: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device,
+    precision: str = "fp32",
+) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) on hard labels."""
+    logits = predict(module, inputs, batch_size, device, precision)
+    return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    epochs_trained: int = 0
+    train_seconds: float = 0.0
+
+
+def fit(
+    module: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    *,
+    cfg: TrainConfig,
+    lr: float,
+    adam_eps: float,
+    seed: int,
+    device: torch.device,
+    objective: Objective = cross_entropy_objective,
+    precision: str = "fp32",
+    name: str = "model",
+) -> FitResult:
+    """Train ``module`` in place and leave it holding the weights of its best validation epoch."""
+    x, y = train[0].to(device), train[1].to(device)
+    val_x, val_y = val
+    params = [p for p in module.parameters() if p.requires_grad]
+    fused = device.type == "cuda"
+    optimizer = torch.optim.Adam(params, lr=lr, eps=adam_eps, **({"fused": True} if fused else {}))
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    n, batch_size = len(y), cfg.batch_size
+    steps = (n + batch_size - 1) // batch_size
+    result = FitResult()
+    best_loss, best_state, stale = float("inf"), copy.deepcopy(module.state_dict()), 0
+    started = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        epoch_start = time.perf_counter()
+        module.train()
+        order = torch.randperm(n, generator=generator).to(device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        bar = tqdm(range(steps), desc=f"{name} epoch {epoch}", unit="batch", leave=False, disable=None, file=sys.stderr)
+        for step in bar:
+            idx = order[step * batch_size : (step + 1) * batch_size]
+            xb, yb = x[idx], y[idx]
+            with autocast(device, precision):
+                logits = module(xb)
+            loss = objective(idx, xb, yb, logits.float())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(idx)  # stays on the device: no host sync per step
+            correct += (logits.detach().argmax(1) == yb).sum()
+        bar.close()
+        val_loss, val_acc = evaluate(module, val_x, val_y, cfg.eval_batch_size, device, precision)
+        seconds = time.perf_counter() - epoch_start
+        row = {
+            "epoch": epoch,
+            "train_loss": loss_sum.item() / n,
+            "train_accuracy": correct.item() / n,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": seconds,
+        }
+        result.history.append(row)
+        improved = val_loss < best_loss
+        if improved:
+            best_loss, best_state, stale, result.best_epoch = val_loss, copy.deepcopy(module.state_dict()), 0, epoch
+        else:
+            stale += 1
+        eta = seconds * (cfg.epochs - epoch)
+        print(
+            f"[{name}] epoch {epoch:>2}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_accuracy']:.4f}"
+            f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  {seconds:6.1f}s"
+            f"{'  *best' if improved else ''}  (eta <= {eta:.0f}s)",
+            flush=True,
+        )
+        if cfg.patience is not None and stale >= cfg.patience:
+            print(f"[{name}] early stop: val_loss has not improved for {stale} epochs", flush=True)
+            break
+    module.load_state_dict(best_state)
+    result.epochs_trained = len(result.history)
+    result.train_seconds = time.perf_counter() - started
+    return result
