@@ -35,7 +35,8 @@ def accuracy_bars(names: Sequence[str], accuracies: Sequence[float], reference: 
         ax.annotate(f"{value:.2f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
                     xytext=(0, 3), textcoords="offset points", fontsize=9)  # fmt: skip
     ax.axhline(100 / 10, color="grey", linestyle=":", linewidth=1, label="chance (10 classes)")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 112)
+    ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("Test accuracy (%)")
     ax.set_title("Overall test accuracy")
     ax.legend(loc="upper right", fontsize=8, frameon=False)
@@ -91,10 +92,11 @@ def per_class_accuracy(per_class: dict[str, dict[str, float]], overall: float, t
         ax.annotate(f"{value:.1f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
                     xytext=(0, 2), textcoords="offset points", fontsize=8)  # fmt: skip
     ax.axhline(100 * overall, color="black", linestyle="--", linewidth=1, label=f"overall {100 * overall:.2f}%")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 115)  # headroom for the value labels and the legend
+    ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("Accuracy (%)")
     ax.set_title(f"{title}: per-class accuracy")
-    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    ax.legend(fontsize=8, frameon=False, loc="upper right")
     ax.spines[["top", "right"]].set_visible(False)
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     return _png(fig)

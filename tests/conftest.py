@@ -1,0 +1,52 @@
+"""Shared fixtures: generated data in CIFAR-10's on-disk format and random backbone weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distillbench.cli import main
+from distillbench.data.synthetic import write_cifar10_like
+from distillbench.models.weights import save_random_weights
+
+N_TRAIN, N_TEST, VAL_SIZE = 2000, 400, 400
+
+
+@pytest.fixture(scope="session")
+def cifar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_cifar10_like(tmp_path_factory.mktemp("data") / "cifar-10-batches-py", N_TRAIN, N_TEST, seed=1, separation=0.3)
+
+
+@pytest.fixture(scope="session")
+def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    paths = save_random_weights(tmp_path_factory.mktemp("weights"))
+    return {path.stem: path for path in paths}
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def study_args(cifar_dir: Path, weight_files: dict[str, Path], cache_dir: Path, out: Path, *sets: str) -> list[str]:
+    """``distillbench run`` arguments for a quick study on the fixture."""
+    args = ["run", "--data-dir", str(cifar_dir), "--out", str(out), "--device", "cpu"]
+    for item in (
+        f"weights.resnet50={weight_files['resnet50']}",
+        f"weights.vgg16={weight_files['vgg16']}",
+        "train.epochs=3",
+        f"data.val_size={VAL_SIZE}",
+        f"perf.cache_dir={cache_dir}",
+        *sets,
+    ):
+        args += ["--set", item]
+    return args
+
+
+@pytest.fixture(scope="session")
+def paper_study(tmp_path_factory, cifar_dir, weight_files, cache_dir) -> Path:
+    """All five models of the paper's protocol, run once through the CLI."""
+    out = tmp_path_factory.mktemp("study") / "paper"
+    assert main(study_args(cifar_dir, weight_files, cache_dir, out)) == 0
+    return out

@@ -1,0 +1,78 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distillbench.config import StudyConfig, load_config, training_order
+from distillbench.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_paper_preset_file_equals_the_schema_defaults():
+    preset = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
+    assert preset == StudyConfig().model_dump(mode="json")
+
+
+def test_paper_protocol_values():
+    cfg = load_config(REPO / "configs" / "paper.yaml")
+    assert cfg.models == ["small_cnn", "resnet50", "vgg16", "kd_resnet50", "kd_ensemble"]
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.patience) == (20, 64, 3)
+    assert (cfg.kd.temperature, cfg.kd.alpha, cfg.data.val_size) == (3.0, 0.5, 5000)
+    assert cfg.zoo["small_cnn"].lr == 1e-3 and cfg.zoo["resnet50"].lr == 1e-4 and cfg.zoo["vgg16"].lr == 1e-4
+    assert cfg.zoo["resnet50"].trainable_layers == 0 and cfg.zoo["vgg16"].trainable_layers == 1
+    assert cfg.zoo["kd_ensemble"].teachers == ["resnet50", "vgg16"]
+    assert cfg.weights == {"resnet50": "imagenet", "vgg16": "imagenet"}
+
+
+def test_contract_paths_are_settable():
+    cfg = load_config(
+        None,
+        [
+            "models=[small_cnn,resnet50]", "seed=7", "train.epochs=5", "train.batch_size=32", "train.patience=2",
+            "data.dir=/x/cifar-10-batches-py", "data.val_size=100", "weights.resnet50=/w/r.pt",
+            "weights.vgg16=none", "kd.temperature=4", "kd.alpha=0.25",
+        ],
+    )  # fmt: skip
+    assert cfg.models == ["small_cnn", "resnet50"] and cfg.seed == 7
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.patience) == (5, 32, 2)
+    assert cfg.data.dir == Path("/x/cifar-10-batches-py") and cfg.data.val_size == 100
+    assert cfg.weights == {"resnet50": "/w/r.pt", "vgg16": "none"}
+    assert (cfg.kd.temperature, cfg.kd.alpha) == (4.0, 0.25)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epoch=5", r"train\.epoch: unknown key \(did you mean train\.epochs\?\)"),
+        ("train.epochs=0", r"train\.epochs: Input should be greater than or equal to 1"),
+        ("kd.alpha=1.5", r"kd\.alpha: Input should be less than or equal to 1"),
+        ("models=[small_cnn,resnet18]", r"unknown model 'resnet18'"),
+        ("zoo.small_cnn.arch=lenet", r"zoo\.small_cnn\.arch: unknown architecture 'lenet'"),
+        ("zoo.resnet50.teachers=[kd_resnet50]", r"own teacher"),
+        ("weights.small_cnn=imagenet", r"weights\.small_cnn: not a pretrained backbone"),
+        ("zoo.vgg16.lr=fast", r"zoo\.vgg16\.lr: Input should be a valid number"),
+        ("epochs", r"expected KEY=VALUE"),
+    ],
+)
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(UserError, match=message):
+        load_config(None, [override])
+
+
+def test_bad_config_file(tmp_path):
+    with pytest.raises(UserError, match=r"does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochs: [unclosed\n")
+    with pytest.raises(UserError, match=r"could not be read as YAML"):
+        load_config(bad)
+    bad.write_text("trian:\n  epochs: 3\n")
+    with pytest.raises(UserError, match=r"trian: unknown key \(did you mean train\?\)"):
+        load_config(bad)
+
+
+def test_teachers_come_first_and_are_added():
+    cfg = StudyConfig()
+    assert training_order(cfg.zoo, ["kd_ensemble", "small_cnn"]) == ["resnet50", "vgg16", "kd_ensemble", "small_cnn"]
+    assert training_order(cfg.zoo, ["vgg16", "kd_resnet50"]) == ["vgg16", "resnet50", "kd_resnet50"]
