@@ -85,10 +85,8 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    import yaml
-
     from distillbench.atomic import write_json
-    from distillbench.config import training_order
+    from distillbench.config import load_config, training_order
     from distillbench.reporting import write_report
     from distillbench.study.layout import RunLayout
     from distillbench.study.results import collect_results
@@ -96,9 +94,7 @@ def _report(args: argparse.Namespace) -> None:
     layout = RunLayout(args.out)
     if not layout.config.is_file():
         raise UserError(f"{args.out} is not a study output directory: it has no config.yaml. Give the --out of a run.")
-    from distillbench.config import StudyConfig
-
-    cfg = StudyConfig.model_validate(yaml.safe_load(layout.config.read_text()))
+    cfg = load_config(layout.config)
     results = collect_results(layout.root, training_order(cfg.zoo, cfg.models))
     write_json(layout.results, results)
     write_report(layout.root, results)

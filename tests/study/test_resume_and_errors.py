@@ -90,3 +90,10 @@ def test_corrupt_data_file_is_named(tmp_path, cifar_dir, weight_files, cache_dir
 def test_report_of_a_non_study_directory(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no config.yaml" in capsys.readouterr().err
+
+
+def test_report_with_an_invalid_saved_config(tmp_path, capsys):
+    (tmp_path / "config.yaml").write_text("train:\n  epochs: -1\n")
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "train.epochs" in err and "Traceback" not in err

@@ -66,8 +66,12 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"- **Data:** {study.get('data_source')}",
         f"- **Seed:** {study.get('seed')} · **device:** {study.get('device')}",
         *[f"- **{arch} weights:** {source}" for arch, source in (study.get("weights") or {}).items()],
-        f"- **Training:** Adam, batch {train.get('batch_size')}, up to {train.get('epochs')} epochs, early stopping "
-        f"on validation loss (patience {train.get('patience')}), best weights restored.",
+        f"- **Training:** Adam, batch {train.get('batch_size')}, up to {train.get('epochs')} epochs, "
+        + (
+            f"early stopping on validation loss (patience {train['patience']}), best weights restored."
+            if train.get("patience")
+            else "no early stopping, weights of the best validation epoch restored."
+        ),
         f"- **Distillation:** T = {kd.get('temperature')}, alpha = {kd.get('alpha')}, "
         f"soft term scaled by T^2: {kd.get('scale_by_t2')}.",
         "",
@@ -94,7 +98,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     out += [
         "## Table 1: test accuracy",
         "",
-        _table(["Model", "Test accuracy (%)", "Epochs (best)", "Train time (s)", "Params (trainable)"], rows),
+        _table(["Model", "Test accuracy (%)", "Epochs (best)", "Train time (s, after cached features)", "Params (trainable)"], rows),
         "",
         "![Overall test accuracy](figures/accuracy.png)",
         "",
