@@ -98,9 +98,9 @@ class PerfConfig(_Strict):
     cache_teacher_logits: bool = Field(True, description="Compute teacher logits once per split.")
     disk_cache: bool = Field(True, description="Keep feature/logit caches on disk across studies.")
     cache_dir: Path = Path("~/.cache/distillbench/cache")
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    channels_last: bool = False
-    compile: bool = False
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Autocast precision for training and inference (fp32 until measured otherwise)."
+    )
     threads: int | None = Field(None, ge=1, description="torch CPU threads; null keeps torch's default.")
 
     def effective(self) -> PerfConfig:
@@ -113,8 +113,6 @@ class PerfConfig(_Strict):
                 cache_teacher_logits=False,
                 disk_cache=False,
                 precision="fp32",
-                channels_last=False,
-                compile=False,
             )
         )
 

@@ -1,0 +1,91 @@
+"""The study's data: one uint8 tensor per split, in memory; batches are index slices."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from distillbench.config import DataConfig
+from distillbench.data.cifar10 import download_cifar10, read_cifar10_dir
+from distillbench.errors import UserError
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # uint8 [N, 3, H, W]
+    labels: torch.Tensor  # int64 [N]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class StudyData:
+    train: Split
+    val: Split
+    test: Split
+    class_names: tuple[str, ...]
+    source: str  # where the data came from, for the report
+    synthetic: bool  # generated data: its numbers are never CIFAR-10 results
+    fingerprint: str  # sha256 over every split's pixels and labels
+
+    @property
+    def splits(self) -> dict[str, Split]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+def _fingerprint(splits: dict[str, Split]) -> str:
+    digest = hashlib.sha256()
+    for name, split in splits.items():
+        digest.update(name.encode())
+        digest.update(split.images.numpy().tobytes())
+        digest.update(split.labels.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _split(images: np.ndarray, labels: np.ndarray) -> Split:
+    return Split(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64)))
+
+
+def load_study_data(cfg: DataConfig, seed: int) -> StudyData:
+    """Read (or download) CIFAR-10 and carve the seeded, stratified validation split."""
+    if cfg.dir is not None:
+        directory = cfg.dir.expanduser()
+        source = f"local directory {directory}"
+    else:
+        directory = download_cifar10(cfg.download_root)
+        source = f"torchvision download (md5-verified) in {directory}"
+    arrays = read_cifar10_dir(directory)
+    images, labels = arrays.train_images, arrays.train_labels
+    if cfg.train_limit is not None and cfg.train_limit < len(labels):
+        images, _, labels, _ = train_test_split(
+            images, labels, train_size=cfg.train_limit, stratify=labels, random_state=seed
+        )
+    if cfg.val_size >= len(labels) - len(arrays.class_names):
+        raise UserError(
+            f"data.val_size={cfg.val_size} leaves too few training images out of {len(labels)}; "
+            "choose a smaller data.val_size."
+        )
+    try:
+        train_x, val_x, train_y, val_y = train_test_split(
+            images, labels, test_size=cfg.val_size, stratify=labels, random_state=seed
+        )
+    except ValueError as exc:
+        raise UserError(f"data.val_size={cfg.val_size} cannot be stratified over the classes: {exc}") from None
+    test_x, test_y = arrays.test_images, arrays.test_labels
+    if cfg.test_limit is not None:
+        test_x, test_y = test_x[: cfg.test_limit], test_y[: cfg.test_limit]
+    splits = {"train": _split(train_x, train_y), "val": _split(val_x, val_y), "test": _split(test_x, test_y)}
+    if arrays.synthetic:
+        source = f"GENERATED data in CIFAR-10 format ({source}), not CIFAR-10"
+    return StudyData(
+        **splits,
+        class_names=arrays.class_names,
+        source=source,
+        synthetic=arrays.synthetic,
+        fingerprint=_fingerprint(splits),
+    )

@@ -1,0 +1,32 @@
+import torch
+
+from distillbench.config import ModelDef, TrainConfig
+from distillbench.models import build_model
+from distillbench.training.loop import fit, predict
+
+CPU = torch.device("cpu")
+
+
+def test_bf16_autocast_is_applied_and_close_to_fp32():
+    torch.manual_seed(0)
+    model = build_model(ModelDef(arch="small_cnn", lr=1e-3), None, 32, 10)
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    full, half = predict(model, images, 32, CPU, "fp32"), predict(model, images, 32, CPU, "bf16")
+    assert half.dtype == torch.float32 and not torch.equal(full, half)  # bf16 really ran
+    torch.testing.assert_close(half, full, rtol=0.05, atol=0.05)
+
+
+def test_early_stopping_restores_the_best_epoch():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    x = torch.randn(64, 4)
+    # Validation labels are the opposite of what training teaches: val loss rises from epoch 1 on.
+    val = (x, 1 - (x[:, 0] > 0).long())
+    train = (x, (x[:, 0] > 0).long())
+    result = fit(model, train, val, cfg=TrainConfig(epochs=10, batch_size=16, patience=2), lr=0.1, adam_eps=1e-7,
+                 seed=0, device=CPU)  # fmt: skip
+    losses = [row["val_loss"] for row in result.history]
+    best = losses.index(min(losses)) + 1
+    assert result.best_epoch == best and result.epochs_trained == best + 2  # stopped after 2 stale epochs
+    restored = torch.nn.functional.cross_entropy(model(val[0]), val[1]).item()
+    assert abs(restored - min(losses)) < 1e-5
