@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 
 from distillbench.config import load_config
-from distillbench.data import load_study_data
 from distillbench.data.synthetic import write_cifar10_like
 from distillbench.models.weights import save_random_weights
 from distillbench.study.runner import Study
@@ -41,7 +40,7 @@ def run_path(name: str, workdir: Path, data_dir: Path, weights: dict[str, Path],
     cfg = load_config(None, overrides)
     out = workdir / name
     started = time.perf_counter()
-    study = Study(cfg, out, data=load_study_data(cfg.data, cfg.seed))
+    study = Study(cfg, out)
     study.run()
     total = time.perf_counter() - started
     per_model = {}

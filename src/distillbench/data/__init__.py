@@ -42,8 +42,8 @@ def _fingerprint(splits: dict[str, Split]) -> str:
     digest = hashlib.sha256()
     for name, split in splits.items():
         digest.update(name.encode())
-        digest.update(split.images.numpy().tobytes())
-        digest.update(split.labels.numpy().tobytes())
+        digest.update(split.images.contiguous().numpy())  # hashed through the buffer, not copied
+        digest.update(split.labels.contiguous().numpy())
     return digest.hexdigest()
 
 

@@ -54,19 +54,20 @@ class _Py2Pickler(pickle._Pickler):  # the pure-Python pickler lets us choose th
         self.save(obj.state)
         self.write(pickle.BUILD)
 
+    def save_uint8_array(self, array: np.ndarray) -> None:
+        """An ndarray as numpy 1.x on Python 2 pickled it (uint8 only: all CIFAR-10 holds)."""
+        if array.dtype != np.uint8:
+            raise TypeError(f"only uint8 arrays are written, got {array.dtype}")
+        dtype = _Reduce(_Global("numpy", "dtype"), ("u1", 0, 1), (3, "|", None, None, None, -1, -1, 0))
+        state = (1, array.shape, dtype, False, np.ascontiguousarray(array).tobytes())
+        reconstruct = _Global("numpy.core.multiarray", "_reconstruct")
+        self.save_reduce_obj(_Reduce(reconstruct, (_Global("numpy", "ndarray"), (0,), "b"), state))
+
     dispatch[bytes] = save_py2_str
     dispatch[str] = save_py2_str
     dispatch[_Global] = save_global_ref
     dispatch[_Reduce] = save_reduce_obj
-
-
-def _uint8_array(array: np.ndarray) -> _Reduce:
-    """An ndarray as numpy 1.x on Python 2 pickled it."""
-    dtype = _Reduce(_Global("numpy", "dtype"), ("u1", 0, 1), (3, "|", None, None, None, -1, -1, 0))
-    state = (1, array.shape, dtype, False, np.ascontiguousarray(array, dtype=np.uint8).tobytes())
-    return _Reduce(
-        _Global("numpy.core.multiarray", "_reconstruct"), (_Global("numpy", "ndarray"), (0,), "b"), state
-    )
+    dispatch[np.ndarray] = save_uint8_array
 
 
 def dumps_py2(obj: object) -> bytes:
@@ -130,6 +131,6 @@ def _batch(label: str, images: np.ndarray, labels: np.ndarray) -> dict[str, obje
     return {
         "batch_label": label,
         "labels": [int(v) for v in labels],
-        "data": _uint8_array(images.reshape(len(images), -1)),
+        "data": images.reshape(len(images), -1),
         "filenames": [f"synthetic_{i:06d}.png" for i in range(len(images))],
     }

@@ -17,12 +17,17 @@ from torch import nn
 from distillbench.atomic import write_bytes
 
 
+def _bytes_view(tensor: torch.Tensor) -> memoryview:
+    """The tensor's raw bytes for hashing, without copying a contiguous CPU tensor."""
+    return memoryview(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+
+
 def hash_module(module: nn.Module) -> str:
     """sha256 over a module's structure and every tensor of its state."""
     digest = hashlib.sha256(repr(module).encode())
     for name, tensor in module.state_dict().items():
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(_bytes_view(tensor))
     return digest.hexdigest()
 
 
@@ -31,7 +36,7 @@ def cache_key(*parts: str) -> str:
 
 
 def _tensor_digest(tensor: torch.Tensor) -> str:
-    return hashlib.sha256(tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
+    return hashlib.sha256(_bytes_view(tensor)).hexdigest()
 
 
 class TensorCache:
