@@ -35,7 +35,7 @@ def _peak_rss_mib() -> float:
 def run_path(name: str, workdir: Path, data_dir: Path, weights: dict[str, Path], epochs: int, extra: list[str]) -> dict:
     overrides = [
         f"data.dir={data_dir}", f"weights.resnet50={weights['resnet50']}", f"weights.vgg16={weights['vgg16']}",
-        f"train.epochs={epochs}", "train.patience=null", f"perf.cache_dir={workdir / 'cache'}", *extra,
+        f"train.epochs={epochs}", "train.patience=null", f"perf.cache_dir={workdir / 'cache'}", "seeds=[0]", *extra,
     ]  # fmt: skip
     cfg = load_config(None, overrides)
     out = workdir / name
@@ -45,7 +45,7 @@ def run_path(name: str, workdir: Path, data_dir: Path, weights: dict[str, Path],
     total = time.perf_counter() - started
     per_model = {}
     for key in cfg.models:
-        record = json.loads((out / "runs" / key / "run.json").read_text())
+        record = json.loads((out / "runs" / key / "seed-0" / "run.json").read_text())
         per_epoch = record["train_seconds"] / record["epochs_trained"]
         per_model[key] = {
             "seconds": record["train_seconds"] + record["prepare_seconds"],

@@ -29,12 +29,12 @@ def test_contract_paths_are_settable():
     cfg = load_config(
         None,
         [
-            "models=[small_cnn,resnet50]", "seed=7", "train.epochs=5", "train.batch_size=32", "train.patience=2",
+            "models=[small_cnn,resnet50]", "seeds=[7]", "train.epochs=5", "train.batch_size=32", "train.patience=2",
             "data.dir=/x/cifar-10-batches-py", "data.val_size=100", "weights.resnet50=/w/r.pt",
             "weights.vgg16=none", "kd.temperature=4", "kd.alpha=0.25",
         ],
     )  # fmt: skip
-    assert cfg.models == ["small_cnn", "resnet50"] and cfg.seed == 7
+    assert cfg.models == ["small_cnn", "resnet50"] and cfg.seeds == [7]
     assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.patience) == (5, 32, 2)
     assert cfg.data.dir == Path("/x/cifar-10-batches-py") and cfg.data.val_size == 100
     assert cfg.weights == {"resnet50": "/w/r.pt", "vgg16": "none"}
@@ -53,6 +53,12 @@ def test_contract_paths_are_settable():
         ("weights.small_cnn=imagenet", r"weights\.small_cnn: not a pretrained backbone"),
         ("zoo.vgg16.lr=fast", r"zoo\.vgg16\.lr: Input should be a valid number"),
         ("epochs", r"expected KEY=VALUE"),
+        ("seed=3", r"seed: unknown key \(did you mean seeds\?\)"),
+        ("seeds=[]", r"seeds: the list is empty"),
+        ("seeds=[1,1]", r"repeats a seed"),
+        ("comparisons=[{a: vgg16, b: lenet, paper_favours: a, claim: x}]", r"comparisons\.0\.b: unknown model 'lenet'"),
+        ("comparisons=[{a: vgg16, b: resnet50, paper_favors: a, claim: x}]", r"did you mean comparisons\.0\.paper_favours"),
+        ("evaluation.ece_bins=1", r"evaluation\.ece_bins: Input should be greater than or equal to 2"),
     ],
 )
 def test_bad_values_name_the_key(override, message):
@@ -76,3 +82,13 @@ def test_teachers_come_first_and_are_added():
     cfg = StudyConfig()
     assert training_order(cfg.zoo, ["kd_ensemble", "small_cnn"]) == ["resnet50", "vgg16", "kd_ensemble", "small_cnn"]
     assert training_order(cfg.zoo, ["vgg16", "kd_resnet50"]) == ["vgg16", "resnet50", "kd_resnet50"]
+
+
+def test_defaults_repeat_every_model_over_three_seeds_and_test_the_papers_claims():
+    cfg = StudyConfig()
+    assert cfg.seeds == [0, 1, 2]
+    assert [(c.a, c.b, c.paper_favours) for c in cfg.comparisons] == [
+        ("kd_resnet50", "small_cnn", "b"), ("kd_ensemble", "small_cnn", "b"),
+        ("kd_ensemble", "kd_resnet50", "b"), ("vgg16", "resnet50", "a"),
+    ]  # fmt: skip
+    assert cfg.evaluation.ece_bins == 15

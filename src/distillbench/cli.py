@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
         "train.epochs=5, models=[small_cnn,vgg16], weights.vgg16=PATH, kd.alpha=0.7",
     )  # fmt: skip
     run.add_argument("--data-dir", type=Path, help="extracted cifar-10-batches-py directory (sets data.dir); no download")
+    run.add_argument(
+        "--seeds", type=int, metavar="N",
+        help="train every model with seeds 0..N-1 (sets seeds; default: the config's, [0, 1, 2])",
+    )  # fmt: skip
     run.add_argument("--out", type=Path, help="output directory (default: results/<study name>)")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="sets device")
 
@@ -79,6 +83,10 @@ def _run(args: argparse.Namespace) -> None:
         overrides.append(f"data.dir={args.data_dir}")
     if args.device is not None:
         overrides.append(f"device={args.device}")
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise UserError(f"--seeds {args.seeds}: give a number of seeds >= 1, e.g. --seeds 3.")
+        overrides.append(f"seeds={list(range(args.seeds))}")
     cfg = load_config(args.config, overrides)
     out = args.out if args.out is not None else Path("results") / cfg.name
     Study(cfg, out).run()
@@ -95,7 +103,7 @@ def _report(args: argparse.Namespace) -> None:
     if not layout.config.is_file():
         raise UserError(f"{args.out} is not a study output directory: it has no config.yaml. Give the --out of a run.")
     cfg = load_config(layout.config)
-    results = collect_results(layout.root, training_order(cfg.zoo, cfg.models))
+    results = collect_results(layout.root, training_order(cfg.zoo, cfg.models), cfg.seeds, cfg.evaluation, cfg.comparisons)
     write_json(layout.results, results)
     write_report(layout.root, results)
     print(f"Report rebuilt: {layout.report}")

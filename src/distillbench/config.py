@@ -35,6 +35,9 @@ class DataConfig(_Strict):
         None, ge=20, description="Use a seeded, stratified subset of this many training images."
     )
     test_limit: int | None = Field(None, ge=10, description="Use the first N test images.")
+    split_seed: int = Field(
+        0, description="Seeds the validation hold-out (and train_limit); the same split for every training seed."
+    )
 
 
 class TrainConfig(_Strict):
@@ -90,6 +93,45 @@ def _paper_zoo() -> dict[str, ModelDef]:
     }
 
 
+class ComparisonDef(_Strict):
+    """A conclusion of the seed paper, tested as a paired comparison of two models' test accuracy."""
+
+    a: str = Field(description="Model key; differences are a minus b.")
+    b: str = Field(description="Model key.")
+    paper_favours: Literal["a", "b"] = Field(description="Which of the two the paper found more accurate.")
+    claim: str = Field(description="The paper's conclusion, in words, for the report.")
+
+
+def _paper_comparisons() -> list[ComparisonDef]:
+    return [
+        ComparisonDef(
+            a="kd_resnet50", b="small_cnn", paper_favours="b",
+            claim="KD from ResNet50 does not beat the small CNN trained from scratch (68.79% vs 70.57%)",
+        ),
+        ComparisonDef(
+            a="kd_ensemble", b="small_cnn", paper_favours="b",
+            claim="KD from the ensemble does not beat the small CNN trained from scratch (66.13% vs 70.57%)",
+        ),
+        ComparisonDef(
+            a="kd_ensemble", b="kd_resnet50", paper_favours="b",
+            claim="Ensemble KD does not improve on single-teacher KD (66.13% vs 68.79%)",
+        ),
+        ComparisonDef(
+            a="vgg16", b="resnet50", paper_favours="a",
+            claim="Fine-tuned VGG16 beats fine-tuned ResNet50 at 32x32 (61.24% vs 42.81%)",
+        ),
+    ]  # fmt: skip
+
+
+class EvaluationConfig(_Strict):
+    """What is measured beyond accuracy: calibration, significance, cost."""
+
+    ece_bins: int = Field(15, ge=2, description="Equal-width confidence bins of the expected calibration error.")
+    bootstrap_resamples: int = Field(10_000, ge=100, description="Paired bootstrap resamples of the test set.")
+    efficiency: bool = Field(True, description="Measure MACs, CPU latency (batch 1) and throughput (batch 256).")
+    latency_repeats: int = Field(30, ge=1, description="Timed batch-1 forward passes (median reported).")
+
+
 class PerfConfig(_Strict):
     """Speed switches. None changes results beyond float tolerance; ``naive`` turns all off."""
 
@@ -119,7 +161,10 @@ class PerfConfig(_Strict):
 
 class StudyConfig(_Strict):
     name: str = "paper"
-    seed: int = 0
+    seeds: list[int] = Field(
+        default_factory=lambda: [0, 1, 2],
+        description="Every model is trained once per seed; a KD student of seed s distils its teachers of seed s.",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     models: list[str] = Field(default_factory=lambda: list(PAPER_MODELS))
     data: DataConfig = Field(default_factory=DataConfig)
@@ -130,6 +175,8 @@ class StudyConfig(_Strict):
         description="Per backbone architecture: imagenet | none | PATH to a torchvision state_dict.",
     )
     zoo: dict[str, ModelDef] = Field(default_factory=_paper_zoo)
+    comparisons: list[ComparisonDef] = Field(default_factory=_paper_comparisons)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     perf: PerfConfig = Field(default_factory=PerfConfig)
 
     @model_validator(mode="after")
@@ -139,6 +186,21 @@ class StudyConfig(_Strict):
 
         if not self.models:
             raise ValueError("models: the list is empty; name at least one model key")
+        if not self.seeds:
+            raise ValueError("seeds: the list is empty; give at least one seed, e.g. seeds=[0]")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: {self.seeds} repeats a seed; every seed must differ")
+        if any(seed < 0 for seed in self.seeds):
+            raise ValueError(f"seeds: {self.seeds} has a negative seed; seeds are integers >= 0")
+        for number, comparison in enumerate(self.comparisons):
+            for side in ("a", "b"):
+                if getattr(comparison, side) not in self.zoo:
+                    raise ValueError(
+                        f"comparisons.{number}.{side}: unknown model {getattr(comparison, side)!r}; "
+                        f"known: {', '.join(self.zoo)}"
+                    )
+            if comparison.a == comparison.b:
+                raise ValueError(f"comparisons.{number}: a and b are both {comparison.a!r}")
         from distillbench.study.results import RESERVED_KEYS
 
         for key in self.zoo:
@@ -220,11 +282,11 @@ def _known_keys(loc: tuple[Any, ...]) -> list[str]:
     parts = [str(p) for p in loc[:-1]]
     while parts:
         part = parts.pop(0)
-        if model is StudyConfig and part == "zoo":
+        if model is StudyConfig and part in ("zoo", "comparisons"):
             if not parts:
                 return []
-            parts.pop(0)  # the model key
-            model = ModelDef
+            parts.pop(0)  # the model key, or the list index
+            model = ModelDef if part == "zoo" else ComparisonDef
             continue
         field = model.model_fields.get(part)
         annotation = field.annotation if field else None

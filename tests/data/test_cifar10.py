@@ -85,11 +85,11 @@ def test_bad_batch_contents_are_named(tmp_path, batch, message):
 
 
 def test_validation_split_is_stratified_seeded_and_disjoint(cifar_dir):
-    cfg = DataConfig(dir=cifar_dir, val_size=400)
-    first, again = load_study_data(cfg, seed=3), load_study_data(cfg, seed=3)
+    cfg = DataConfig(dir=cifar_dir, val_size=400, split_seed=3)
+    first, again = load_study_data(cfg), load_study_data(cfg)
     assert len(first.train) == 1600 and len(first.val) == 400 and len(first.test) == 400
     assert first.fingerprint == again.fingerprint
-    assert load_study_data(cfg, seed=4).fingerprint != first.fingerprint
+    assert load_study_data(cfg.model_copy(update={"split_seed": 4})).fingerprint != first.fingerprint
     # Stratified: each class's share in val matches its share in the full training set within 1 image.
     full = np.bincount(read_cifar10_dir(cifar_dir).train_labels, minlength=10) / 2000
     val = np.bincount(first.val.labels.numpy(), minlength=10)
@@ -107,4 +107,4 @@ def test_download_failure_names_the_offline_options(monkeypatch, tmp_path):
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
     with pytest.raises(UserError, match=r"--data-dir.*weights: PATH"):
-        load_study_data(DataConfig(download_root=tmp_path), seed=0)
+        load_study_data(DataConfig(download_root=tmp_path))

@@ -27,7 +27,7 @@ def both_paths(tmp_path_factory, cifar_dir, weight_files):
 
 @pytest.mark.parametrize("key", MODELS)
 def test_cached_path_matches_naive_path(both_paths, key):
-    runs = {name: both_paths[name] / "runs" / key for name in both_paths}
+    runs = {name: both_paths[name] / "runs" / key / "seed-0" for name in both_paths}
     with np.load(runs["naive"] / "predictions.npz") as naive, np.load(runs["cached"] / "predictions.npz") as cached:
         np.testing.assert_allclose(cached["logits"], naive["logits"], rtol=1e-3, atol=1e-4)
         assert np.mean(cached["y_pred"] == naive["y_pred"]) >= 0.995  # argmax may flip on a near-tie

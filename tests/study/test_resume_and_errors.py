@@ -9,8 +9,8 @@ from distillbench.training import loop
 from tests.conftest import study_args
 
 
-def _mtimes(out, keys):
-    return {k: (out / "runs" / k / "model.pt").stat().st_mtime_ns for k in keys}
+def _mtimes(out, keys, seed=0):
+    return {k: (out / "runs" / k / f"seed-{seed}" / "model.pt").stat().st_mtime_ns for k in keys}
 
 
 def test_interrupted_study_resumes_where_it_stopped(tmp_path, cifar_dir, weight_files, cache_dir, monkeypatch, capsys):
@@ -30,7 +30,7 @@ def test_interrupted_study_resumes_where_it_stopped(tmp_path, cifar_dir, weight_
     assert main(args) == 130
     assert "run the same command again to resume" in capsys.readouterr().err
     assert calls == ["resnet50", "kd_resnet50", "small_cnn"]  # the teacher was added and trained first
-    assert not (out / "runs" / "small_cnn" / "predictions.npz").exists()
+    assert not (out / "runs" / "small_cnn" / "seed-0" / "predictions.npz").exists()
     finished = _mtimes(out, ["resnet50", "kd_resnet50"])
 
     calls.clear()
@@ -43,6 +43,33 @@ def test_interrupted_study_resumes_where_it_stopped(tmp_path, cifar_dir, weight_
     calls.clear()
     assert main([*args, "--set", "kd.alpha=0.9"]) == 0
     assert calls == ["kd_resnet50"]
+
+
+def test_a_multi_seed_study_resumes_at_the_run_it_stopped_in(tmp_path, cifar_dir, weight_files, cache_dir, monkeypatch):
+    out = tmp_path / "study"
+    args = [*study_args(cifar_dir, weight_files, cache_dir, out, "models=[kd_resnet50]", "train.epochs=1"), "--seeds", "2"]
+    real_fit = loop.fit
+    calls, interrupt = [], [True]
+
+    def fit_then_interrupt(*a, **k):
+        calls.append((k["name"], k["seed"]))
+        if (k["name"], k["seed"]) == ("kd_resnet50", 1) and interrupt:
+            interrupt.pop()
+            raise KeyboardInterrupt
+        return real_fit(*a, **k)
+
+    monkeypatch.setattr("distillbench.study.runner.fit", fit_then_interrupt)
+    assert main(args) == 130
+    assert calls == [("resnet50", 0), ("kd_resnet50", 0), ("resnet50", 1), ("kd_resnet50", 1)]  # seed by seed
+    finished = {**_mtimes(out, ["resnet50", "kd_resnet50"]), "resnet50-1": _mtimes(out, ["resnet50"], seed=1)}
+    calls.clear()
+    assert main(args) == 0
+    assert calls == [("kd_resnet50", 1)]
+    assert {**_mtimes(out, ["resnet50", "kd_resnet50"]), "resnet50-1": _mtimes(out, ["resnet50"], seed=1)} == finished
+    # A third seed trains only the new runs.
+    calls.clear()
+    assert main([*args, "--seeds", "3"]) == 0
+    assert calls == [("resnet50", 2), ("kd_resnet50", 2)]
 
 
 def test_stale_finished_run_is_not_trusted(tmp_path, cifar_dir, weight_files, cache_dir, monkeypatch):
@@ -63,6 +90,7 @@ def test_stale_finished_run_is_not_trusted(tmp_path, cifar_dir, weight_files, ca
         (["--set", "models=[small_cnn,efficientnet]"], "unknown model 'efficientnet'"),
         (["--set", "weights.vgg16=/nonexistent/vgg16.pt", "--set", "models=[vgg16]"], "/nonexistent/vgg16.pt is not a file"),
         (["--config", "/nonexistent/study.yaml"], "does not exist"),
+        (["--seeds", "0"], "--seeds 0: give a number of seeds >= 1"),
     ],
 )
 def test_bad_input_exits_nonzero_without_traceback(tmp_path, cifar_dir, weight_files, cache_dir, capsys, extra, message):

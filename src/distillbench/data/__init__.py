@@ -51,7 +51,7 @@ def _split(images: np.ndarray, labels: np.ndarray) -> Split:
     return Split(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64)))
 
 
-def load_study_data(cfg: DataConfig, seed: int) -> StudyData:
+def load_study_data(cfg: DataConfig) -> StudyData:
     """Read (or download) CIFAR-10 and carve the seeded, stratified validation split."""
     if cfg.dir is not None:
         directory = cfg.dir.expanduser()
@@ -63,7 +63,7 @@ def load_study_data(cfg: DataConfig, seed: int) -> StudyData:
     images, labels = arrays.train_images, arrays.train_labels
     if cfg.train_limit is not None and cfg.train_limit < len(labels):
         images, _, labels, _ = train_test_split(
-            images, labels, train_size=cfg.train_limit, stratify=labels, random_state=seed
+            images, labels, train_size=cfg.train_limit, stratify=labels, random_state=cfg.split_seed
         )
     if cfg.val_size >= len(labels) - len(arrays.class_names):
         raise UserError(
@@ -72,7 +72,7 @@ def load_study_data(cfg: DataConfig, seed: int) -> StudyData:
         )
     try:
         train_x, val_x, train_y, val_y = train_test_split(
-            images, labels, test_size=cfg.val_size, stratify=labels, random_state=seed
+            images, labels, test_size=cfg.val_size, stratify=labels, random_state=cfg.split_seed
         )
     except ValueError as exc:
         raise UserError(f"data.val_size={cfg.val_size} cannot be stratified over the classes: {exc}") from None

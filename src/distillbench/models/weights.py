@@ -84,15 +84,18 @@ def describe_weights(arch: str, source: str) -> str:
     return f"local file {Path(source).expanduser()}"
 
 
-def save_random_weights(directory: Path) -> list[Path]:
-    """Save state_dicts of randomly initialised torchvision backbones, as stand-ins for offline tests."""
+def save_random_weights(directory: Path, seed: int = 0) -> list[Path]:
+    """Save state_dicts of randomly initialised torchvision backbones, as stand-ins for offline tests
+    (seeded: the same files every time, so tests on them are deterministic)."""
     import io
 
     from distillbench.atomic import write_bytes
 
     paths = []
     for arch, head in (("resnet50", "fc."), ("vgg16", "classifier.")):
-        net = getattr(torchvision.models, arch)(weights=None)
+        with torch.random.fork_rng(devices=[]):  # seeded without disturbing the caller's RNG
+            torch.manual_seed(seed)
+            net = getattr(torchvision.models, arch)(weights=None)
         # The head is replaced by the study anyway; VGG16's alone would add 480 MB.
         state = {k: v for k, v in net.state_dict().items() if not (arch == "vgg16" and k.startswith(head))}
         buffer = io.BytesIO()

@@ -21,27 +21,115 @@ def _png(fig: plt.Figure) -> bytes:
     return buffer.getvalue()
 
 
-def accuracy_bars(names: Sequence[str], accuracies: Sequence[float], reference: dict[str, float] | None = None) -> bytes:
-    """Test accuracy per model (%), labelled; reference bars (e.g. the ensemble teacher) hatched."""
+def accuracy_bars(
+    names: Sequence[str],
+    per_seed: Sequence[Sequence[float]],
+    reference: dict[str, Sequence[float]] | None = None,
+) -> bytes:
+    """Mean test accuracy per model (%) with a +-1 std error bar and each seed as a dot; reference
+    bars (e.g. the ensemble teacher) hatched."""
     reference = reference or {}
     labels = [*names, *reference]
-    values = [100 * a for a in [*accuracies, *reference.values()]]
+    values = [100 * np.asarray(v, dtype=float) for v in [*per_seed, *reference.values()]]
+    means = [v.mean() for v in values]
+    stds = [v.std(ddof=1) if len(v) > 1 else 0.0 for v in values]
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(labels)), 4.2))
     colors = [PALETTE[i % 10] for i in range(len(names))] + ["white"] * len(reference)
-    bars = ax.bar(labels, values, color=colors, edgecolor="black", linewidth=0.8)
+    bars = ax.bar(labels, means, yerr=stds, capsize=4, color=colors, edgecolor="black", linewidth=0.8,
+                  error_kw=dict(elinewidth=1, ecolor="black"))  # fmt: skip
     for bar in bars[len(names) :]:
         bar.set_hatch("//")
-    for bar, value in zip(bars, values):
-        ax.annotate(f"{value:.2f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
+    if max(len(v) for v in values) > 1:
+        for bar, seed_values in zip(bars, values):
+            center = bar.get_x() + bar.get_width() / 2
+            ax.scatter(center + np.linspace(-0.12, 0.12, len(seed_values)), seed_values, s=12, color="black", zorder=3,
+                       label="one seed" if bar is bars[0] else None)  # fmt: skip
+    for bar, mean, std in zip(bars, means, stds):
+        ax.annotate(f"{mean:.2f}", (bar.get_x() + bar.get_width() / 2, mean + std), ha="center", va="bottom",
                     xytext=(0, 3), textcoords="offset points", fontsize=9)  # fmt: skip
     ax.axhline(100 / 10, color="grey", linestyle=":", linewidth=1, label="chance (10 classes)")
     ax.set_ylim(0, 112)
     ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("Test accuracy (%)")
-    ax.set_title("Overall test accuracy")
+    seeds = max(len(v) for v in values)
+    ax.set_title("Overall test accuracy" + (f" (mean ± std over {seeds} seeds)" if seeds > 1 else ""))
     ax.legend(loc="upper right", fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    return _png(fig)
+
+
+def accuracy_vs_cost(
+    names: Sequence[str], accuracies: Sequence[float], stds: Sequence[float], macs: Sequence[int], params: Sequence[int]
+) -> bytes:
+    """Test accuracy against multiply-accumulates per image (log scale); marker area ~ parameters."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    params_arr = np.asarray(params, dtype=float)
+    sizes = 40 + 900 * np.sqrt(params_arr / params_arr.max())
+    low, high = min(macs), max(macs)
+    ax.set_xscale("log")
+    ax.set_xlim(low / 3, high * 30)  # room on the right for the labels
+    axes_width_points = ax.get_position().width * fig.get_figwidth() * 72
+    decades_per_point = np.log10(high * 30 / (low / 3)) / axes_width_points
+    log_macs, percent = np.log10(np.asarray(macs, dtype=float)), 100 * np.asarray(accuracies)
+    label_decades = 130 * decades_per_point  # a label is about 130 points wide
+    placed: list[tuple[float, float]] = []  # (left log10 MACs, height in accuracy points) of labels so far
+
+    def collides(left: float, height: float, own: int) -> bool:
+        over_label = any(abs(left - x) < label_decades and abs(height - y) < 9 for x, y in placed)
+        over_marker = any(
+            j != own and left - 0.1 < log_macs[j] < left + label_decades and abs(height - percent[j]) < 8
+            for j in range(len(names))
+        )
+        return over_label or over_marker
+
+    for i, name in enumerate(names):
+        radius_points = np.sqrt(sizes[i] / np.pi)
+        left = log_macs[i] + (radius_points + 4) * decades_per_point
+        height = percent[i]
+        while collides(left, height, i):  # lift the label until it covers no other label or marker
+            height += 9
+        placed.append((left, height))
+        ax.scatter(macs[i], 100 * accuracies[i], s=sizes[i], color=PALETTE[i % 10], edgecolor="black", alpha=0.75, zorder=3)
+        # Drawn over the marker: a big model's marker would hide its own error bar.
+        ax.errorbar(macs[i], 100 * accuracies[i], yerr=100 * stds[i], fmt="none", ecolor="black", elinewidth=1, capsize=3, zorder=4)
+        ax.annotate(f"{name}\n{params[i] / 1e6:.2f}M params, {100 * accuracies[i]:.1f}%", (macs[i], 100 * accuracies[i]),
+                    xytext=(10**left, height), textcoords="data",
+                    va="center", fontsize=8,
+                    arrowprops=dict(arrowstyle="-", color="grey", linewidth=0.6) if height != percent[i] else None)  # fmt: skip
+    top = max(100 * (a + s) for a, s in zip(accuracies, stds))
+    ax.set_ylim(0, min(100, top + 15))
+    ax.set_xlabel("Multiply-accumulates per 32x32 image (log scale)")
+    ax.set_ylabel("Test accuracy (%)")
+    ax.set_title("Accuracy vs cost (marker area ~ parameters)")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
+def reliability_diagram(bins: dict[str, np.ndarray], ece: float, title: str, note: str = "") -> bytes:
+    """Accuracy per confidence bin (bars) against the bin's mean confidence (red ticks, joined to
+    the bar by the gap) and the diagonal of perfect calibration; each bin's share of images below."""
+    edges, counts = bins["edges"], bins["counts"]
+    centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    filled = counts > 0
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.4, 6.4), sharex=True, gridspec_kw=dict(height_ratios=[3, 1], hspace=0.08))
+    ax.bar(centers[filled], bins["accuracy"][filled], width=width[filled], color=PALETTE[0], alpha=0.8, edgecolor="black",
+           linewidth=0.6, label="accuracy in bin")  # fmt: skip
+    ax.vlines(centers[filled], bins["accuracy"][filled], bins["confidence"][filled], color=PALETTE[3], linewidth=1.5)
+    ax.scatter(centers[filled], bins["confidence"][filled], marker="_", s=180, linewidths=2.5, color=PALETTE[3], zorder=3,
+               label="mean confidence in bin")  # fmt: skip
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("Accuracy")
+    ax.set_title(f"{title}\nreliability: ECE {100 * ece:.2f}%{note}", pad=28)
+    ax.legend(fontsize=7.5, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3)
+    hist.bar(centers, counts / max(counts.sum(), 1), width=width, color="grey", edgecolor="black", linewidth=0.5)
+    hist.set_xlabel("Confidence (max softmax probability)")
+    hist.set_ylabel("Share of images")
+    for axis in (ax, hist):
+        axis.spines[["top", "right"]].set_visible(False)
     return _png(fig)
 
 
@@ -65,19 +153,26 @@ def confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title
     return _png(fig)
 
 
-def loss_curves(history: Sequence[dict[str, float]], best_epoch: int, title: str) -> bytes:
-    """Train vs validation loss (left) and accuracy (right) per epoch; the restored epoch marked."""
-    epochs = [row["epoch"] for row in history]
+def loss_curves(histories: dict[int, Sequence[dict[str, float]]], best_epochs: dict[int, int], title: str) -> bytes:
+    """Train vs validation loss (left) and accuracy (right) per epoch, one line style per seed; the
+    restored epoch marked when there is one seed."""
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    styles = ["-", "--", ":", "-."]
     for ax, metric, label in ((loss_ax, "loss", "Loss"), (acc_ax, "accuracy", "Accuracy")):
-        ax.plot(epochs, [r[f"train_{metric}"] for r in history], "o-", ms=3, label="train")
-        ax.plot(epochs, [r[f"val_{metric}"] for r in history], "s-", ms=3, label="validation")
-        ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
+        for number, (seed, history) in enumerate(histories.items()):
+            epochs = [row["epoch"] for row in history]
+            suffix = f" (seed {seed})" if len(histories) > 1 else ""
+            style = styles[number % len(styles)]
+            ax.plot(epochs, [r[f"train_{metric}"] for r in history], style, marker="o", ms=3, color=PALETTE[0], label="train" + suffix)
+            ax.plot(epochs, [r[f"val_{metric}"] for r in history], style, marker="s", ms=3, color=PALETTE[1], label="validation" + suffix)
+        if len(histories) == 1:
+            best = next(iter(best_epochs.values()))
+            ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best})")
         ax.set_xlabel("Epoch")
         ax.set_ylabel(label)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.spines[["top", "right"]].set_visible(False)
-        ax.legend(fontsize=8, frameon=False)
+        ax.legend(fontsize=7, frameon=False)
     loss_ax.set_title(f"{title}: loss")
     acc_ax.set_title(f"{title}: accuracy")
     return _png(fig)

@@ -5,15 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from distillbench.atomic import write_bytes, write_text
+from distillbench.evaluation.calibration import reliability_bins
 from distillbench.reporting import figures
+from distillbench.reporting.html import render_html
 from distillbench.study.layout import RunLayout
-from distillbench.study.results import model_keys
+from distillbench.study.results import load_run, model_keys
 
 
 def figure_paths(key: str) -> dict[str, str]:
     """Figure file names of one model, relative to ``figures/``."""
-    return {kind: f"{key}_{kind}.png" for kind in ("confusion", "loss", "per_class")}
+    return {kind: f"{key}_{kind}.png" for kind in ("confusion", "loss", "per_class", "reliability")}
+
+
+def _pooled_runs(root: Path, key: str, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Test logits and labels of every finished seed of ``key``, stacked (for pooled diagrams)."""
+    runs = [run for seed in seeds if (run := load_run(root, key, seed)) is not None]
+    return np.concatenate([r.logits for r in runs]), np.concatenate([r.y_true for r in runs])
 
 
 def write_figures(root: Path, results: dict[str, Any]) -> None:
@@ -21,15 +31,36 @@ def write_figures(root: Path, results: dict[str, Any]) -> None:
     keys = model_keys(results)
     if not keys:
         return
-    reference = {f"{name} teacher": t["test_accuracy"] for name, t in results["teachers"].items()}
+    study = results["study"]
+    reference = {f"{name} teacher": [s["test_accuracy"] for s in t["seeds"]] for name, t in results["teachers"].items()}
     titles = [results[k]["title"] for k in keys]
-    write_bytes(folder / "accuracy.png", figures.accuracy_bars(titles, [results[k]["test_accuracy"] for k in keys], reference))
-    class_names = results["study"]["class_names"]
+    per_seed = [[s["test_accuracy"] for s in results[k]["seeds"]] for k in keys]
+    write_bytes(folder / "accuracy.png", figures.accuracy_bars(titles, per_seed, reference))
+    costed = [k for k in keys if results[k].get("efficiency")]
+    if costed:
+        write_bytes(folder / "accuracy_vs_cost.png", figures.accuracy_vs_cost(
+            [results[k]["title"] for k in costed],
+            [results[k]["test_accuracy"] for k in costed],
+            [results[k]["test_accuracy_std"] or 0.0 for k in costed],
+            [results[k]["efficiency"]["macs"] for k in costed],
+            [results[k]["efficiency"]["params"] for k in costed],
+        ))  # fmt: skip
+    class_names = study["class_names"]
+    bins = study.get("evaluation", {}).get("ece_bins", 15)
     for key in keys:
         r, names = results[key], figure_paths(key)
-        write_bytes(folder / names["confusion"], figures.confusion(r["confusion_matrix"], class_names, f"{r['title']} (test)"))
-        write_bytes(folder / names["loss"], figures.loss_curves(r["history"], r["best_epoch"], r["title"]))
+        seeds = [s["seed"] for s in r["seeds"]]
+        pooled = f", {len(seeds)} seeds pooled" if len(seeds) > 1 else ""
+        write_bytes(folder / names["confusion"], figures.confusion(r["confusion_matrix"], class_names, f"{r['title']} (test{pooled})"))
+        write_bytes(folder / names["loss"], figures.loss_curves(
+            {s["seed"]: s["history"] for s in r["seeds"]}, {s["seed"]: s["best_epoch"] for s in r["seeds"]}, r["title"]
+        ))  # fmt: skip
         write_bytes(folder / names["per_class"], figures.per_class_accuracy(r["per_class"], r["test_accuracy"], r["title"]))
+        logits, labels = _pooled_runs(root, key, seeds)
+        write_bytes(folder / names["reliability"], figures.reliability_diagram(
+            reliability_bins(logits, labels, bins), r["calibration"]["ece"], r["title"],
+            f" (mean of {len(seeds)} seeds; bars pool them)" if len(seeds) > 1 else "",
+        ))  # fmt: skip
 
 
 def _table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
@@ -38,6 +69,21 @@ def _table(header: list[str], rows: list[list[str]], align: str | None = None) -
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _pm(mean: float, std: float | None, scale: float = 100, digits: int = 2) -> str:
+    """``mean ± std`` (scaled), or just the mean for one seed."""
+    text = f"{scale * mean:.{digits}f}"
+    return text if std is None else f"{text} ± {scale * std:.{digits}f}"
+
+
+def _interval(ci: list[float] | None, scale: float = 100, digits: int = 2, bounds: tuple[float, float] | None = None) -> str:
+    """``[low, high]``, scaled; ``bounds`` clips an interval that runs past what is possible (an
+    accuracy's t interval over two seeds easily exceeds 100%)."""
+    if ci is None:
+        return "-"
+    low, high = ci if bounds is None else (max(ci[0], bounds[0]), min(ci[1], bounds[1]))
+    return f"[{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
 
 
 def _warnings(study: dict[str, Any]) -> list[str]:
@@ -56,15 +102,13 @@ def _warnings(study: dict[str, Any]) -> list[str]:
     return notes
 
 
-def render_markdown(results: dict[str, Any]) -> str:
-    study, keys = results["study"], model_keys(results)
-    out = [f"# distillbench study: {study.get('name')}", ""]
-    out += [*_warnings(study), ""] if _warnings(study) else []
-    train = study.get("train") or {}
-    kd = study.get("kd") or {}
-    out += [
+def _setup(study: dict[str, Any]) -> list[str]:
+    train, kd, seeds = study.get("train") or {}, study.get("kd") or {}, study.get("seeds") or []
+    evaluation = study.get("evaluation") or {}
+    return [
         f"- **Data:** {study.get('data_source')}",
-        f"- **Seed:** {study.get('seed')} · **device:** {study.get('device')}",
+        f"- **Seeds:** {', '.join(map(str, seeds))} (every model trained once per seed; a KD student of seed s "
+        f"distils its teachers of seed s) · **device:** {study.get('device')}",
         *[f"- **{arch} weights:** {source}" for arch, source in (study.get("weights") or {}).items()],
         f"- **Training:** Adam, batch {train.get('batch_size')}, up to {train.get('epochs')} epochs, "
         + (
@@ -74,41 +118,78 @@ def render_markdown(results: dict[str, Any]) -> str:
         ),
         f"- **Distillation:** T = {kd.get('temperature')}, alpha = {kd.get('alpha')}, "
         f"soft term scaled by T^2: {kd.get('scale_by_t2')}.",
+        f"- **Statistics:** mean ± sample std over seeds, 95% Student-t interval of the mean; paired "
+        f"comparisons by McNemar's exact test per seed and a percentile bootstrap "
+        f"({evaluation.get('bootstrap_resamples')} resamples of the test images) of the accuracy "
+        f"difference; ECE over {evaluation.get('ece_bins')} equal-width confidence bins.",
         "",
     ]
-    missing = [k for k in study.get("models", []) if k not in keys]
-    if missing:
-        out += [f"> Not finished yet: {', '.join(missing)}. Run the study again to complete it.", ""]
-    if not keys:
-        return "\n".join(out + ["No model has finished yet."]) + "\n"
 
+
+def _accuracy_section(results: dict[str, Any], keys: list[str]) -> list[str]:
     rows = [
         [
-            results[k]["title"],
-            f"{100 * results[k]['test_accuracy']:.2f}",
-            f"{results[k]['epochs_trained']} ({results[k]['best_epoch']})",
-            f"{results[k]['train_seconds']:.1f}",
-            f"{results[k]['params']:,} ({results[k]['trainable_params']:,})",
+            r["title"],
+            _pm(r["test_accuracy"], r["test_accuracy_std"]),
+            _interval(r["test_accuracy_ci95"], bounds=(0, 1)),
+            ", ".join(f"{100 * s['test_accuracy']:.2f}" for s in r["seeds"]),
+            ", ".join(f"{s['epochs_trained']} ({s['best_epoch']})" for s in r["seeds"]),
+            f"{r['train_seconds']:.1f}",
+            f"{r['params']:,} ({r['trainable_params']:,})",
         ]
-        for k in keys
+        for r in (results[k] for k in keys)
     ]
     for name, teacher in results["teachers"].items():
-        rows.append([f"*{name} teacher ({' + '.join(teacher['members'])}, mean logits)*",
-                     f"{100 * teacher['test_accuracy']:.2f}", "-", "-", "-"])  # fmt: skip
-    out += [
+        rows.append([
+            f"*{name} teacher ({' + '.join(teacher['members'])}, mean logits)*",
+            _pm(teacher["test_accuracy"], teacher["test_accuracy_std"]),
+            _interval(teacher["test_accuracy_ci95"], bounds=(0, 1)),
+            ", ".join(f"{100 * s['test_accuracy']:.2f}" for s in teacher["seeds"]),
+            "-", "-", "-",
+        ])  # fmt: skip
+    header = ["Model", "Test accuracy (%)", "95% CI (clipped to 0-100)", "Per seed", "Epochs (best)", "Train time (s, mean)", "Params (trainable)"]
+    return [
         "## Table 1: test accuracy",
         "",
-        _table(["Model", "Test accuracy (%)", "Epochs (best)", "Train time (s, after cached features)", "Params (trainable)"], rows),
+        _table(header, rows),
         "",
         "![Overall test accuracy](figures/accuracy.png)",
         "",
-        "## Table 2: per-class precision, recall, F1 and accuracy (%)",
+    ]
+
+
+def _comparisons_section(results: dict[str, Any]) -> list[str]:
+    comparisons = results.get("comparisons") or []
+    if not comparisons:
+        return []
+    titles = {k: results[k]["title"] for k in model_keys(results)}
+    rows = [
+        [
+            c["claim"],
+            f"{titles[c['a']]} − {titles[c['b']]}",
+            f"{100 * c['accuracy_diff']:+.2f}",
+            _interval(c["ci95"]),
+            ", ".join(f"{p:.2g}" for p in c["mcnemar_p"]),
+            f"**{c['outcome']}**",
+        ]
+        for c in comparisons
+    ]
+    return [
+        "## The paper's conclusions, tested",
         "",
-        "Every per-class number comes from the same saved test predictions. Per-class accuracy is "
-        "correct / support of the class, which is by definition the class's recall.",
+        "Each conclusion of the seed paper compares two models on the same test images. A model counts "
+        "as better only when the 95% bootstrap interval of the accuracy difference excludes 0 *and* it "
+        "wins in every seed; otherwise the data cannot tell the two apart (*inconclusive*). McNemar's "
+        "exact test is given per seed.",
+        "",
+        _table(["Paper's claim", "a − b", "Difference (points)", "95% CI", "McNemar p per seed", "Our data"], rows, "llrrrl"),
+        "",
+        *[f"- {c['verdict']}" for c in comparisons],
         "",
     ]
-    class_names = study["class_names"]
+
+
+def _per_class_section(results: dict[str, Any], keys: list[str], class_names: list[str]) -> list[str]:
     header = ["Class"] + [f"{results[k]['title']} {m}" for k in keys for m in ("P", "R", "F1", "Acc")]
     rows = [
         [name]
@@ -124,26 +205,124 @@ def render_markdown(results: dict[str, Any]) -> str:
         ]
         for name in class_names
     ]
-    out += [_table(header, rows), ""]
+    seeds = len(results[keys[0]]["seeds"])
+    return [
+        "## Table 2: per-class precision, recall, F1 and accuracy (%)",
+        "",
+        "Every per-class number comes from the saved test predictions"
+        + (f", averaged over {seeds} seeds" if seeds > 1 else "")
+        + ". Per-class accuracy is correct / support of the class, which is by definition the class's recall.",
+        "",
+        _table(header, rows),
+        "",
+    ]
+
+
+def _calibration_section(results: dict[str, Any], keys: list[str]) -> list[str]:
+    def row(title: str, calibration: dict[str, Any], agreement: str) -> list[str]:
+        return [
+            title,
+            _pm(calibration["ece"], calibration["ece_std"]),
+            _pm(calibration["nll"], calibration["nll_std"], scale=1, digits=3),
+            _pm(calibration["brier"], calibration["brier_std"], scale=1, digits=3),
+            agreement,
+        ]
+
+    rows = [
+        row(results[k]["title"], results[k]["calibration"],
+            f"{100 * results[k]['teacher_agreement']:.1f}" if "teacher_agreement" in results[k] else "-")  # fmt: skip
+        for k in keys
+    ]
+    rows += [row(f"*{name} teacher*", t["calibration"], "-") for name, t in results["teachers"].items()]
+    titles = {k: results[k]["title"] for k in keys}
+    kd_lines = [
+        f"- {titles[c['a']]} − {titles[c['b']]}: ECE difference {100 * c['ece_diff']:+.2f} points "
+        f"({'better' if c['ece_diff'] < 0 else 'worse'} calibrated on average over seeds)."
+        for c in results.get("comparisons") or []
+    ]
+    return [
+        "## Table 3: calibration",
+        "",
+        "ECE: top-1 expected calibration error (%), equal-width confidence bins, weighted by bin size. "
+        "NLL: mean negative log-likelihood of the true class. Brier: squared error between the probability "
+        "vector and the one-hot label, summed over classes (0 best, 2 worst). Agreement: top-1 agreement "
+        "of a student with its (seed-matched) teacher, %.",
+        "",
+        _table(["Model", "ECE (%)", "NLL", "Brier", "Agreement with teacher (%)"], rows),
+        "",
+        *(["The paper says distillation gives better calibration; what our runs show:", "", *kd_lines, ""] if kd_lines else []),
+    ]
+
+
+def _efficiency_section(results: dict[str, Any], keys: list[str]) -> list[str]:
+    costed = [k for k in keys if results[k].get("efficiency")]
+    if not costed:
+        return []
+    rows = []
+    for key in costed:
+        e = results[key]["efficiency"]
+        rows.append([
+            results[key]["title"], f"{e['params']:,}", f"{e['trainable_params']:,}", f"{e['macs'] / 1e6:,.1f}",
+            f"{e['checkpoint_bytes'] / 2**20:,.1f}", f"{e['latency_ms_batch1']:.2f}", f"{e['images_per_s_batch256']:,.0f}",
+        ])  # fmt: skip
+    threads = results[costed[0]]["efficiency"].get("cpu_threads")
+    return [
+        "## Table 4: efficiency",
+        "",
+        f"MACs: multiply-accumulates per 32x32 image (convolutions and matrix products, counted by "
+        f"`torch.utils.flop_counter`). Latency and throughput: CPU, {threads} threads, fp32, median over "
+        "seeds.",
+        "",
+        _table(["Model", "Params", "Trainable", "MMACs / image", "Checkpoint (MiB)", "Latency, batch 1 (ms)",
+                "Throughput, batch 256 (img/s)"], rows),  # fmt: skip
+        "",
+        "![Accuracy vs cost](figures/accuracy_vs_cost.png)",
+        "",
+    ]
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    study, keys = results["study"], model_keys(results)
+    out = [f"# distillbench study: {study.get('name')}", ""]
+    out += [*_warnings(study), ""] if _warnings(study) else []
+    out += _setup(study)
+    if study.get("unfinished_runs"):
+        out += [f"> Not finished yet: {', '.join(study['unfinished_runs'])}. Run the study again to complete it.", ""]
+    if not keys:
+        return "\n".join(out + ["No model has finished yet."]) + "\n"
+    out += _accuracy_section(results, keys)
+    out += _comparisons_section(results)
+    out += _per_class_section(results, keys, study["class_names"])
+    out += _calibration_section(results, keys)
+    out += _efficiency_section(results, keys)
     for key in keys:
         r, names = results[key], figure_paths(key)
         teachers = f" Teachers: {', '.join(r['teachers'])}." if r["teachers"] else ""
+        seeds = r["seeds"]
+        trained = (
+            f"after {seeds[0]['epochs_trained']} epochs (weights of epoch {seeds[0]['best_epoch']} restored)"
+            if len(seeds) == 1
+            else f"over {len(seeds)} seeds; figures pool the seeds' test predictions"
+        )
         out += [
             f"## {r['title']} (`{key}`)",
             "",
-            f"Test accuracy {100 * r['test_accuracy']:.2f}% after {r['epochs_trained']} epochs "
-            f"(weights of epoch {r['best_epoch']} restored).{teachers}",
+            f"Test accuracy {_pm(r['test_accuracy'], r['test_accuracy_std'])}% {trained}.{teachers}",
             "",
             f"![{r['title']} confusion matrix](figures/{names['confusion']})",
             f"![{r['title']} loss curves](figures/{names['loss']})",
             f"![{r['title']} per-class accuracy](figures/{names['per_class']})",
+            f"![{r['title']} reliability diagram](figures/{names['reliability']})",
             "",
         ]
     return "\n".join(out)
 
 
 def write_report(root: Path, results: dict[str, Any]) -> None:
-    """Figures first, then ``report.md`` that links them."""
+    """Figures first, then ``report.md`` that links them and ``report.html`` that embeds them."""
     root = Path(root)
+    layout = RunLayout(root)
     write_figures(root, results)
-    write_text(RunLayout(root).report, render_markdown(results))
+    text = render_markdown(results)
+    write_text(layout.report, text)
+    write_text(layout.html_report, render_html(text, root, f"distillbench study: {results['study'].get('name')}"))

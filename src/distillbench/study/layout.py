@@ -35,7 +35,9 @@ class RunLayout:
     environment = property(lambda self: self.root / "environment.json")
     results = property(lambda self: self.root / "results.json")
     report = property(lambda self: self.root / "report.md")
+    html_report = property(lambda self: self.root / "report.html")
     figures = property(lambda self: self.root / "figures")
 
-    def run(self, key: str) -> ModelRunPaths:
-        return ModelRunPaths(self.root / "runs" / key)
+    def run(self, key: str, seed: int) -> ModelRunPaths:
+        """One training run: model ``key`` with seed ``seed``."""
+        return ModelRunPaths(self.root / "runs" / key / f"seed-{seed}")

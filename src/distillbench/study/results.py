@@ -4,17 +4,38 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
+from distillbench.config import ComparisonDef, EvaluationConfig
 from distillbench.errors import UserError
+from distillbench.evaluation.calibration import calibration_metrics
 from distillbench.evaluation.metrics import classification_metrics
+from distillbench.evaluation.significance import mcnemar_exact_p, mean_std_ci, paired_bootstrap_ci, verdict
 from distillbench.study.layout import RunLayout
 
-RESERVED_KEYS = ("study", "teachers")  # top-level keys of results.json that are not model keys
+RESERVED_KEYS = ("study", "teachers", "comparisons")  # top-level keys of results.json that are not model keys
+CALIBRATION_METRICS = ("ece", "nll", "brier")
+
+
+@dataclass
+class SavedRun:
+    """One finished (model, seed) run as it is on disk."""
+
+    y_true: np.ndarray
+    logits: np.ndarray
+    class_names: list[str]
+    record: dict[str, Any]
+    history: list[dict[str, float]]
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.logits.argmax(1) == self.y_true
 
 
 def _read_history(path: Path) -> list[dict[str, float]]:
@@ -22,70 +43,197 @@ def _read_history(path: Path) -> list[dict[str, float]]:
         return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
-def finished_models(root: Path, order: list[str]) -> list[str]:
-    layout = RunLayout(root)
-    return [key for key in order if layout.run(key).predictions.exists()]
+def load_run(root: Path, key: str, seed: int) -> SavedRun | None:
+    """The saved run of ``key`` with ``seed``; None if it has not finished."""
+    paths = RunLayout(root).run(key, seed)
+    if not paths.predictions.exists():
+        return None
+    try:
+        with np.load(paths.predictions, allow_pickle=False) as saved:
+            y_true, logits = saved["y_true"], saved["logits"]
+            class_names = [str(n) for n in saved["class_names"]]
+        record = json.loads(paths.record.read_text())
+        history = _read_history(paths.history)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(
+            f"The saved run of {key} (seed {seed}) in {paths.root} is unreadable ({type(exc).__name__}: {exc}); "
+            f"delete that directory and run the study again to retrain it."
+        ) from None
+    return SavedRun(y_true, logits, class_names, record, history)
 
 
-def collect_results(root: Path, order: list[str]) -> dict[str, Any]:
+def _mean_spread(values: list[float], name: str) -> dict[str, Any]:
+    mean, std, ci95 = mean_std_ci(values)
+    return {name: mean, f"{name}_std": std, f"{name}_ci95": ci95}
+
+
+def _mean_of(records: list[dict[str, float]]) -> dict[str, float]:
+    return {metric: float(np.mean([r[metric] for r in records])) for metric in records[0]}
+
+
+def _calibration_summary(per_seed: list[dict[str, float]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for metric in CALIBRATION_METRICS:
+        mean, std, _ = mean_std_ci([c[metric] for c in per_seed])
+        summary[metric], summary[f"{metric}_std"] = mean, std
+    return summary
+
+
+def _efficiency_summary(per_seed: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Counts from the first seed (they do not depend on it); timings as the median over seeds."""
+    measured = [e for e in per_seed if e]
+    if not measured:
+        return None
+    summary = dict(measured[0])
+    for timing in ("latency_ms_batch1", "images_per_s_batch256"):
+        summary[timing] = statistics.median(e[timing] for e in measured)
+    return summary
+
+
+def _model_entry(key: str, runs: dict[int, SavedRun], teacher_logits: dict[int, np.ndarray], bins: int) -> dict[str, Any]:
+    seed_records = []
+    for seed, run in runs.items():
+        seed_record = {
+            "seed": seed,
+            **classification_metrics(run.y_true, run.logits.argmax(1), run.class_names),
+            "calibration": calibration_metrics(run.logits, run.y_true, bins),
+            **{k: run.record[k] for k in ("epochs_trained", "best_epoch", "train_seconds")},
+            "efficiency": run.record.get("efficiency"),
+            "history": run.history,
+        }
+        if seed in teacher_logits:
+            seed_record["teacher_agreement"] = float(np.mean(run.logits.argmax(1) == teacher_logits[seed].argmax(1)))
+        seed_records.append(seed_record)
+    first = next(iter(runs.values())).record
+    entry: dict[str, Any] = {
+        **_mean_spread([r["test_accuracy"] for r in seed_records], "test_accuracy"),
+        "per_class": {
+            name: _mean_of([r["per_class"][name] for r in seed_records]) for name in seed_records[0]["per_class"]
+        },
+        "confusion_matrix": np.sum([r["confusion_matrix"] for r in seed_records], axis=0).tolist(),
+        "calibration": _calibration_summary([r["calibration"] for r in seed_records]),
+        "efficiency": _efficiency_summary([r["efficiency"] for r in seed_records]),
+        # The first seed's curve and epochs, as in a single-seed study; every seed's are in ``seeds``.
+        "history": seed_records[0]["history"],
+        "epochs_trained": seed_records[0]["epochs_trained"],
+        "best_epoch": seed_records[0]["best_epoch"],
+        "train_seconds": float(np.mean([r["train_seconds"] for r in seed_records])),
+        "params": first["params"],
+        "trainable_params": first["trainable_params"],
+        "title": first.get("title", key),
+        "arch": first["arch"],
+        "teachers": first["teachers"],
+        "weights": first["weights"],
+    }
+    if teacher_logits:
+        entry["teacher_agreement"] = float(np.mean([r["teacher_agreement"] for r in seed_records if "teacher_agreement" in r]))
+    entry["seeds"] = seed_records
+    return entry
+
+
+def _teacher_logits(runs: dict[str, dict[int, SavedRun]], members: list[str]) -> dict[int, np.ndarray]:
+    """Per seed where every member finished: the mean of the members' test logits."""
+    common = set.intersection(*(set(runs.get(m, {})) for m in members)) if members else set()
+    return {seed: np.mean([runs[m][seed].logits for m in members], axis=0) for seed in sorted(common)}
+
+
+def _ensemble_entry(members: list[str], logits: dict[int, np.ndarray], y_true: np.ndarray, bins: int) -> dict[str, Any]:
+    per_seed = [
+        {"seed": seed, "test_accuracy": float(np.mean(l.argmax(1) == y_true)), "calibration": calibration_metrics(l, y_true, bins)}
+        for seed, l in logits.items()
+    ]  # fmt: skip
+    return {
+        "members": members,
+        **_mean_spread([s["test_accuracy"] for s in per_seed], "test_accuracy"),
+        "calibration": _calibration_summary([s["calibration"] for s in per_seed]),
+        "seeds": per_seed,
+    }
+
+
+def _comparison(spec: ComparisonDef, runs: dict[str, dict[int, SavedRun]], evaluation: EvaluationConfig) -> dict[str, Any] | None:
+    seeds = sorted(set(runs.get(spec.a, {})) & set(runs.get(spec.b, {})))
+    if not seeds:
+        return None
+    correct_a = np.stack([runs[spec.a][s].correct for s in seeds])
+    correct_b = np.stack([runs[spec.b][s].correct for s in seeds])
+    per_seed_diff = [float(d) for d in correct_a.mean(1) - correct_b.mean(1)]
+    ci95 = paired_bootstrap_ci(correct_a, correct_b, evaluation.bootstrap_resamples)
+    title_a, title_b = (next(iter(runs[k].values())).record.get("title", k) for k in (spec.a, spec.b))
+    outcome, sentence = verdict(per_seed_diff, ci95, spec.paper_favours, title_a, title_b)
+    ece = {
+        side: [calibration_metrics(runs[key][s].logits, runs[key][s].y_true, evaluation.ece_bins)["ece"] for s in seeds]
+        for side, key in (("a", spec.a), ("b", spec.b))
+    }
+    return {
+        "a": spec.a,
+        "b": spec.b,
+        "claim": spec.claim,
+        "paper_favours": spec.paper_favours,
+        "seeds": seeds,
+        "accuracy_diff": float(np.mean(per_seed_diff)),
+        "accuracy_diff_per_seed": per_seed_diff,
+        "ci95": ci95,
+        "mcnemar_p": [mcnemar_exact_p(a, b) for a, b in zip(correct_a, correct_b)],
+        "ece_diff": float(np.mean(ece["a"]) - np.mean(ece["b"])),
+        "outcome": outcome,
+        "verdict": sentence,
+    }
+
+
+def collect_results(
+    root: Path,
+    order: list[str],
+    seeds: list[int],
+    evaluation: EvaluationConfig | None = None,
+    comparisons: list[ComparisonDef] = (),
+) -> dict[str, Any]:
+    """Every finished run under ``root``, per model aggregated over its finished seeds."""
+    evaluation = evaluation or EvaluationConfig()
     layout = RunLayout(root)
     config = yaml.safe_load(layout.config.read_text()) if layout.config.exists() else {}
+    runs: dict[str, dict[int, SavedRun]] = {}
+    for key in order:
+        finished = {seed: run for seed in seeds if (run := load_run(root, key, seed)) is not None}
+        if finished:
+            runs[key] = finished
+    all_runs = [run for per_seed in runs.values() for run in per_seed.values()]
+    if any(not np.array_equal(run.y_true, all_runs[0].y_true) for run in all_runs):
+        raise UserError(
+            f"The saved runs in {root} were evaluated on different test sets; they cannot be compared. "
+            "Use a fresh --out directory for a study with different data."
+        )
     results: dict[str, Any] = {}
-    logits: dict[str, np.ndarray] = {}
-    records: dict[str, dict[str, Any]] = {}
-    class_names: list[str] = []
-    y_true = None
-    for key in finished_models(root, order):
-        paths = layout.run(key)
-        try:
-            with np.load(paths.predictions, allow_pickle=False) as saved:
-                y_true, y_pred, logits[key] = saved["y_true"], saved["y_pred"], saved["logits"]
-                class_names = [str(n) for n in saved["class_names"]]
-            record = json.loads(paths.record.read_text())
-            history = _read_history(paths.history)
-        except (OSError, ValueError, KeyError) as exc:
-            raise UserError(
-                f"The saved run of {key} in {paths.root} is unreadable ({type(exc).__name__}: {exc}); "
-                f"delete that directory and run the study again to retrain {key}."
-            ) from None
-        records[key] = record
-        results[key] = {
-            **classification_metrics(y_true, y_pred, class_names),
-            "history": history,
-            **{k: record[k] for k in ("epochs_trained", "best_epoch", "train_seconds", "params", "trainable_params")},
-            "title": record.get("title", key),
-            "arch": record["arch"],
-            "teachers": record["teachers"],
-            "weights": record["weights"],
-        }
     ensembles: list[tuple[str, ...]] = []
-    for record in records.values():
-        group = tuple(record["teachers"])
-        if len(group) > 1 and group not in ensembles and all(t in logits for t in group):
-            ensembles.append(group)
+    for key, per_seed in runs.items():
+        members = next(iter(per_seed.values())).record["teachers"]
+        results[key] = _model_entry(key, per_seed, _teacher_logits(runs, members), evaluation.ece_bins)
+        if len(members) > 1 and tuple(members) not in ensembles:
+            ensembles.append(tuple(members))
     teachers = {}
     for group in ensembles:
-        mean_logits = np.mean([logits[t] for t in group], axis=0)
-        name = "ensemble" if len(ensembles) == 1 else "ensemble(" + "+".join(group) + ")"
-        teachers[name] = {
-            "members": list(group),
-            "test_accuracy": float((mean_logits.argmax(1) == y_true).mean()),
-        }
-    first = next(iter(records.values()), {})
+        logits = _teacher_logits(runs, list(group))
+        if logits:
+            name = "ensemble" if len(ensembles) == 1 else "ensemble(" + "+".join(group) + ")"
+            teachers[name] = _ensemble_entry(list(group), logits, all_runs[0].y_true, evaluation.ece_bins)
+    first = all_runs[0] if all_runs else None
+    records = [run.record for run in all_runs]
     study = {
         "name": config.get("name"),
-        "seed": config.get("seed"),
+        "seeds": seeds,
         "models": order,
-        "finished": list(records),
-        "class_names": class_names,
-        "data_source": first.get("data_source"),
-        "synthetic_data": bool(first.get("synthetic_data")),
-        "device": first.get("device"),
-        "weights": {r["arch"]: r["weights"] for r in records.values() if r.get("weights")},
+        "finished": [key for key in order if len(runs.get(key, {})) == len(seeds)],
+        "unfinished_runs": [f"{key} seed {seed}" for key in order for seed in seeds if seed not in runs.get(key, {})],
+        "class_names": first.class_names if first else [],
+        "data_source": first.record.get("data_source") if first else None,
+        "synthetic_data": bool(first and first.record.get("synthetic_data")),
+        "device": first.record.get("device") if first else None,
+        "weights": {r["arch"]: r["weights"] for r in records if r.get("weights")},
         "kd": config.get("kd"),
         "train": config.get("train"),
+        "evaluation": evaluation.model_dump(mode="json"),
     }
-    return {"study": study, **results, "teachers": teachers}
+    compared = [entry for spec in comparisons if (entry := _comparison(spec, runs, evaluation))]
+    return {"study": study, **results, "teachers": teachers, "comparisons": compared}
 
 
 def model_keys(results: dict[str, Any]) -> list[str]:

@@ -18,6 +18,7 @@ from distillbench.atomic import write_bytes, write_json, write_text
 from distillbench.config import ModelDef, StudyConfig, config_to_yaml, training_order
 from distillbench.data import StudyData, load_study_data
 from distillbench.errors import UserError
+from distillbench.evaluation.efficiency import measure_efficiency
 from distillbench.models import BACKBONES, build_model
 from distillbench.models.classifier import Classifier, count_parameters
 from distillbench.models.weights import IMAGENET_WEIGHTS, describe_weights
@@ -56,13 +57,14 @@ class Study:
         if self.perf.threads:
             torch.set_num_threads(self.perf.threads)
         self.device = resolve_device(cfg.device)
-        self.data = data if data is not None else load_study_data(cfg.data, cfg.seed)
+        self.data = data if data is not None else load_study_data(cfg.data)
         self.image_size = int(self.data.train.images.shape[-1])
         self.num_classes = len(self.data.class_names)
         self.cache = TensorCache(self.perf.cache_dir if self.perf.disk_cache else None)
-        self.trained: dict[str, Classifier] = {}
-        self._fingerprints: dict[str, str] = {}
-        self._model_hashes: dict[str, str] = {}
+        # Keyed by (model key, seed): a KD student of seed s distils its teachers of seed s.
+        self.trained: dict[tuple[str, int], Classifier] = {}
+        self._fingerprints: dict[tuple[str, int], str] = {}
+        self._model_hashes: dict[tuple[str, int], str] = {}
 
     # ---- identity of a model's run, for resume -------------------------------------------------
     def _weights_identity(self, arch: str) -> str | None:
@@ -76,29 +78,30 @@ class Study:
         path = Path(source).expanduser()
         return f"file:{_file_sha256(path)}" if path.is_file() else f"file:{path}"
 
-    def fingerprint(self, key: str) -> str:
-        """Hash of everything a model's result depends on; a finished run is reused only if equal."""
-        if key not in self._fingerprints:
+    def fingerprint(self, key: str, seed: int) -> str:
+        """Hash of everything a run's result depends on; a finished run is reused only if equal."""
+        if (key, seed) not in self._fingerprints:
             spec = self.cfg.zoo[key]
             payload = {
                 "spec": spec.model_dump(mode="json"),
                 "train": self.cfg.train.model_dump(mode="json"),
-                "seed": self.cfg.seed,
+                "seed": seed,
                 "data": self.data.fingerprint,
                 "precision": self.perf.precision,
                 "weights": self._weights_identity(spec.arch),
                 "kd": self.cfg.kd.model_dump(mode="json") if spec.teachers else None,
-                "teachers": [self.fingerprint(t) for t in spec.teachers],
+                "teachers": [self.fingerprint(t, seed) for t in spec.teachers],
             }
-            self._fingerprints[key] = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-        return self._fingerprints[key]
+            digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+            self._fingerprints[(key, seed)] = digest
+        return self._fingerprints[(key, seed)]
 
-    def is_finished(self, key: str) -> bool:
-        paths = self.layout.run(key)
+    def is_finished(self, key: str, seed: int) -> bool:
+        paths = self.layout.run(key, seed)
         if not paths.predictions.exists():
             return False
         try:
-            return json.loads(paths.record.read_text())["fingerprint"] == self.fingerprint(key)
+            return json.loads(paths.record.read_text())["fingerprint"] == self.fingerprint(key, seed)
         except (OSError, ValueError, KeyError):
             return False
 
@@ -107,20 +110,20 @@ class Study:
         model = build_model(spec, weights, self.image_size, self.num_classes)
         return model.to(self.device)
 
-    def load_trained(self, key: str) -> Classifier:
-        """A finished model of this study, from memory or its ``model.pt``."""
-        if key not in self.trained:
+    def load_trained(self, key: str, seed: int) -> Classifier:
+        """A finished run of this study, from memory or its ``model.pt``."""
+        if (key, seed) not in self.trained:
             model = self._build(self.cfg.zoo[key], "none")  # every weight comes from model.pt
-            path = self.layout.run(key).model
+            path = self.layout.run(key, seed).model
             try:
                 model.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
             except (OSError, RuntimeError, ValueError) as exc:
                 raise UserError(
                     f"Checkpoint {path} could not be loaded ({type(exc).__name__}); delete "
-                    f"{path.parent} and run again to retrain {key}."
+                    f"{path.parent} and run again to retrain {key} (seed {seed})."
                 ) from None
-            self.trained[key] = model.eval()
-        return self.trained[key]
+            self.trained[(key, seed)] = model.eval()
+        return self.trained[(key, seed)]
 
     def inputs_for(self, model: Classifier) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
         """Per split, what the trainable part sees, and that part: cached prefix output + body, or all."""
@@ -138,9 +141,9 @@ class Study:
         }
         return features, model.body
 
-    def logits(self, key: str, split: str) -> torch.Tensor:
-        """A finished model's logits on a split (cached when ``perf.cache_teacher_logits``)."""
-        model = self.load_trained(key)
+    def logits(self, key: str, seed: int, split: str) -> torch.Tensor:
+        """A finished run's logits on a split (cached when ``perf.cache_teacher_logits``)."""
+        model = self.load_trained(key, seed)
 
         def compute() -> torch.Tensor:
             inputs, module = self.inputs_for(model)
@@ -148,19 +151,19 @@ class Study:
 
         if not self.perf.cache_teacher_logits:
             return compute()
-        if key not in self._model_hashes:
-            self._model_hashes[key] = hash_module(model)
-        digest = cache_key("logits", self._model_hashes[key], self.data.fingerprint, split, self.perf.precision)
-        return self.cache.get(digest, compute, what=f"{key} logits ({split})")
+        if (key, seed) not in self._model_hashes:
+            self._model_hashes[(key, seed)] = hash_module(model)
+        digest = cache_key("logits", self._model_hashes[(key, seed)], self.data.fingerprint, split, self.perf.precision)
+        return self.cache.get(digest, compute, what=f"{key} seed {seed} logits ({split})")
 
-    def objective_for(self, spec: ModelDef) -> Objective:
+    def objective_for(self, spec: ModelDef, seed: int) -> Objective:
         if not spec.teachers:
             return cross_entropy_objective
         distill, kd = DISTILLERS[spec.distill], self.cfg.kd
         if self.perf.cache_teacher_logits:
-            soft = torch.stack([self.logits(t, "train") for t in spec.teachers]).mean(0).to(self.device)
+            soft = torch.stack([self.logits(t, seed, "train") for t in spec.teachers]).mean(0).to(self.device)
             return lambda idx, x, y, logits: distill(logits, soft[idx], y, kd)
-        teachers = [self.load_trained(t) for t in spec.teachers]
+        teachers = [self.load_trained(t, seed) for t in spec.teachers]
         images = self.data.train.images.to(self.device)
 
         def objective(idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -171,16 +174,16 @@ class Study:
         return objective
 
     # ---- one model -----------------------------------------------------------------------------
-    def train_model(self, key: str) -> None:
+    def train_model(self, key: str, seed: int) -> None:
         spec = self.cfg.zoo[key]
-        paths = self.layout.run(key)
+        paths = self.layout.run(key, seed)
         paths.predictions.unlink(missing_ok=True)  # from now on this run is unfinished
-        torch.manual_seed(self.cfg.seed)
+        torch.manual_seed(seed)
         weights = self.cfg.weights.get(spec.arch) if spec.arch in BACKBONES else None
         model = self._build(spec, weights)
         total, trainable = count_parameters(model)
         print(f"[{key}] {spec.arch}, {total:,} parameters ({trainable:,} trainable), device {self.device}", flush=True)
-        objective = self.objective_for(spec)
+        objective = self.objective_for(spec, seed)
         prepare_start = time.perf_counter()
         inputs, module = self.inputs_for(model)
         prepare_seconds = time.perf_counter() - prepare_start
@@ -192,7 +195,7 @@ class Study:
             cfg=self.cfg.train,
             lr=spec.lr,
             adam_eps=spec.adam_eps,
-            seed=self.cfg.seed,
+            seed=seed,
             device=self.device,
             objective=objective,
             precision=self.perf.precision,
@@ -200,7 +203,7 @@ class Study:
         )
         test_logits = predict(module, inputs["test"], INFERENCE_BATCH, self.device, self.perf.precision)
         model.eval()
-        self.trained[key] = model
+        self.trained[(key, seed)] = model
 
         buffer = io.BytesIO()
         torch.save(model.state_dict(), buffer)
@@ -208,12 +211,12 @@ class Study:
         write_text(paths.history, _history_csv(result.history))
         record = {
             "model": key,
-            "fingerprint": self.fingerprint(key),
+            "fingerprint": self.fingerprint(key, seed),
             "arch": spec.arch,
             "title": spec.title or key,
             "teachers": spec.teachers,
             "weights": describe_weights(spec.arch, weights) if weights else None,
-            "seed": self.cfg.seed,
+            "seed": seed,
             "data_source": self.data.source,
             "synthetic_data": self.data.synthetic,
             "device": str(self.device),
@@ -223,6 +226,7 @@ class Study:
             "best_epoch": result.best_epoch,
             "train_seconds": result.train_seconds,
             "prepare_seconds": prepare_seconds,
+            "efficiency": self._efficiency(model, paths.model),
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         write_json(paths.record, record)
@@ -237,7 +241,12 @@ class Study:
         )
         write_bytes(paths.predictions, buffer.getvalue())  # last: its presence means finished
         accuracy = float((test_logits.argmax(1) == splits["test"].labels).float().mean())
-        print(f"[{key}] done: test accuracy {accuracy:.4f}, {result.train_seconds:.1f}s", flush=True)
+        print(f"[{key}] seed {seed} done: test accuracy {accuracy:.4f}, {result.train_seconds:.1f}s", flush=True)
+
+    def _efficiency(self, model: Classifier, checkpoint: Path) -> dict[str, Any] | None:
+        if not self.cfg.evaluation.efficiency:
+            return None
+        return measure_efficiency(model, self.image_size, checkpoint, self.cfg.evaluation.latency_repeats)
 
     # ---- the whole study -----------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -251,13 +260,19 @@ class Study:
         if self.data.synthetic:
             print("NOTE: the data is GENERATED (distillbench synth-data), not CIFAR-10.", flush=True)
         started = time.perf_counter()
-        for number, key in enumerate(order, start=1):
-            if self.is_finished(key):
-                print(f"[{key}] already finished with this config in {self.layout.run(key).root}; skipping", flush=True)
-                continue
-            print(f"=== model {number}/{len(order)}: {key} ===", flush=True)
-            self.train_model(key)
-        results = collect_results(self.layout.root, order)
+        seeds = self.cfg.seeds
+        # Seed by seed: after the first, a complete single-seed study is on disk.
+        for seed_number, seed in enumerate(seeds, start=1):
+            for number, key in enumerate(order, start=1):
+                where = f"seed {seed} ({seed_number}/{len(seeds)}), model {number}/{len(order)}: {key}"
+                if self.is_finished(key, seed):
+                    print(f"=== {where}: already finished with this config; skipping ===", flush=True)
+                    continue
+                print(f"=== {where} ===", flush=True)
+                self.train_model(key, seed)
+            for key in order:  # this seed's models are on disk; keep memory flat over many seeds
+                self.trained.pop((key, seed), None)
+        results = collect_results(self.layout.root, order, seeds, self.cfg.evaluation, self.cfg.comparisons)
         write_json(self.layout.results, results)
         write_report(self.layout.root, results)
         print(f"Study finished in {time.perf_counter() - started:.1f}s; report: {self.layout.report}", flush=True)

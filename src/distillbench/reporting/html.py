@@ -1,0 +1,70 @@
+"""``report.html``: the Markdown report as one self-contained page (figures embedded, no network)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from pathlib import Path
+
+import markdown
+
+STYLE = """
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1180px; margin: 2em auto;
+       padding: 0 1em; color: #222; }
+h1, h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 13px; display: block; overflow-x: auto; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; }
+th { background: #f3f3f3; cursor: pointer; position: sticky; top: 0; }
+th[data-order="asc"]::after { content: " ▲"; } th[data-order="desc"]::after { content: " ▼"; }
+tr:nth-child(even) td { background: #fafafa; }
+blockquote { border-left: 4px solid #d33; margin: 1em 0; padding: .2em 1em; background: #fff4f4; }
+img { max-width: 100%; margin: .5em 0; }
+p img { max-width: 49%; }
+"""
+
+# Click a column header to sort by it (numbers numerically: the first number in the cell).
+SORT_SCRIPT = """
+document.querySelectorAll("table").forEach(function (table) {
+  table.querySelectorAll("th").forEach(function (th, column) {
+    th.title = "click to sort";
+    th.addEventListener("click", function () {
+      var body = table.tBodies[0], rows = Array.from(body.rows);
+      var order = th.dataset.order === "asc" ? "desc" : "asc";
+      table.querySelectorAll("th").forEach(function (other) { delete other.dataset.order; });
+      th.dataset.order = order;
+      var key = function (row) {
+        var text = row.cells[column].textContent.trim(), number = parseFloat(text.replace(/,/g, "").replace("−", "-"));
+        return isNaN(number) ? text.toLowerCase() : number;
+      };
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b), result = x < y ? -1 : x > y ? 1 : 0;
+        return order === "asc" ? result : -result;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+"""
+
+_IMAGE_SOURCE = re.compile(r'src="([^"]+\.png)"')
+
+
+def _embed_images(page: str, root: Path) -> str:
+    """Every ``<img src="figures/x.png">`` becomes a data: URI of that file."""
+
+    def data_uri(match: re.Match[str]) -> str:
+        payload = base64.b64encode((root / html.unescape(match.group(1))).read_bytes()).decode("ascii")
+        return f'src="data:image/png;base64,{payload}"'
+
+    return _IMAGE_SOURCE.sub(data_uri, page)
+
+
+def render_html(markdown_text: str, root: Path, title: str) -> str:
+    """The report page; figures are read from ``root`` and embedded."""
+    body = markdown.markdown(markdown_text, extensions=["tables"], output_format="html")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+        f"{_embed_images(body, Path(root))}\n<script>{SORT_SCRIPT}</script>\n</body>\n</html>\n"
+    )
