@@ -14,6 +14,7 @@ examples:
   distillbench run                                     the paper's protocol, CIFAR-10 downloaded
   distillbench run --data-dir ~/data/cifar-10-batches-py --out results/paper
   distillbench run --config configs/paper.yaml --set train.epochs=5 --set models=[small_cnn,resnet50]
+  distillbench run --seeds 1                           one seed per model, as the paper did (default: 3)
   distillbench report results/paper                    rebuild report + figures from saved runs
 
 offline smoke test (generated data and random backbones; never CIFAR-10 results):

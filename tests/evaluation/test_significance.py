@@ -67,4 +67,7 @@ def test_identical_models_have_a_point_interval():
 def test_verdict(per_seed, ci, favours, outcome):
     label, sentence = verdict(per_seed, ci, favours, "A", "B")
     assert label == outcome
+    if outcome == "inconclusive":
+        assert ("includes 0" in sentence) == (ci[0] <= 0 <= ci[1])
+        assert ("seeds disagree" in sentence) == (ci[0] > 0 or ci[1] < 0)
     assert "A minus B" in sentence and f"{100 * np.mean(per_seed):+.2f}" in sentence

@@ -89,6 +89,8 @@ def test_results_match_scikit_learn_and_scipy_on_saved_predictions(paper_study):
         else:
             low = high = accuracies[0]
         assert entry["test_accuracy_ci95"] == pytest.approx([low, high])
+        assert entry["per_class"]["cat"]["support"] == entry["seeds"][0]["per_class"]["cat"]["support"]
+        assert isinstance(entry["per_class"]["cat"]["support"], int)
         assert entry["per_class"]["cat"]["f1"] == pytest.approx(np.mean([s["per_class"]["cat"]["f1"] for s in entry["seeds"]]))
         assert entry["confusion_matrix"] == np.sum([s["confusion_matrix"] for s in entry["seeds"]], axis=0).tolist()
         assert entry["params"] >= entry["trainable_params"] > 0 and entry["train_seconds"] > 0

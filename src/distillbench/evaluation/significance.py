@@ -60,8 +60,10 @@ def verdict(per_seed_diff: Sequence[float], ci95: Sequence[float], paper_favours
         better = "a"
     elif ci95[1] < 0 and all(d < 0 for d in per_seed_diff):
         better = "b"
+    elif ci95[0] <= 0 <= ci95[1]:
+        return "inconclusive", f"Not supported by our data: {a} minus {b} is {interval}, which includes 0."
     else:
-        return "inconclusive", f"Not supported by our data: {a} minus {b} is {interval}, within noise."
+        return "inconclusive", f"Not supported by our data: {a} minus {b} is {interval}, but the seeds disagree on the sign."
     winner, loser = (a, b) if better == "a" else (b, a)
     label = "supported" if better == paper_favours else "contradicted"
     return label, f"{label.capitalize()}: {winner} beats {loser} ({a} minus {b}: {interval}, same sign in every seed)."

@@ -68,7 +68,9 @@ def _mean_spread(values: list[float], name: str) -> dict[str, Any]:
 
 
 def _mean_of(records: list[dict[str, float]]) -> dict[str, float]:
-    return {metric: float(np.mean([r[metric] for r in records])) for metric in records[0]}
+    """Per metric, the mean over seeds; ``support`` (the same test images in every seed) stays a count."""
+    return {metric: records[0][metric] if metric == "support" else float(np.mean([r[metric] for r in records]))
+            for metric in records[0]}  # fmt: skip
 
 
 def _calibration_summary(per_seed: list[dict[str, float]]) -> dict[str, Any]:
