@@ -140,9 +140,12 @@ class PerfConfig(_Strict):
     cache_teacher_logits: bool = Field(True, description="Compute teacher logits once per split.")
     disk_cache: bool = Field(True, description="Keep feature/logit caches on disk across studies.")
     cache_dir: Path = Path("~/.cache/distillbench/cache")
-    precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="Autocast precision for training and inference (fp32 until measured otherwise)."
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="Autocast precision for training and inference; auto: bf16 where the hardware has it "
+        "natively (CUDA, CPUs with AVX512-BF16/AMX), else fp32.",
     )
+    channels_last: bool = Field(True, description="Images and convolution weights in channels-last layout.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; null keeps torch's default.")
 
     def effective(self) -> PerfConfig:
@@ -155,6 +158,7 @@ class PerfConfig(_Strict):
                 cache_teacher_logits=False,
                 disk_cache=False,
                 precision="fp32",
+                channels_last=False,
             )
         )
 

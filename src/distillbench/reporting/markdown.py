@@ -108,7 +108,8 @@ def _setup(study: dict[str, Any]) -> list[str]:
     return [
         f"- **Data:** {study.get('data_source')}",
         f"- **Seeds:** {', '.join(map(str, seeds))} (every model trained once per seed; a KD student of seed s "
-        f"distils its teachers of seed s) · **device:** {study.get('device')}",
+        f"distils its teachers of seed s) · **device:** {study.get('device')} · **numerics:** "
+        f"{study.get('precision')} autocast{', channels-last' if study.get('channels_last') else ''}",
         *[f"- **{arch} weights:** {source}" for arch, source in (study.get("weights") or {}).items()],
         f"- **Training:** Adam, batch {train.get('batch_size')}, up to {train.get('epochs')} epochs, "
         + (

@@ -229,6 +229,8 @@ def collect_results(
         "data_source": first.record.get("data_source") if first else None,
         "synthetic_data": bool(first and first.record.get("synthetic_data")),
         "device": first.record.get("device") if first else None,
+        "precision": first.record.get("precision") if first else None,
+        "channels_last": first.record.get("channels_last") if first else None,
         "weights": {r["arch"]: r["weights"] for r in records if r.get("weights")},
         "kd": config.get("kd"),
         "train": config.get("train"),

@@ -35,9 +35,30 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 where the hardware computes it natively (CUDA with bf16, a CPU with AVX512-BF16
+    or AMX), else fp32; bf16 emulated on an older CPU would be slower than fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a private op: absent in some builds
+        native = False
+    return "bf16" if native else "fp32"
+
+
+def to_device(batch: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    """A batch on ``device``; image-shaped (4-D) batches in channels-last layout if asked."""
+    batch = batch.to(device, non_blocking=True)
+    return batch.contiguous(memory_format=torch.channels_last) if channels_last and batch.dim() == 4 else batch
+
+
 @torch.inference_mode()
 def predict(
-    module: nn.Module, inputs: torch.Tensor, batch_size: int, device: torch.device, precision: str = "fp32"
+    module: nn.Module, inputs: torch.Tensor, batch_size: int, device: torch.device, precision: str = "fp32",
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """``module`` over ``inputs`` in eval mode, batched; float32 on the CPU."""
     was_training = module.training
@@ -45,7 +66,7 @@ def predict(
     outputs = []
     for start in range(0, len(inputs), batch_size):
         with autocast(device, precision):
-            out = module(inputs[start : start + batch_size].to(device, non_blocking=True))
+            out = module(to_device(inputs[start : start + batch_size], device, channels_last))
         outputs.append(out.float().to("cpu"))
     module.train(was_training)
     return torch.cat(outputs) if outputs else torch.empty(0)
@@ -53,10 +74,10 @@ def predict(
 
 def evaluate(
     module: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device,
-    precision: str = "fp32",
+    precision: str = "fp32", channels_last: bool = False,
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) on hard labels."""
-    logits = predict(module, inputs, batch_size, device, precision)
+    logits = predict(module, inputs, batch_size, device, precision, channels_last)
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
 
 
@@ -80,6 +101,7 @@ def fit(
     device: torch.device,
     objective: Objective = cross_entropy_objective,
     precision: str = "fp32",
+    channels_last: bool = False,
     name: str = "model",
 ) -> FitResult:
     """Train ``module`` in place and leave it holding the weights of its best validation epoch."""
@@ -103,7 +125,7 @@ def fit(
         bar = tqdm(range(steps), desc=f"{name} epoch {epoch}", unit="batch", leave=False, disable=None, file=sys.stderr)
         for step in bar:
             idx = order[step * batch_size : (step + 1) * batch_size]
-            xb, yb = x[idx], y[idx]
+            xb, yb = to_device(x[idx], device, channels_last), y[idx]
             with autocast(device, precision):
                 logits = module(xb)
             loss = objective(idx, xb, yb, logits.float())
@@ -113,7 +135,7 @@ def fit(
             loss_sum += loss.detach() * len(idx)  # stays on the device: no host sync per step
             correct += (logits.detach().argmax(1) == yb).sum()
         bar.close()
-        val_loss, val_acc = evaluate(module, val_x, val_y, cfg.eval_batch_size, device, precision)
+        val_loss, val_acc = evaluate(module, val_x, val_y, cfg.eval_batch_size, device, precision, channels_last)
         seconds = time.perf_counter() - epoch_start
         row = {
             "epoch": epoch,
