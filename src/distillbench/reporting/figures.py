@@ -98,7 +98,9 @@ def accuracy_vs_cost(
                     va="center", fontsize=8,
                     arrowprops=dict(arrowstyle="-", color="grey", linewidth=0.6) if height != percent[i] else None)  # fmt: skip
     top = max(100 * (a + s) for a, s in zip(accuracies, stds))
-    ax.set_ylim(0, min(100, top + 15))
+    labels_top = max(height for _, height in placed)
+    ax.set_ylim(0, max(min(100, top + 15), labels_top + 8))  # lifted labels stay inside the axes
+    ax.set_yticks(range(0, 101, 20))
     ax.set_xlabel("Multiply-accumulates per 32x32 image (log scale)")
     ax.set_ylabel("Test accuracy (%)")
     ax.set_title("Accuracy vs cost (marker area ~ parameters)")
