@@ -37,9 +37,7 @@ def paired_bootstrap_ci(
 
     ``correct_*`` are (seeds, images) booleans of the same test images. Images are resampled with
     the same indices for both models and every seed, which keeps the comparison paired."""
-    per_image = np.asarray(correct_a, float).reshape(-1, np.shape(correct_a)[-1]).mean(0) - np.asarray(
-        correct_b, float
-    ).reshape(-1, np.shape(correct_b)[-1]).mean(0)
+    per_image = np.atleast_2d(correct_a).mean(0) - np.atleast_2d(correct_b).mean(0)  # mean over seeds
     if np.ptp(per_image) == 0:  # no variation to resample: the interval is the point
         return [float(per_image[0])] * 2
     result = stats.bootstrap(

@@ -152,7 +152,9 @@ def _ensemble_entry(members: list[str], logits: dict[int, np.ndarray], y_true: n
     }
 
 
-def _comparison(spec: ComparisonDef, runs: dict[str, dict[int, SavedRun]], evaluation: EvaluationConfig) -> dict[str, Any] | None:
+def _comparison(
+    spec: ComparisonDef, runs: dict[str, dict[int, SavedRun]], results: dict[str, Any], evaluation: EvaluationConfig
+) -> dict[str, Any] | None:
     seeds = sorted(set(runs.get(spec.a, {})) & set(runs.get(spec.b, {})))
     if not seeds:
         return None
@@ -160,11 +162,10 @@ def _comparison(spec: ComparisonDef, runs: dict[str, dict[int, SavedRun]], evalu
     correct_b = np.stack([runs[spec.b][s].correct for s in seeds])
     per_seed_diff = [float(d) for d in correct_a.mean(1) - correct_b.mean(1)]
     ci95 = paired_bootstrap_ci(correct_a, correct_b, evaluation.bootstrap_resamples)
-    title_a, title_b = (next(iter(runs[k].values())).record.get("title", k) for k in (spec.a, spec.b))
-    outcome, sentence = verdict(per_seed_diff, ci95, spec.paper_favours, title_a, title_b)
+    outcome, sentence = verdict(per_seed_diff, ci95, spec.paper_favours, results[spec.a]["title"], results[spec.b]["title"])
+    # The seeds' ECE as their records already hold it, over the seeds both models finished.
     ece = {
-        side: [calibration_metrics(runs[key][s].logits, runs[key][s].y_true, evaluation.ece_bins)["ece"] for s in seeds]
-        for side, key in (("a", spec.a), ("b", spec.b))
+        key: [r["calibration"]["ece"] for r in results[key]["seeds"] if r["seed"] in seeds] for key in (spec.a, spec.b)
     }
     return {
         "a": spec.a,
@@ -176,7 +177,7 @@ def _comparison(spec: ComparisonDef, runs: dict[str, dict[int, SavedRun]], evalu
         "accuracy_diff_per_seed": per_seed_diff,
         "ci95": ci95,
         "mcnemar_p": [mcnemar_exact_p(a, b) for a, b in zip(correct_a, correct_b)],
-        "ece_diff": float(np.mean(ece["a"]) - np.mean(ece["b"])),
+        "ece_diff": float(np.mean(ece[spec.a]) - np.mean(ece[spec.b])),
         "outcome": outcome,
         "verdict": sentence,
     }
@@ -236,7 +237,7 @@ def collect_results(
         "train": config.get("train"),
         "evaluation": evaluation.model_dump(mode="json"),
     }
-    compared = [entry for spec in comparisons if (entry := _comparison(spec, runs, evaluation))]
+    compared = [entry for spec in comparisons if (entry := _comparison(spec, runs, results, evaluation))]
     return {"study": study, **results, "teachers": teachers, "comparisons": compared}
 
 

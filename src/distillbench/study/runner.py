@@ -131,6 +131,10 @@ class Study:
             self.trained[(key, seed)] = model.eval()
         return self.trained[(key, seed)]
 
+    def _infer(self, module: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        """``module`` over ``inputs`` with this study's device, numerics and inference batch."""
+        return predict(module, inputs, self.inference_batch, self.device, self.precision, self.perf.channels_last)
+
     def inputs_for(self, model: Classifier) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
         """Per split, what the trainable part sees, and that part: cached prefix output + body, or all."""
         images = {name: split.images for name, split in self.data.splits.items()}
@@ -140,7 +144,7 @@ class Study:
         features = {
             name: self.cache.get(
                 cache_key("prefix", prefix_hash, self.data.fingerprint, name, self.numerics),
-                lambda name=name: predict(model.prefix, images[name], self.inference_batch, self.device, self.precision, self.perf.channels_last),
+                lambda name=name: self._infer(model.prefix, images[name]),
                 what=f"frozen-layer activations ({name})",
             )
             for name in images
@@ -153,7 +157,7 @@ class Study:
 
         def compute() -> torch.Tensor:
             inputs, module = self.inputs_for(model)
-            return predict(module, inputs[split], self.inference_batch, self.device, self.precision, self.perf.channels_last)
+            return self._infer(module, inputs[split])
 
         if not self.perf.cache_teacher_logits:
             return compute()
@@ -208,7 +212,7 @@ class Study:
             channels_last=self.perf.channels_last,
             name=key,
         )
-        test_logits = predict(module, inputs["test"], self.inference_batch, self.device, self.precision, self.perf.channels_last)
+        test_logits = self._infer(module, inputs["test"])
         model.eval()
         self.trained[(key, seed)] = model
 
