@@ -6,15 +6,16 @@ from torch import nn
 
 from distillbench.config import ModelDef
 from distillbench.models.classifier import Classifier, Preprocess, keras_init_
+from distillbench.models.layers import Dropout
 
 
 def small_cnn_body(image_size: int, num_classes: int) -> nn.Sequential:
     """Conv(32)-Pool-Drop(.25)-Conv(64)-Pool-Drop(.25)-Dense(256)-Drop(.5)-Dense(classes), valid padding."""
     side = ((image_size - 2) // 2 - 2) // 2
     return nn.Sequential(
-        nn.Conv2d(3, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25),
-        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25),
-        nn.Flatten(), nn.Linear(64 * side * side, 256), nn.ReLU(), nn.Dropout(0.5),
+        nn.Conv2d(3, 32, 3), nn.ReLU(), nn.MaxPool2d(2), Dropout(0.25),
+        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), Dropout(0.25),
+        nn.Flatten(), nn.Linear(64 * side * side, 256), nn.ReLU(), Dropout(0.5),
         nn.Linear(256, num_classes),
     )  # fmt: skip
 
