@@ -59,6 +59,7 @@ def test_contract_paths_are_settable():
         ("comparisons=[{a: vgg16, b: lenet, paper_favours: a, claim: x}]", r"comparisons\.0\.b: unknown model 'lenet'"),
         ("comparisons=[{a: vgg16, b: resnet50, paper_favors: a, claim: x}]", r"did you mean comparisons\.0\.paper_favours"),
         ("evaluation.ece_bins=1", r"evaluation\.ece_bins: Input should be greater than or equal to 2"),
+        ("train.augment=mixup", r"train\.augment: unknown augmentation 'mixup'; known: none, crop_flip"),
     ],
 )
 def test_bad_values_name_the_key(override, message):

@@ -47,6 +47,11 @@ class TrainConfig(_Strict):
         3, ge=1, description="Early stopping on validation loss; null trains every epoch."
     )
     eval_batch_size: int = Field(1024, ge=1)
+    augment: str = Field(
+        "none",
+        description="Training-time augmentation: none (the paper) or crop_flip (random 4-pixel shift and "
+        "horizontal flip); with one, frozen layers and teachers run on every batch instead of from cache.",
+    )
 
 
 class KDConfig(_Strict):
@@ -146,6 +151,7 @@ class PerfConfig(_Strict):
         "natively (CUDA, CPUs with AVX512-BF16/AMX), else fp32.",
     )
     channels_last: bool = Field(True, description="Images and convolution weights in channels-last layout.")
+    fused_optimizer: bool = Field(True, description="Adam's fused kernel: one pass over the weights per step.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; null keeps torch's default.")
 
     def effective(self) -> PerfConfig:
@@ -159,6 +165,7 @@ class PerfConfig(_Strict):
                 disk_cache=False,
                 precision="fp32",
                 channels_last=False,
+                fused_optimizer=False,
             )
         )
 
@@ -185,6 +192,7 @@ class StudyConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_references(self) -> StudyConfig:
+        from distillbench.data.augment import AUGMENTATIONS
         from distillbench.models import ARCHITECTURES, BACKBONES
         from distillbench.training.distill import DISTILLERS
 
@@ -196,6 +204,10 @@ class StudyConfig(_Strict):
             raise ValueError(f"seeds: {self.seeds} repeats a seed; every seed must differ")
         if any(seed < 0 for seed in self.seeds):
             raise ValueError(f"seeds: {self.seeds} has a negative seed; seeds are integers >= 0")
+        if self.train.augment not in AUGMENTATIONS:
+            raise ValueError(
+                f"train.augment: unknown augmentation {self.train.augment!r}; known: {', '.join(AUGMENTATIONS)}"
+            )
         for number, comparison in enumerate(self.comparisons):
             for side in ("a", "b"):
                 if getattr(comparison, side) not in self.zoo:

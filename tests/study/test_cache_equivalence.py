@@ -14,9 +14,10 @@ MODELS = ["resnet50", "vgg16", "kd_ensemble"]
 @pytest.fixture(scope="module")
 def both_paths(tmp_path_factory, cifar_dir, weight_files):
     outs = {}
-    # Caching alone must not change results: the cached path with the naive path's numerics (fp32,
-    # contiguous layout; channels-last draws dropout masks in another element order).
-    for name, sets in (("naive", ["perf.naive=true"]), ("cached", ["perf.precision=fp32", "perf.channels_last=false"])):
+    # Caching must not change results: the default path in fp32 (bf16 would differ by more than float
+    # tolerance) against the naive path. channels-last and the fused optimiser stay on: dropout masks do
+    # not depend on the memory layout, and both change only the order of float operations.
+    for name, sets in (("naive", ["perf.naive=true"]), ("cached", ["perf.precision=fp32"])):
         out = tmp_path_factory.mktemp(name)
         cache = tmp_path_factory.mktemp(f"{name}-cache")
         args = study_args(cifar_dir, weight_files, cache, out, f"models=[{','.join(MODELS)}]", "train.epochs=2",
@@ -47,12 +48,13 @@ def test_naive_path_wrote_no_cache(both_paths, tmp_path_factory):
 
 def test_bf16_channels_last_default_costs_no_accuracy(tmp_path, cifar_dir, weight_files, cache_dir):
     """The default numerics (bf16 autocast where native, channels-last) against fp32 contiguous on the
-    small CNN, three seeds each on the fixture: the mean test accuracy may not drop by more than 2 points."""
+    small CNN, three seeds each on the fixture: the mean test accuracy may not drop by more than 2 points.
+    Eight epochs: after three, accuracy still climbs steeply and single seeds differ by 5 points either way."""
     accuracy = {}
     for precision, layout in (("fp32", "false"), ("bf16", "true")):
         out = tmp_path / precision
         args = study_args(cifar_dir, weight_files, cache_dir, out, "models=[small_cnn]", f"perf.precision={precision}",
-                          f"perf.channels_last={layout}", "evaluation.efficiency=false")  # fmt: skip
+                          f"perf.channels_last={layout}", "evaluation.efficiency=false", "train.epochs=8")  # fmt: skip
         assert main([*args, "--seeds", "3"]) == 0
         accuracy[precision] = json.loads((out / "results.json").read_text())["small_cnn"]["test_accuracy"]
     assert accuracy["bf16"] >= accuracy["fp32"] - 0.02, accuracy

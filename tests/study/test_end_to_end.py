@@ -160,6 +160,7 @@ def test_report_has_the_papers_tables_and_loud_warnings(paper_study):
                     "## Table 3: calibration", "## Table 4: efficiency"):  # fmt: skip
         assert heading in report
     assert "GENERATED DATA" in report and "RANDOM BACKBONE WEIGHTS" not in report
+    assert "no augmentation (as in the paper)" in report
     for key in MODELS:
         assert f"figures/{key}_confusion.png" in report and f"figures/{key}_reliability.png" in report
     for name in CLASS_NAMES:

@@ -30,3 +30,21 @@ def test_early_stopping_restores_the_best_epoch():
     assert result.best_epoch == best and result.epochs_trained == best + 2  # stopped after 2 stale epochs
     restored = torch.nn.functional.cross_entropy(model(val[0]), val[1]).item()
     assert abs(restored - min(losses)) < 1e-5
+
+
+def test_augmentation_transforms_every_training_batch_and_never_validation():
+    seen = []
+
+    def spy(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        seen.append(batch.clone())
+        return batch.flip(-1)
+
+    torch.manual_seed(0)
+    model = build_model(ModelDef(arch="small_cnn", lr=1e-3), None, 32, 10)
+    train = (torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (40,)))
+    val = (torch.full((8, 3, 32, 32), 7, dtype=torch.uint8), torch.zeros(8, dtype=torch.long))
+    fit(model, train, val, cfg=TrainConfig(epochs=2, batch_size=16, patience=None), lr=1e-3, adam_eps=1e-7,
+        seed=0, device=CPU, augment=spy)  # fmt: skip
+    assert [len(batch) for batch in seen] == [16, 16, 8] * 2  # every training batch, both epochs
+    seen_images = {bytes(image.numpy()) for batch in seen for image in batch}
+    assert seen_images == {bytes(image.numpy()) for image in train[0]}  # each training image, no val image

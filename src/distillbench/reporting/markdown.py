@@ -112,6 +112,7 @@ def _setup(study: dict[str, Any]) -> list[str]:
         f"{study.get('precision')} autocast{', channels-last' if study.get('channels_last') else ''}",
         *[f"- **{arch} weights:** {source}" for arch, source in (study.get("weights") or {}).items()],
         f"- **Training:** Adam, batch {train.get('batch_size')}, up to {train.get('epochs')} epochs, "
+        + _augmentation_words(train.get("augment", "none"))
         + (
             f"early stopping on validation loss (patience {train['patience']}), best weights restored."
             if train.get("patience")
@@ -125,6 +126,14 @@ def _setup(study: dict[str, Any]) -> list[str]:
         f"difference; ECE over {evaluation.get('ece_bins')} equal-width confidence bins.",
         "",
     ]
+
+
+def _augmentation_words(augment: str) -> str:
+    if augment == "none":
+        return "no augmentation (as in the paper), "
+    if augment == "crop_flip":
+        return "augmented by random 4-pixel shifts and horizontal flips (not in the paper), "
+    return f"augmentation {augment!r} (not in the paper), "
 
 
 def _accuracy_section(results: dict[str, Any], keys: list[str]) -> list[str]:

@@ -17,6 +17,7 @@ import torch
 from distillbench.atomic import write_bytes, write_json, write_text
 from distillbench.config import ModelDef, StudyConfig, config_to_yaml, training_order
 from distillbench.data import StudyData, load_study_data
+from distillbench.data.augment import AUGMENTATIONS
 from distillbench.errors import UserError
 from distillbench.evaluation.efficiency import measure_efficiency
 from distillbench.models import BACKBONES, build_model
@@ -26,7 +27,14 @@ from distillbench.study.environment import describe_environment
 from distillbench.study.layout import RunLayout
 from distillbench.training.cache import TensorCache, cache_key, hash_module
 from distillbench.training.distill import DISTILLERS
-from distillbench.training.loop import Objective, cross_entropy_objective, fit, predict, resolve_precision
+from distillbench.training.loop import (
+    Objective,
+    autocast,
+    cross_entropy_objective,
+    fit,
+    predict,
+    resolve_precision,
+)
 
 # Frozen-prefix and teacher passes: on CPU, 256 keeps activations in cache (measured faster than 1024).
 INFERENCE_BATCH = {"cpu": 256, "cuda": 2048}
@@ -65,6 +73,7 @@ class Study:
         self.image_size = int(self.data.train.images.shape[-1])
         self.num_classes = len(self.data.class_names)
         self.cache = TensorCache(self.perf.cache_dir if self.perf.disk_cache else None)
+        self.augmentation = AUGMENTATIONS[cfg.train.augment]
         # Keyed by (model key, seed): a KD student of seed s distils its teachers of seed s.
         self.trained: dict[tuple[str, int], Classifier] = {}
         self._fingerprints: dict[tuple[str, int], str] = {}
@@ -93,6 +102,7 @@ class Study:
                 "data": self.data.fingerprint,
                 "precision": self.precision,
                 "channels_last": self.perf.channels_last,
+                "fused_optimizer": self.perf.fused_optimizer,
                 "weights": self._weights_identity(spec.arch),
                 "kd": self.cfg.kd.model_dump(mode="json") if spec.teachers else None,
                 "teachers": [self.fingerprint(t, seed) for t in spec.teachers],
@@ -166,19 +176,42 @@ class Study:
         digest = cache_key("logits", self._model_hashes[(key, seed)], self.data.fingerprint, split, self.numerics)
         return self.cache.get(digest, compute, what=f"{key} seed {seed} logits ({split})")
 
-    def objective_for(self, spec: ModelDef, seed: int) -> Objective:
+    def training_inputs(self, key: str, model: Classifier) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
+        """``inputs_for``, except that with augmentation every model trains on images: an augmented
+        batch is new each step, so no cached activation of it exists."""
+        if self.augmentation is None:
+            return self.inputs_for(model)
+        if self.perf.cache_features and not model.prefix_is_trivial:
+            print(
+                f"[{key}] train.augment={self.cfg.train.augment}: cached frozen-layer activations do not "
+                "apply to augmented batches, so the frozen layers run on every batch",
+                flush=True,
+            )
+        return {name: split.images for name, split in self.data.splits.items()}, model
+
+    def objective_for(self, key: str, seed: int, trains_on_images: bool) -> Objective:
+        """The training loss. A student's teachers come from cached logits, or run on every batch
+        (the naive path, and any augmentation: teachers must see the batch the student sees)."""
+        spec = self.cfg.zoo[key]
         if not spec.teachers:
             return cross_entropy_objective
         distill, kd = DISTILLERS[spec.distill], self.cfg.kd
-        if self.perf.cache_teacher_logits:
+        if self.perf.cache_teacher_logits and self.augmentation is None:
             soft = torch.stack([self.logits(t, seed, "train") for t in spec.teachers]).mean(0).to(self.device)
             return lambda idx, x, y, logits: distill(logits, soft[idx], y, kd)
+        if self.perf.cache_teacher_logits:
+            print(
+                f"[{key}] train.augment={self.cfg.train.augment}: cached teacher logits do not apply to "
+                "augmented batches, so the teachers run on every batch",
+                flush=True,
+            )
         teachers = [self.load_trained(t, seed) for t in spec.teachers]
         images = self.data.train.images.to(self.device)
 
         def objective(idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():  # the reference path: every teacher forward, every step
-                soft = torch.stack([t(images[idx]).float() for t in teachers]).mean(0)
+            batch = x if trains_on_images else images[idx]  # x may be cached activations, not images
+            with torch.no_grad(), autocast(self.device, self.precision):
+                soft = torch.stack([t(batch).float() for t in teachers]).mean(0)
             return distill(logits, soft, y, kd)
 
         return objective
@@ -193,9 +226,9 @@ class Study:
         model = self._build(spec, weights)
         total, trainable = count_parameters(model)
         print(f"[{key}] {spec.arch}, {total:,} parameters ({trainable:,} trainable), device {self.device}", flush=True)
-        objective = self.objective_for(spec, seed)
         prepare_start = time.perf_counter()
-        inputs, module = self.inputs_for(model)
+        inputs, module = self.training_inputs(key, model)
+        objective = self.objective_for(key, seed, trains_on_images=module is model)
         prepare_seconds = time.perf_counter() - prepare_start
         splits = self.data.splits
         result = fit(
@@ -210,6 +243,8 @@ class Study:
             objective=objective,
             precision=self.precision,
             channels_last=self.perf.channels_last,
+            fused_optimizer=self.perf.fused_optimizer,
+            augment=self.augmentation,
             name=key,
         )
         test_logits = self._infer(module, inputs["test"])
@@ -233,6 +268,7 @@ class Study:
             "device": str(self.device),
             "precision": self.precision,
             "channels_last": self.perf.channels_last,
+            "fused_optimizer": self.perf.fused_optimizer,
             "params": total,
             "trainable_params": trainable,
             "epochs_trained": result.epochs_trained,

@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from distillbench.config import TrainConfig
+from distillbench.data.augment import Augmentation
 
 # (batch indices, input batch, labels, logits) -> loss
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -102,14 +103,19 @@ def fit(
     objective: Objective = cross_entropy_objective,
     precision: str = "fp32",
     channels_last: bool = False,
+    fused_optimizer: bool = False,
+    augment: Augmentation | None = None,
     name: str = "model",
 ) -> FitResult:
-    """Train ``module`` in place and leave it holding the weights of its best validation epoch."""
+    """Train ``module`` in place and leave it holding the weights of its best validation epoch.
+
+    ``augment`` transforms each training batch (never validation); it draws from the same seeded
+    generator as the shuffling, so a run stays reproducible.
+    """
     x, y = train[0].to(device), train[1].to(device)
     val_x, val_y = val
     params = [p for p in module.parameters() if p.requires_grad]
-    fused = device.type == "cuda"
-    optimizer = torch.optim.Adam(params, lr=lr, eps=adam_eps, **({"fused": True} if fused else {}))
+    optimizer = torch.optim.Adam(params, lr=lr, eps=adam_eps, fused=fused_optimizer or None)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     n, batch_size = len(y), cfg.batch_size
     steps = (n + batch_size - 1) // batch_size
@@ -125,7 +131,10 @@ def fit(
         bar = tqdm(range(steps), desc=f"{name} epoch {epoch}", unit="batch", leave=False, disable=None, file=sys.stderr)
         for step in bar:
             idx = order[step * batch_size : (step + 1) * batch_size]
-            xb, yb = to_device(x[idx], device, channels_last), y[idx]
+            xb, yb = x[idx], y[idx]
+            if augment is not None:
+                xb = augment(xb, generator)
+            xb = to_device(xb, device, channels_last)
             with autocast(device, precision):
                 logits = module(xb)
             loss = objective(idx, xb, yb, logits.float())

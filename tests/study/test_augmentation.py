@@ -1,0 +1,42 @@
+"""With augmentation on, nothing cached may stand in for an augmented batch: the study falls back
+to running frozen layers and teachers on every batch, and says so."""
+
+import json
+
+import torch
+
+from distillbench.cli import main
+from distillbench.config import load_config
+from distillbench.data import load_study_data
+from distillbench.study.runner import Study
+from distillbench.training.distill import kd_loss
+from tests.conftest import study_args
+
+SETS = ["train.augment=crop_flip", "models=[vgg16,kd_resnet50]", "train.epochs=1", "data.train_limit=300",
+        "data.val_size=60", "data.test_limit=100", "evaluation.efficiency=false"]  # fmt: skip
+
+
+def test_augmented_study_falls_back_to_on_the_fly_and_says_so(tmp_path, cifar_dir, weight_files, capsys):
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    args = study_args(cifar_dir, weight_files, cache, out, *SETS)
+    assert main(args) == 0
+    log = capsys.readouterr().out
+    for key in ("resnet50", "vgg16"):
+        assert f"[{key}] train.augment=crop_flip: cached frozen-layer activations do not apply" in log
+    assert "[kd_resnet50] train.augment=crop_flip: cached teacher logits do not apply" in log
+    assert not cache.exists() or not any(cache.iterdir())  # no activation or logit was cached
+    results = json.loads((out / "results.json").read_text())
+    assert results["study"]["train"]["augment"] == "crop_flip"
+    assert {"resnet50", "vgg16", "kd_resnet50"} <= set(results)
+    assert "augmented by random 4-pixel shifts and horizontal flips (not in the paper)" in (out / "report.md").read_text()
+
+    # The student's teacher sees the very batch the student sees (here: not a training image).
+    cfg = load_config(None, [item for flag, item in zip(args, args[1:]) if flag == "--set"] + [f"data.dir={cifar_dir}"])
+    study = Study(cfg, out, load_study_data(cfg.data))
+    objective = study.objective_for("kd_resnet50", 0, trains_on_images=True)
+    batch = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    idx, labels, student_logits = torch.arange(8), torch.randint(0, 10, (8,)), torch.randn(8, 10)
+    with torch.no_grad():
+        teacher_logits = study.load_trained("resnet50", 0)(batch).float()
+    expected = kd_loss(student_logits, teacher_logits, labels, cfg.kd)
+    torch.testing.assert_close(objective(idx, batch, labels, student_logits), expected, rtol=2e-2, atol=1e-3)
