@@ -152,6 +152,11 @@ class PerfConfig(_Strict):
     )
     channels_last: bool = Field(True, description="Images and convolution weights in channels-last layout.")
     fused_optimizer: bool = Field(True, description="Adam's fused kernel: one pass over the weights per step.")
+    compile: bool = Field(
+        False,
+        description="torch.compile the trained layers (needs a C++ compiler on CPU, Triton on CUDA); off by "
+        "default: on the development CPU it was no faster, measured within noise.",
+    )
     threads: int | None = Field(None, ge=1, description="torch CPU threads; null keeps torch's default.")
 
     def effective(self) -> PerfConfig:
@@ -166,6 +171,7 @@ class PerfConfig(_Strict):
                 precision="fp32",
                 channels_last=False,
                 fused_optimizer=False,
+                compile=False,
             )
         )
 

@@ -1,6 +1,8 @@
+import pytest
 import torch
 
 from distillbench.config import ModelDef, TrainConfig
+from distillbench.errors import UserError
 from distillbench.models import build_model
 from distillbench.training.loop import fit, predict
 
@@ -48,3 +50,29 @@ def test_augmentation_transforms_every_training_batch_and_never_validation():
     assert [len(batch) for batch in seen] == [16, 16, 8] * 2  # every training batch, both epochs
     seen_images = {bytes(image.numpy()) for batch in seen for image in batch}
     assert seen_images == {bytes(image.numpy()) for image in train[0]}  # each training image, no val image
+
+
+def test_compile_switch_trains_through_torch_compile():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    x = torch.randn(256, 4)
+    data = (x, (x[:, 0] > 0).long())
+    frames_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    result = fit(model, data, data, cfg=TrainConfig(epochs=5, batch_size=64, patience=None), lr=0.02, adam_eps=1e-7,
+                 seed=0, device=CPU, compile=True)  # fmt: skip
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > frames_before  # dynamo really compiled
+    assert result.history[-1]["val_accuracy"] > 0.9
+
+
+def test_compile_failure_is_a_user_error(monkeypatch):
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("no C++ compiler")
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda module: real_compile(module, backend=broken_backend))
+    model = torch.nn.Linear(4, 2)
+    data = (torch.randn(32, 4), torch.zeros(32, dtype=torch.long))
+    with pytest.raises(UserError, match=r"perf\.compile: torch\.compile could not compile model .*perf\.compile=false"):
+        fit(model, data, data, cfg=TrainConfig(epochs=1, batch_size=16), lr=0.01, adam_eps=1e-7, seed=0, device=CPU,
+            compile=True)  # fmt: skip

@@ -103,6 +103,7 @@ class Study:
                 "precision": self.precision,
                 "channels_last": self.perf.channels_last,
                 "fused_optimizer": self.perf.fused_optimizer,
+                "compile": self.perf.compile,
                 "weights": self._weights_identity(spec.arch),
                 "kd": self.cfg.kd.model_dump(mode="json") if spec.teachers else None,
                 "teachers": [self.fingerprint(t, seed) for t in spec.teachers],
@@ -141,9 +142,11 @@ class Study:
             self.trained[(key, seed)] = model.eval()
         return self.trained[(key, seed)]
 
-    def _infer(self, module: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    def _infer(self, module: torch.nn.Module, inputs: torch.Tensor, desc: str | None = None) -> torch.Tensor:
         """``module`` over ``inputs`` with this study's device, numerics and inference batch."""
-        return predict(module, inputs, self.inference_batch, self.device, self.precision, self.perf.channels_last)
+        return predict(
+            module, inputs, self.inference_batch, self.device, self.precision, self.perf.channels_last, desc
+        )
 
     def inputs_for(self, model: Classifier) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
         """Per split, what the trainable part sees, and that part: cached prefix output + body, or all."""
@@ -154,7 +157,7 @@ class Study:
         features = {
             name: self.cache.get(
                 cache_key("prefix", prefix_hash, self.data.fingerprint, name, self.numerics),
-                lambda name=name: self._infer(model.prefix, images[name]),
+                lambda name=name: self._infer(model.prefix, images[name], f"frozen layers ({name})"),
                 what=f"frozen-layer activations ({name})",
             )
             for name in images
@@ -167,7 +170,7 @@ class Study:
 
         def compute() -> torch.Tensor:
             inputs, module = self.inputs_for(model)
-            return self._infer(module, inputs[split])
+            return self._infer(module, inputs[split], f"{key} logits ({split})")
 
         if not self.perf.cache_teacher_logits:
             return compute()
@@ -245,6 +248,7 @@ class Study:
             channels_last=self.perf.channels_last,
             fused_optimizer=self.perf.fused_optimizer,
             augment=self.augmentation,
+            compile=self.perf.compile,
             name=key,
         )
         test_logits = self._infer(module, inputs["test"])
@@ -269,6 +273,7 @@ class Study:
             "precision": self.precision,
             "channels_last": self.perf.channels_last,
             "fused_optimizer": self.perf.fused_optimizer,
+            "compile": self.perf.compile,
             "params": total,
             "trainable_params": trainable,
             "epochs_trained": result.epochs_trained,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,7 +67,12 @@ class TensorCache:
         path = self.directory / f"{key}.pt" if self.directory is not None else None
         tensor = self._read(path) if path is not None else None
         if tensor is None:
+            started = time.perf_counter()
+            if what:
+                self.log(f"computing {what}")
             tensor = compute().contiguous()
+            if what:
+                self.log(f"computed {what} in {time.perf_counter() - started:.1f}s")
             if path is not None:
                 buffer = io.BytesIO()
                 torch.save({"tensor": tensor, "sha256": _tensor_digest(tensor)}, buffer)

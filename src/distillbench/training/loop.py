@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from distillbench.config import TrainConfig
 from distillbench.data.augment import Augmentation
+from distillbench.errors import UserError
 
 # (batch indices, input batch, labels, logits) -> loss
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -59,13 +60,14 @@ def to_device(batch: torch.Tensor, device: torch.device, channels_last: bool = F
 @torch.inference_mode()
 def predict(
     module: nn.Module, inputs: torch.Tensor, batch_size: int, device: torch.device, precision: str = "fp32",
-    channels_last: bool = False,
+    channels_last: bool = False, desc: str | None = None,
 ) -> torch.Tensor:
-    """``module`` over ``inputs`` in eval mode, batched; float32 on the CPU."""
+    """``module`` over ``inputs`` in eval mode, batched; float32 on the CPU. ``desc``: show a progress bar."""
     was_training = module.training
     module.eval()
     outputs = []
-    for start in range(0, len(inputs), batch_size):
+    starts = range(0, len(inputs), batch_size)
+    for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=None if desc else True, file=sys.stderr):
         with autocast(device, precision):
             out = module(to_device(inputs[start : start + batch_size], device, channels_last))
         outputs.append(out.float().to("cpu"))
@@ -105,12 +107,14 @@ def fit(
     channels_last: bool = False,
     fused_optimizer: bool = False,
     augment: Augmentation | None = None,
+    compile: bool = False,
     name: str = "model",
 ) -> FitResult:
     """Train ``module`` in place and leave it holding the weights of its best validation epoch.
 
     ``augment`` transforms each training batch (never validation); it draws from the same seeded
-    generator as the shuffling, so a run stays reproducible.
+    generator as the shuffling, so a run stays reproducible. ``compile`` runs training steps through
+    ``torch.compile``; evaluation stays eager (it shares the weights).
     """
     x, y = train[0].to(device), train[1].to(device)
     val_x, val_y = val
@@ -119,6 +123,8 @@ def fit(
     generator = torch.Generator(device="cpu").manual_seed(seed)
     n, batch_size = len(y), cfg.batch_size
     steps = (n + batch_size - 1) // batch_size
+    step_module = torch.compile(module) if compile else module
+    compile_failed = (torch._dynamo.exc.BackendCompilerFailed,) if compile else ()
     result = FitResult()
     best_loss, best_state, stale = float("inf"), copy.deepcopy(module.state_dict()), 0
     started = time.perf_counter()
@@ -135,11 +141,18 @@ def fit(
             if augment is not None:
                 xb = augment(xb, generator)
             xb = to_device(xb, device, channels_last)
-            with autocast(device, precision):
-                logits = module(xb)
-            loss = objective(idx, xb, yb, logits.float())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            try:
+                with autocast(device, precision):
+                    logits = step_module(xb)
+                loss = objective(idx, xb, yb, logits.float())
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            except compile_failed as exc:
+                raise UserError(
+                    f"perf.compile: torch.compile could not compile {name} ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0]}); it needs a working C++ compiler on CPU and Triton on "
+                    "CUDA. Set perf.compile=false to train without it."
+                ) from None
             optimizer.step()
             loss_sum += loss.detach() * len(idx)  # stays on the device: no host sync per step
             correct += (logits.detach().argmax(1) == yb).sum()
