@@ -10,9 +10,13 @@ def test_cache_computes_once_and_reuses_from_disk(tmp_path):
         calls.append(1)
         return torch.arange(6.0).reshape(2, 3)
 
-    first = TensorCache(tmp_path).get("k", compute)
-    second = TensorCache(tmp_path).get("k", compute)  # a new process: from disk
+    logged = []
+    first = TensorCache(tmp_path, log=logged.append).get("k", compute, what="six numbers")
+    second = TensorCache(tmp_path, log=logged.append).get("k", compute, what="six numbers")  # a new process: from disk
     assert len(calls) == 1
+    # Progress: what is computed and how long it took, then that the second read came from the cache.
+    assert logged[0] == "computing six numbers" and logged[1].startswith("computed six numbers in ")
+    assert logged[2] == "reusing cached six numbers (k.pt)"
     torch.testing.assert_close(first, second)
 
 

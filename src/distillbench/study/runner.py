@@ -148,7 +148,7 @@ class Study:
             module, inputs, self.inference_batch, self.device, self.precision, self.perf.channels_last, desc
         )
 
-    def inputs_for(self, model: Classifier) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
+    def inputs_for(self, key: str, model: Classifier) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
         """Per split, what the trainable part sees, and that part: cached prefix output + body, or all."""
         images = {name: split.images for name, split in self.data.splits.items()}
         if not self.perf.cache_features or model.prefix_is_trivial:
@@ -157,8 +157,8 @@ class Study:
         features = {
             name: self.cache.get(
                 cache_key("prefix", prefix_hash, self.data.fingerprint, name, self.numerics),
-                lambda name=name: self._infer(model.prefix, images[name], f"frozen layers ({name})"),
-                what=f"frozen-layer activations ({name})",
+                lambda name=name: self._infer(model.prefix, images[name], f"{key} frozen layers ({name})"),
+                what=f"{key} frozen-layer activations ({name})",
             )
             for name in images
         }
@@ -169,7 +169,7 @@ class Study:
         model = self.load_trained(key, seed)
 
         def compute() -> torch.Tensor:
-            inputs, module = self.inputs_for(model)
+            inputs, module = self.inputs_for(key, model)
             return self._infer(module, inputs[split], f"{key} logits ({split})")
 
         if not self.perf.cache_teacher_logits:
@@ -183,7 +183,7 @@ class Study:
         """``inputs_for``, except that with augmentation every model trains on images: an augmented
         batch is new each step, so no cached activation of it exists."""
         if self.augmentation is None:
-            return self.inputs_for(model)
+            return self.inputs_for(key, model)
         if self.perf.cache_features and not model.prefix_is_trivial:
             print(
                 f"[{key}] train.augment={self.cfg.train.augment}: cached frozen-layer activations do not "
