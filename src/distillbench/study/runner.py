@@ -148,10 +148,13 @@ class Study:
             module, inputs, self.inference_batch, self.device, self.precision, self.perf.channels_last, desc
         )
 
-    def inputs_for(self, key: str, model: Classifier) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
-        """Per split, what the trainable part sees, and that part: cached prefix output + body, or all."""
+    def inputs_for(
+        self, key: str, model: Classifier, cached: bool = True
+    ) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
+        """Per split, what the trainable part sees, and that part: cached prefix output + body, or all.
+        ``cached=False``: images and the whole model, whatever ``perf.cache_features`` says."""
         images = {name: split.images for name, split in self.data.splits.items()}
-        if not self.perf.cache_features or model.prefix_is_trivial:
+        if not (cached and self.perf.cache_features) or model.prefix_is_trivial:
             return images, model
         prefix_hash = hash_module(model.prefix)
         features = {
@@ -182,15 +185,16 @@ class Study:
     def training_inputs(self, key: str, model: Classifier) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
         """``inputs_for``, except that with augmentation every model trains on images: an augmented
         batch is new each step, so no cached activation of it exists."""
-        if self.augmentation is None:
-            return self.inputs_for(key, model)
-        if self.perf.cache_features and not model.prefix_is_trivial:
-            print(
-                f"[{key}] train.augment={self.cfg.train.augment}: cached frozen-layer activations do not "
-                "apply to augmented batches, so the frozen layers run on every batch",
-                flush=True,
-            )
-        return {name: split.images for name, split in self.data.splits.items()}, model
+        if self.augmentation is not None and self.perf.cache_features and not model.prefix_is_trivial:
+            self._say_uncached(key, "frozen-layer activations", "frozen layers")
+        return self.inputs_for(key, model, cached=self.augmentation is None)
+
+    def _say_uncached(self, key: str, cached: str, runs: str) -> None:
+        print(
+            f"[{key}] train.augment={self.cfg.train.augment}: cached {cached} do not apply to augmented "
+            f"batches, so the {runs} run on every batch",
+            flush=True,
+        )
 
     def objective_for(self, key: str, seed: int, trains_on_images: bool) -> Objective:
         """The training loss. A student's teachers come from cached logits, or run on every batch
@@ -203,16 +207,13 @@ class Study:
             soft = torch.stack([self.logits(t, seed, "train") for t in spec.teachers]).mean(0).to(self.device)
             return lambda idx, x, y, logits: distill(logits, soft[idx], y, kd)
         if self.perf.cache_teacher_logits:
-            print(
-                f"[{key}] train.augment={self.cfg.train.augment}: cached teacher logits do not apply to "
-                "augmented batches, so the teachers run on every batch",
-                flush=True,
-            )
+            self._say_uncached(key, "teacher logits", "teachers")
         teachers = [self.load_trained(t, seed) for t in spec.teachers]
-        images = self.data.train.images.to(self.device)
+        # The student's batch is the teachers' input unless the student trains on cached activations.
+        images = None if trains_on_images else self.data.train.images.to(self.device)
 
         def objective(idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-            batch = x if trains_on_images else images[idx]  # x may be cached activations, not images
+            batch = x if images is None else images[idx]
             with torch.no_grad(), autocast(self.device, self.precision):
                 soft = torch.stack([t(batch).float() for t in teachers]).mean(0)
             return distill(logits, soft, y, kd)
