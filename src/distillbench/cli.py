@@ -94,20 +94,11 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from distillbench.atomic import write_json
-    from distillbench.config import load_config, training_order
-    from distillbench.reporting import write_report
     from distillbench.study.layout import RunLayout
-    from distillbench.study.results import collect_results
+    from distillbench.study.results import finish_study
 
-    layout = RunLayout(args.out)
-    if not layout.config.is_file():
-        raise UserError(f"{args.out} is not a study output directory: it has no config.yaml. Give the --out of a run.")
-    cfg = load_config(layout.config)
-    results = collect_results(layout.root, training_order(cfg.zoo, cfg.models), cfg.seeds, cfg.evaluation, cfg.comparisons)
-    write_json(layout.results, results)
-    write_report(layout.root, results)
-    print(f"Report rebuilt: {layout.report}")
+    finish_study(args.out)
+    print(f"Report rebuilt: {RunLayout(args.out).report}")
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -130,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handlers[args.command](args)
     except UserError as exc:
-        print("\n".join(textwrap.wrap(f"error: {exc}", width=100)), file=sys.stderr)
+        # Paths and keys stay whole: a break at a hyphen would print a path that does not exist.
+        print("\n".join(textwrap.wrap(f"error: {exc}", width=100, break_on_hyphens=False, break_long_words=False)), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from distillbench.evaluation.calibration import calibration_metrics, reliability_bins
+from distillbench.evaluation.calibration import calibration_metrics, expected_calibration_error, reliability_bins
 
 
 def _hand_ece(probs: np.ndarray, labels: np.ndarray, bins: int) -> float:
@@ -60,3 +60,20 @@ def test_a_uniform_classifier_has_known_scores():
     metrics = calibration_metrics(np.zeros((20, 10)), labels)
     assert metrics["nll"] == pytest.approx(math.log(10))
     assert metrics["brier"] == pytest.approx(0.9)  # (1 - 0.1)^2 + 9 * 0.1^2
+
+
+def test_confidence_of_exactly_one_is_binned_like_any_other():
+    """A saturated softmax (confidence exactly 1.0 in float64) belongs to the last bin, with the
+    other confident predictions, in the ECE and the reliability diagram alike. Three images at
+    confidence 1.0 (two right), one at ~0.96 (right): one bin, accuracy 3/4, mean confidence
+    (3 + c) / 4."""
+    logits = np.zeros((4, 10))
+    logits[:3, 0] = 800.0  # exp(-800) underflows: probability exactly 1.0
+    logits[3, 0] = np.log(0.96 / 0.04 * 9)  # ~0.96 confidence on class 0
+    labels = np.array([0, 0, 1, 0])
+    c = np.exp(logits[3, 0]) / (np.exp(logits[3, 0]) + 9)
+    bins = reliability_bins(logits, labels, bins=15)
+    assert bins["counts"][-1] == 4 and bins["counts"].sum() == 4
+    expected = abs(3 / 4 - (3 + c) / 4)
+    assert calibration_metrics(logits, labels, bins=15)["ece"] == pytest.approx(expected, abs=1e-12)
+    assert expected_calibration_error(bins) == pytest.approx(expected, abs=1e-12)

@@ -8,7 +8,7 @@ from torch import nn
 from distillbench.config import ModelDef
 from distillbench.errors import UserError
 from distillbench.models import build_model
-from distillbench.models.classifier import count_parameters
+from distillbench.models.classifier import IMAGENET_STD, Preprocess, count_parameters
 
 
 def test_small_cnn_matches_the_keras_architecture():
@@ -31,7 +31,14 @@ def test_resnet50_paper_setting_freezes_the_whole_backbone(weight_files):
     assert model.prefix(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)).shape == (2, 2048)
 
 
-def test_vgg16_paper_setting_trains_block5_conv3_and_head(weight_files):
+def test_vgg16_paper_setting_trains_only_the_head(weight_files):
+    model = build_model(ModelDef(arch="vgg16", lr=1e-4), str(weight_files["vgg16"]), 32, 10)
+    assert count_parameters(model)[1] == 512 * 256 + 256 + 256 * 10 + 10
+    # The whole convolutional base, block5_pool included, is the cached prefix: 512 x 1 x 1 at 32x32.
+    assert model.prefix(torch.zeros(1, 3, 32, 32, dtype=torch.uint8)).shape == (1, 512, 1, 1)
+
+
+def test_vgg16_with_one_trainable_layer_trains_block5_conv3_and_head(weight_files):
     model = build_model(ModelDef(arch="vgg16", lr=1e-4, trainable_layers=1), str(weight_files["vgg16"]), 32, 10)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     conv53 = 512 * 512 * 9 + 512
@@ -107,3 +114,43 @@ def test_imagenet_download_failure_is_explained(monkeypatch):
     with pytest.raises(UserError, match=r"ImageNet weights for vgg16.*weights\.vgg16 to a local.*--data-dir"):
         build_model(ModelDef(arch="vgg16", lr=1e-4), "imagenet", 32, 10)
     assert weights  # imported for the monkeypatch's target module
+
+
+def test_preprocessing_is_part_of_a_modules_identity():
+    """Cache keys hash a module's repr and state: the input normalisation must show in one of them,
+    or features computed for [0, 1] pixels are reused for ImageNet-normalised ones."""
+    from distillbench.training.cache import hash_module
+
+    hashes = {norm: hash_module(Preprocess(norm)) for norm in ("none", "imagenet", "keras_notebook")}
+    assert len(set(hashes.values())) == 3
+    pixels = torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 1, 2).expand(1, 3, 1, 2)
+    emulated = Preprocess("keras_notebook")(pixels)
+    # RGB into a BGR network, no mean subtracted, 1/255 of the contrast.
+    torch.testing.assert_close(emulated[0, :, 0, 1], 1 / (255 * torch.tensor(IMAGENET_STD)))
+    assert torch.all(emulated[..., 0] == 0)
+
+
+def test_frozen_batchnorm_stays_in_inference_mode_when_the_body_trains_alone():
+    """On the cached path the loop trains the body by itself: its frozen BatchNorm must neither use
+    batch statistics nor update its running statistics."""
+    model = build_model(ModelDef(arch="resnet50", lr=1e-4, trainable_layers=1), "none", 32, 10).eval()
+    body = model.body.train()
+    frozen = [m for m in body.modules() if isinstance(m, nn.BatchNorm2d) and not m.weight.requires_grad]
+    assert frozen and not any(m.training for m in frozen)
+    before = [m.running_mean.clone() for m in frozen]
+    body(torch.randn(4, *model.prefix(torch.zeros(1, 3, 32, 32, dtype=torch.uint8)).shape[1:]))
+    assert all(torch.equal(b, m.running_mean) for b, m in zip(before, frozen))
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "resnet50", "vgg16"])
+def test_logits_are_float32_under_bf16_autocast(arch):
+    """bf16 logits keep 8 significant bits and tie (top-2 equal) on ~0.5% of images; the logits layer
+    runs in float32, so the logits carry more than bf16's precision."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_model(ModelDef(arch=arch, lr=1e-3), "none", 32, 10).eval()
+    images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(images)
+    assert logits.dtype == torch.float32
+    assert torch.any(logits != logits.bfloat16().float())  # not bf16 values widened

@@ -76,3 +76,40 @@ def test_compile_failure_is_a_user_error(monkeypatch):
     with pytest.raises(UserError, match=r"perf\.compile: torch\.compile could not compile model .*perf\.compile=false"):
         fit(model, data, data, cfg=TrainConfig(epochs=1, batch_size=16), lr=0.01, adam_eps=1e-7, seed=0, device=CPU,
             compile=True)  # fmt: skip
+
+
+def test_fp16_scales_the_loss_so_small_gradients_do_not_underflow():
+    """A loss of ~1e-9 has gradients far below fp16's smallest number (6e-8): without loss scaling
+    they flush to zero and nothing trains; fp16 training scales the loss (GradScaler) first."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    before = model[0].weight.detach().clone()
+    x = torch.randn(64, 8)
+    data = (x, (x[:, 0] > 0).long())
+
+    def tiny_loss(idx, xb, yb, logits):
+        return 1e-9 * torch.nn.functional.cross_entropy(logits, yb)
+
+    fit(model, data, data, cfg=TrainConfig(epochs=1, batch_size=64, patience=None), lr=1e-3, adam_eps=1e-7,
+        seed=0, device=CPU, objective=tiny_loss, precision="fp16")  # fmt: skip
+    assert not torch.equal(model[0].weight, before)
+
+
+def test_same_seed_same_run_whatever_the_global_rng_did_before():
+    """Batch order and dropout come from the run's own streams: drawing from torch's global RNG
+    between two runs of the same seed changes nothing, and leaves that RNG where it was."""
+    results = []
+    for noise in (0, 5):
+        torch.manual_seed(noise)
+        torch.rand(noise)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = build_model(ModelDef(arch="small_cnn", lr=1e-3), None, 32, 10)
+        train = (torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)),
+                 torch.arange(96) % 10)  # fmt: skip
+        state = torch.get_rng_state()
+        fit(model, train, train, cfg=TrainConfig(epochs=1, batch_size=32, patience=None), lr=1e-3, adam_eps=1e-7,
+            seed=3, device=CPU)  # fmt: skip
+        assert torch.equal(torch.get_rng_state(), state)
+        results.append(predict(model, train[0], 64, CPU))
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)

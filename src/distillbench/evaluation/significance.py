@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -47,21 +48,53 @@ def paired_bootstrap_ci(
     return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
 
 
-def verdict(per_seed_diff: Sequence[float], ci95: Sequence[float], paper_favours: str, a: str, b: str) -> tuple[str, str]:
-    """("supported" | "contradicted" | "inconclusive", one sentence) for the paper's claim that
-    ``paper_favours`` ("a" or "b") is the more accurate model.
+def verdict(
+    per_seed_diff: Sequence[float], seed_ci: Sequence[float] | None, image_ci: Sequence[float], a: str, b: str
+) -> tuple[str, str]:
+    """("supported" | "contradicted" | "inconclusive", one sentence) for the claim "a is more accurate
+    than b", from the accuracy differences a - b.
 
-    A model counts as better only if the bootstrap interval excludes 0 *and* it wins in every seed."""
+    Two sources of chance are checked, and a model counts as more accurate only when both intervals
+    exclude 0 on its side: ``seed_ci``, the Student-t interval of the mean over seeds (training
+    randomness: initialisation, dropout, batch order; None with one seed, when it cannot be measured),
+    and ``image_ci``, the paired bootstrap interval over test images (the finite test set)."""
     diff = float(np.mean(per_seed_diff))
-    interval = f"{100 * diff:+.2f} points, 95% CI [{100 * ci95[0]:+.2f}, {100 * ci95[1]:+.2f}]"
-    if ci95[0] > 0 and all(d > 0 for d in per_seed_diff):
-        better = "a"
-    elif ci95[1] < 0 and all(d < 0 for d in per_seed_diff):
-        better = "b"
-    elif ci95[0] <= 0 <= ci95[1]:
-        return "inconclusive", f"Not supported by our data: {a} minus {b} is {interval}, which includes 0."
+    seeds = len(per_seed_diff)
+    intervals = {"over test images": image_ci} if seed_ci is None else {"over seeds": seed_ci, "over test images": image_ci}
+    described = ", ".join(f"95% CI {name} [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]" for name, ci in intervals.items())
+    summary = f"{a} minus {b} is {100 * diff:+.2f} points ({described})"
+    caveat = " With one seed the variation between training runs is not measured; train more seeds." if seed_ci is None else ""
+    if all(ci[0] > 0 for ci in intervals.values()):
+        return "supported", f"Supported: {summary}.{caveat}"
+    if all(ci[1] < 0 for ci in intervals.values()):
+        return "contradicted", f"Contradicted: {b} is the more accurate; {summary}.{caveat}"
+    spanning = [name for name, ci in intervals.items() if ci[0] <= 0 <= ci[1]]
+    if len(spanning) == 2:
+        why = "both intervals include 0"
+    elif spanning:
+        why = f"the interval {spanning[0]} includes 0"
     else:
-        return "inconclusive", f"Not supported by our data: {a} minus {b} is {interval}, but the seeds disagree on the sign."
-    winner, loser = (a, b) if better == "a" else (b, a)
-    label = "supported" if better == paper_favours else "contradicted"
-    return label, f"{label.capitalize()}: {winner} beats {loser} ({a} minus {b}: {interval}, same sign in every seed)."
+        why = "the two intervals disagree on the sign"
+    spread = f" Per seed: {', '.join(f'{100 * d:+.2f}' for d in per_seed_diff)}." if seeds > 1 else ""
+    return "inconclusive", f"Inconclusive: {summary}; {why}, so our data cannot tell the two apart.{spread}{caveat}"
+
+
+def paired_comparison(
+    correct_a: np.ndarray, correct_b: np.ndarray, a: str, b: str, resamples: int = 10_000
+) -> dict[str, Any]:
+    """The claim "a is more accurate than b" tested on (seeds, images) booleans of the same test
+    images: per-seed differences, both intervals, McNemar per seed, and the verdict."""
+    correct_a, correct_b = np.atleast_2d(correct_a), np.atleast_2d(correct_b)
+    per_seed_diff = [float(d) for d in correct_a.mean(1) - correct_b.mean(1)]
+    seed_ci = mean_std_ci(per_seed_diff)[2]
+    image_ci = paired_bootstrap_ci(correct_a, correct_b, resamples)
+    outcome, sentence = verdict(per_seed_diff, seed_ci, image_ci, a, b)
+    return {
+        "accuracy_diff": float(np.mean(per_seed_diff)),
+        "accuracy_diff_per_seed": per_seed_diff,
+        "ci95_seeds": seed_ci,
+        "ci95_images": image_ci,
+        "mcnemar_p": [mcnemar_exact_p(x, y) for x, y in zip(correct_a, correct_b)],
+        "outcome": outcome,
+        "verdict": sentence,
+    }

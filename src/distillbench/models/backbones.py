@@ -16,7 +16,7 @@ from torch import nn
 
 from distillbench.config import ModelDef
 from distillbench.errors import UserError
-from distillbench.models.classifier import Classifier, Preprocess, keras_init_
+from distillbench.models.classifier import Classifier, Float32Linear, Preprocess, keras_init_
 from distillbench.models.weights import load_backbone_weights
 
 
@@ -61,19 +61,19 @@ def _assemble(
 def build_resnet50(spec: ModelDef, weights: str | None, image_size: int, num_classes: int) -> Classifier:
     """ResNet50 base -> global average pooling -> Dense(classes)."""
     net = torchvision.models.resnet50(weights=None)
-    load_backbone_weights(net, "resnet50", weights or "none", head_prefixes=("fc.",))
+    load_backbone_weights(net, "resnet50", weights or "none")
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
     blocks = [*net.layer1, *net.layer2, *net.layer3, *net.layer4]
     stages: list[nn.Module] = [stem, *blocks, nn.Sequential(net.avgpool, nn.Flatten())]
-    head = nn.Sequential(nn.Linear(net.fc.in_features, num_classes))
+    head = nn.Sequential(Float32Linear(net.fc.in_features, num_classes))
     return _assemble(spec, stages, head, "resnet50")
 
 
 def build_vgg16(spec: ModelDef, weights: str | None, image_size: int, num_classes: int) -> Classifier:
     """VGG16 convolutional base -> Flatten -> Dense(256, ReLU) -> Dense(classes)."""
     net = torchvision.models.vgg16(weights=None)
-    load_backbone_weights(net, "vgg16", weights or "none", head_prefixes=("classifier.",))
+    load_backbone_weights(net, "vgg16", weights or "none")
     stages = list(net.features)
     flat = _output_size(stages, image_size)
-    head = nn.Sequential(nn.Flatten(), nn.Linear(flat, 256), nn.ReLU(), nn.Linear(256, num_classes))
+    head = nn.Sequential(nn.Flatten(), nn.Linear(flat, 256), nn.ReLU(), Float32Linear(256, num_classes))
     return _assemble(spec, stages, head, "vgg16")

@@ -14,19 +14,68 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+INPUT_NORMS = ("none", "imagenet", "keras_notebook")
+
+
 class Preprocess(nn.Module):
-    """uint8 pixels -> float in [0, 1], optionally normalised with ImageNet's mean and std."""
+    """uint8 pixels -> float in [0, 1], then one of ``INPUT_NORMS``:
+
+    - ``none``: the [0, 1] pixels themselves (the paper's text);
+    - ``imagenet``: ImageNet mean/std normalisation, what torchvision's weights were trained on;
+    - ``keras_notebook``: what the authors' notebook fed its backbones, in torchvision's terms: the
+      notebook passed x/255 (RGB) to Keras models that expect caffe preprocessing (BGR, 0-255, mean
+      subtracted), i.e. the expected input plus the mean, divided by 255, channels swapped. Here:
+      channels reversed, no mean subtracted, divided by 255 * std.
+
+    Its ``extra_repr`` names the normalisation, so cache keys (which hash the module's repr) differ.
+    """
 
     def __init__(self, norm: str = "none"):
         super().__init__()
+        if norm not in INPUT_NORMS:
+            raise ValueError(f"unknown input normalisation {norm!r}; known: {', '.join(INPUT_NORMS)}")
         self.norm = norm
-        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if norm == "imagenet" else ((0.0,) * 3, (1.0,) * 3)
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if norm != "none" else ((0.0,) * 3, (1.0,) * 3)
+        if norm == "keras_notebook":
+            mean, std = (0.0,) * 3, tuple(255.0 * s for s in IMAGENET_STD)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
+    def extra_repr(self) -> str:
+        return f"norm={self.norm!r}"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x
-        return (x - self.mean) / self.std if self.norm == "imagenet" else x
+        if self.norm == "none":
+            return x
+        if self.norm == "keras_notebook":
+            x = x.flip(1)  # RGB pixels into a network trained on BGR
+        return (x - self.mean) / self.std
+
+
+class Float32Linear(nn.Linear):
+    """A linear layer computed in float32 even under autocast: the logits layer. bf16 logits have 8
+    significant bits, and about 0.5% of test images got exact top-2 ties, all broken toward the
+    lower class index; the layer is tiny, so float32 costs nothing measurable."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
+class Body(nn.Sequential):
+    """The trainable part of a classifier. In train mode, a BatchNorm none of whose parameters
+    trains stays in inference mode (running statistics used, never updated), as in Keras with
+    ``trainable=False``; this holds also when the body trains alone on cached prefix outputs."""
+
+    def train(self, mode: bool = True) -> Body:
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in module.parameters(recurse=False)
+            ):
+                module.eval()
+        return self
 
 
 class Classifier(nn.Module):
@@ -35,7 +84,7 @@ class Classifier(nn.Module):
     def __init__(self, prefix: nn.Sequential, body: nn.Sequential):
         super().__init__()
         self.prefix = prefix
-        self.body = body
+        self.body = body if isinstance(body, Body) else Body(*body)
         for param in prefix.parameters():
             param.requires_grad_(False)
 
@@ -48,14 +97,8 @@ class Classifier(nn.Module):
         return not any(True for _ in self.prefix.parameters())
 
     def train(self, mode: bool = True) -> Classifier:
-        super().train(mode)
+        super().train(mode)  # the body keeps its frozen BatchNorm in inference mode itself
         self.prefix.eval()
-        # Frozen BatchNorm keeps its running statistics, as in Keras with trainable=False.
-        for module in self.body.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
-                p.requires_grad for p in module.parameters(recurse=False)
-            ):
-                module.eval()
         return self
 
 

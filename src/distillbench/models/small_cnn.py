@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from distillbench.config import ModelDef
-from distillbench.models.classifier import Classifier, Preprocess, keras_init_
+from distillbench.models.classifier import Classifier, Float32Linear, Preprocess, keras_init_
 from distillbench.models.layers import Dropout
 
 
@@ -16,7 +16,7 @@ def small_cnn_body(image_size: int, num_classes: int) -> nn.Sequential:
         nn.Conv2d(3, 32, 3), nn.ReLU(), nn.MaxPool2d(2), Dropout(0.25),
         nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), Dropout(0.25),
         nn.Flatten(), nn.Linear(64 * side * side, 256), nn.ReLU(), Dropout(0.5),
-        nn.Linear(256, num_classes),
+        Float32Linear(256, num_classes),
     )  # fmt: skip
 
 

@@ -52,13 +52,19 @@ def _file_state(arch: str, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_backbone_weights(net: nn.Module, arch: str, source: str, head_prefixes: tuple[str, ...]) -> None:
-    """Load ``source`` into ``net``'s backbone; the classifier entries are dropped (replaced anyway)."""
-    if source == "none":
-        return
+# Per backbone: torchvision's constructor and the prefix of its classifier entries (replaced anyway).
+TORCHVISION_BACKBONES = {
+    "resnet50": (torchvision.models.resnet50, ("fc.",)),
+    "vgg16": (torchvision.models.vgg16, ("classifier.",)),
+}
+
+
+def _backbone_state(arch: str, source: str, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``source``'s backbone entries, checked against ``expected`` (the architecture's state_dict)."""
+    head_prefixes = TORCHVISION_BACKBONES[arch][1]
     state = _imagenet_state(arch) if source == "imagenet" else _file_state(arch, Path(source))
     state = {k: v for k, v in state.items() if not k.startswith(head_prefixes)}
-    expected = {k: v for k, v in net.state_dict().items() if not k.startswith(head_prefixes)}
+    expected = {k: v for k, v in expected.items() if not k.startswith(head_prefixes)}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
@@ -72,7 +78,24 @@ def load_backbone_weights(net: nn.Module, arch: str, source: str, head_prefixes:
             + "; ".join(problems)
             + f". Save it from torchvision.models.{arch}() with torch.save(model.state_dict(), path)."
         )
-    net.load_state_dict(state, strict=False)
+    return state
+
+
+def load_backbone_weights(net: nn.Module, arch: str, source: str) -> None:
+    """Load ``source`` (imagenet | none | PATH) into ``net``'s backbone; the classifier entries are
+    dropped (the study replaces the head)."""
+    if source != "none":
+        net.load_state_dict(_backbone_state(arch, source, net.state_dict()), strict=False)
+
+
+def check_backbone_weights(arch: str, source: str) -> None:
+    """Stop with a one-paragraph error unless ``source`` loads into ``arch``: downloads ImageNet
+    weights if they are not cached yet, and reads a local file. No weights are kept."""
+    if source == "none":
+        return
+    with torch.device("meta"):  # the architecture's names and shapes, without allocating it
+        expected = TORCHVISION_BACKBONES[arch][0](weights=None).state_dict()
+    _backbone_state(arch, source, expected)
 
 
 def describe_weights(arch: str, source: str) -> str:
@@ -92,12 +115,12 @@ def save_random_weights(directory: Path, seed: int = 0) -> list[Path]:
     from distillbench.atomic import write_bytes
 
     paths = []
-    for arch, head in (("resnet50", "fc."), ("vgg16", "classifier.")):
+    for arch, (constructor, head_prefixes) in TORCHVISION_BACKBONES.items():
         with torch.random.fork_rng(devices=[]):  # seeded without disturbing the caller's RNG
             torch.manual_seed(seed)
-            net = getattr(torchvision.models, arch)(weights=None)
+            net = constructor(weights=None)
         # The head is replaced by the study anyway; VGG16's alone would add 480 MB.
-        state = {k: v for k, v in net.state_dict().items() if not (arch == "vgg16" and k.startswith(head))}
+        state = {k: v for k, v in net.state_dict().items() if not (arch == "vgg16" and k.startswith(head_prefixes))}
         buffer = io.BytesIO()
         torch.save(state, buffer)
         path = Path(directory) / f"{arch}.pt"

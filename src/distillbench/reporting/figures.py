@@ -112,6 +112,8 @@ def accuracy_vs_cost(
 def reliability_diagram(bins: dict[str, np.ndarray], ece: float, title: str, note: str = "") -> bytes:
     """Accuracy per confidence bin (bars) against the bin's mean confidence (red ticks, joined to
     the bar by the gap) and the diagonal of perfect calibration; each bin's share of images below."""
+    # From results.json: lists, null where a bin is empty.
+    bins = {name: np.asarray(values, dtype=float) for name, values in bins.items()}
     edges, counts = bins["edges"], bins["counts"]
     centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
     filled = counts > 0
@@ -155,28 +157,40 @@ def confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title
     return _png(fig)
 
 
-def loss_curves(histories: dict[int, Sequence[dict[str, float]]], best_epochs: dict[int, int], title: str) -> bytes:
-    """Train vs validation loss (left) and accuracy (right) per epoch, one line style per seed; the
-    restored epoch marked when there is one seed."""
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+def loss_curves(
+    histories: dict[int, Sequence[dict[str, float]]], best_epochs: dict[int, int], title: str, distilled: bool = False
+) -> bytes:
+    """Train vs validation cross-entropy on the hard labels (left) and accuracy (middle) per epoch,
+    one line style per seed; the restored epoch marked when there is one seed. A student trains on
+    another objective (KD): it gets a third panel of that objective, never drawn against the
+    validation cross-entropy it is not comparable with."""
+    panels = [("ce", "Cross-entropy (hard labels)"), ("accuracy", "Accuracy")] + ([("objective", "")] if distilled else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8))
     styles = ["-", "--", ":", "-."]
-    for ax, metric, label in ((loss_ax, "loss", "Loss"), (acc_ax, "accuracy", "Accuracy")):
+    for ax, (metric, label) in zip(axes, panels):
         for number, (seed, history) in enumerate(histories.items()):
             epochs = [row["epoch"] for row in history]
             suffix = f" (seed {seed})" if len(histories) > 1 else ""
             style = styles[number % len(styles)]
-            ax.plot(epochs, [r[f"train_{metric}"] for r in history], style, marker="o", ms=3, color=PALETTE[0], label="train" + suffix)
-            ax.plot(epochs, [r[f"val_{metric}"] for r in history], style, marker="s", ms=3, color=PALETTE[1], label="validation" + suffix)
+            if metric == "objective":
+                ax.plot(epochs, [r["train_loss"] for r in history], style, marker="o", ms=3, color=PALETTE[2], label="train KD objective" + suffix)
+                continue
+            train_key, val_key = ("train_ce", "val_loss") if metric == "ce" else ("train_accuracy", "val_accuracy")
+            train_values = [r.get(train_key, r["train_loss"]) for r in history]  # histories before train_ce: plain CE
+            ax.plot(epochs, train_values, style, marker="o", ms=3, color=PALETTE[0], label="train" + suffix)
+            ax.plot(epochs, [r[val_key] for r in history], style, marker="s", ms=3, color=PALETTE[1], label="validation" + suffix)
         if len(histories) == 1:
             best = next(iter(best_epochs.values()))
             ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best})")
         ax.set_xlabel("Epoch")
-        ax.set_ylabel(label)
+        ax.set_ylabel(label or "KD objective: alpha * KL + (1 - alpha) * CE")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.spines[["top", "right"]].set_visible(False)
         ax.legend(fontsize=7, frameon=False)
-    loss_ax.set_title(f"{title}: loss")
-    acc_ax.set_title(f"{title}: accuracy")
+    axes[0].set_title(f"{title}: cross-entropy")
+    axes[1].set_title(f"{title}: accuracy")
+    if distilled:
+        axes[2].set_title(f"{title}: training objective")
     return _png(fig)
 
 

@@ -5,25 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from distillbench.atomic import write_bytes, write_text
-from distillbench.evaluation.calibration import reliability_bins
 from distillbench.reporting import figures
 from distillbench.reporting.html import render_html
 from distillbench.study.layout import RunLayout
-from distillbench.study.results import load_run, model_keys
+from distillbench.study.results import model_keys
 
 
 def figure_paths(key: str) -> dict[str, str]:
     """Figure file names of one model, relative to ``figures/``."""
     return {kind: f"{key}_{kind}.png" for kind in ("confusion", "loss", "per_class", "reliability")}
-
-
-def _pooled_runs(root: Path, key: str, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Test logits and labels of every finished seed of ``key``, stacked (for pooled diagrams)."""
-    runs = [run for seed in seeds if (run := load_run(root, key, seed)) is not None]
-    return np.concatenate([r.logits for r in runs]), np.concatenate([r.y_true for r in runs])
 
 
 def write_figures(root: Path, results: dict[str, Any]) -> None:
@@ -33,32 +25,31 @@ def write_figures(root: Path, results: dict[str, Any]) -> None:
         return
     study = results["study"]
     reference = {f"{name} teacher": [s["test_accuracy"] for s in t["seeds"]] for name, t in results["teachers"].items()}
-    titles = [results[k]["title"] for k in keys]
-    per_seed = [[s["test_accuracy"] for s in results[k]["seeds"]] for k in keys]
+    titles = [results["models"][k]["title"] for k in keys]
+    per_seed = [[s["test_accuracy"] for s in results["models"][k]["seeds"]] for k in keys]
     write_bytes(folder / "accuracy.png", figures.accuracy_bars(titles, per_seed, reference))
-    costed = [k for k in keys if results[k].get("efficiency")]
+    costed = [k for k in keys if results["models"][k].get("efficiency")]
     if costed:
         write_bytes(folder / "accuracy_vs_cost.png", figures.accuracy_vs_cost(
-            [results[k]["title"] for k in costed],
-            [results[k]["test_accuracy"] for k in costed],
-            [results[k]["test_accuracy_std"] or 0.0 for k in costed],
-            [results[k]["efficiency"]["macs"] for k in costed],
-            [results[k]["efficiency"]["params"] for k in costed],
+            [results["models"][k]["title"] for k in costed],
+            [results["models"][k]["test_accuracy"] for k in costed],
+            [results["models"][k]["test_accuracy_std"] or 0.0 for k in costed],
+            [results["models"][k]["efficiency"]["macs"] for k in costed],
+            [results["models"][k]["efficiency"]["params"] for k in costed],
         ))  # fmt: skip
     class_names = study["class_names"]
-    bins = study.get("evaluation", {}).get("ece_bins", 15)
     for key in keys:
-        r, names = results[key], figure_paths(key)
+        r, names = results["models"][key], figure_paths(key)
         seeds = [s["seed"] for s in r["seeds"]]
         pooled = f", {len(seeds)} seeds pooled" if len(seeds) > 1 else ""
         write_bytes(folder / names["confusion"], figures.confusion(r["confusion_matrix"], class_names, f"{r['title']} (test{pooled})"))
         write_bytes(folder / names["loss"], figures.loss_curves(
-            {s["seed"]: s["history"] for s in r["seeds"]}, {s["seed"]: s["best_epoch"] for s in r["seeds"]}, r["title"]
+            {s["seed"]: s["history"] for s in r["seeds"]}, {s["seed"]: s["best_epoch"] for s in r["seeds"]}, r["title"],
+            distilled=bool(r["teachers"]),
         ))  # fmt: skip
         write_bytes(folder / names["per_class"], figures.per_class_accuracy(r["per_class"], r["test_accuracy"], r["title"]))
-        logits, labels = _pooled_runs(root, key, seeds)
         write_bytes(folder / names["reliability"], figures.reliability_diagram(
-            reliability_bins(logits, labels, bins), r["calibration"]["ece"], r["title"],
+            r["reliability"], r["calibration"]["ece"], r["title"],
             f" (mean of {len(seeds)} seeds; bars pool them)" if len(seeds) > 1 else "",
         ))  # fmt: skip
 
@@ -121,9 +112,10 @@ def _setup(study: dict[str, Any]) -> list[str]:
         f"- **Distillation:** T = {kd.get('temperature')}, alpha = {kd.get('alpha')}, "
         f"soft term scaled by T^2: {kd.get('scale_by_t2')}.",
         f"- **Statistics:** mean ± sample std over seeds, 95% Student-t interval of the mean; paired "
-        f"comparisons by McNemar's exact test per seed and a percentile bootstrap "
+        f"comparisons by the Student-t interval of the per-seed differences, a percentile bootstrap "
         f"({evaluation.get('bootstrap_resamples')} resamples of the test images) of the accuracy "
-        f"difference; ECE over {evaluation.get('ece_bins')} equal-width confidence bins.",
+        f"difference and McNemar's exact test per seed; ECE over {evaluation.get('ece_bins')} equal-width "
+        "confidence bins.",
         "",
     ]
 
@@ -147,7 +139,7 @@ def _accuracy_section(results: dict[str, Any], keys: list[str]) -> list[str]:
             f"{r['train_seconds']:.1f}",
             f"{r['params']:,} ({r['trainable_params']:,})",
         ]
-        for r in (results[k] for k in keys)
+        for r in (results["models"][k] for k in keys)
     ]
     for name, teacher in results["teachers"].items():
         rows.append([
@@ -172,13 +164,14 @@ def _comparisons_section(results: dict[str, Any]) -> list[str]:
     comparisons = results.get("comparisons") or []
     if not comparisons:
         return []
-    titles = {k: results[k]["title"] for k in model_keys(results)}
+    titles = {k: results["models"][k]["title"] for k in model_keys(results)}
     rows = [
         [
             c["claim"],
             f"{titles[c['a']]} − {titles[c['b']]}",
             f"{100 * c['accuracy_diff']:+.2f}",
-            _interval(c["ci95"]),
+            _interval(c["ci95_seeds"]),
+            _interval(c["ci95_images"]),
             ", ".join(f"{p:.2g}" for p in c["mcnemar_p"]),
             f"**{c['outcome']}**",
         ]
@@ -187,12 +180,20 @@ def _comparisons_section(results: dict[str, Any]) -> list[str]:
     return [
         "## The paper's conclusions, tested",
         "",
-        "Each conclusion of the seed paper compares two models on the same test images. A model counts "
-        "as better only when the 95% bootstrap interval of the accuracy difference excludes 0 *and* it "
-        "wins in every seed; otherwise the data cannot tell the two apart (*inconclusive*). McNemar's "
-        "exact test is given per seed.",
+        "Each conclusion of the seed paper is worded as the paper's positive claim, *a is more accurate "
+        "than b*, and tested on the same test images. Two sources of chance are checked: training "
+        "randomness (the 95% Student-t interval of the mean difference over seeds: initialisation, "
+        "dropout, batch order) and the finite test set (a paired bootstrap over test images). The claim "
+        "is *supported* when both intervals lie above 0, *contradicted* when both lie below, and "
+        "otherwise our data cannot tell the two models apart (*inconclusive*). McNemar's exact test is "
+        "given per seed. (The authors' notebook differs from the paper's text in ways that matter for "
+        "these claims; the README's section on the notebook lists them.)",
         "",
-        _table(["Paper's claim", "a − b", "Difference (points)", "95% CI", "McNemar p per seed", "Our data"], rows, "llrrrl"),
+        _table(
+            ["Paper's claim", "a − b", "Difference (points)", "95% CI over seeds", "95% CI over test images",
+             "McNemar p per seed", "Our data"],
+            rows, "llrrrrl",
+        ),  # fmt: skip
         "",
         *[f"- {c['verdict']}" for c in comparisons],
         "",
@@ -200,22 +201,22 @@ def _comparisons_section(results: dict[str, Any]) -> list[str]:
 
 
 def _per_class_section(results: dict[str, Any], keys: list[str], class_names: list[str]) -> list[str]:
-    header = ["Class"] + [f"{results[k]['title']} {m}" for k in keys for m in ("P", "R", "F1", "Acc")]
+    header = ["Class"] + [f"{results['models'][k]['title']} {m}" for k in keys for m in ("P", "R", "F1", "Acc")]
     rows = [
         [name]
         + [
             value
             for k in keys
             for value in (
-                f"{results[k]['per_class'][name]['precision']:.2f}",
-                f"{results[k]['per_class'][name]['recall']:.2f}",
-                f"{results[k]['per_class'][name]['f1']:.2f}",
-                f"{100 * results[k]['per_class'][name]['accuracy']:.1f}",
+                f"{results['models'][k]['per_class'][name]['precision']:.2f}",
+                f"{results['models'][k]['per_class'][name]['recall']:.2f}",
+                f"{results['models'][k]['per_class'][name]['f1']:.2f}",
+                f"{100 * results['models'][k]['per_class'][name]['accuracy']:.1f}",
             )
         ]
         for name in class_names
     ]
-    seeds = len(results[keys[0]]["seeds"])
+    seeds = len(results["models"][keys[0]]["seeds"])
     return [
         "## Table 2: per-class precision, recall, F1 and accuracy (%)",
         "",
@@ -239,12 +240,12 @@ def _calibration_section(results: dict[str, Any], keys: list[str]) -> list[str]:
         ]
 
     rows = [
-        row(results[k]["title"], results[k]["calibration"],
-            f"{100 * results[k]['teacher_agreement']:.1f}" if "teacher_agreement" in results[k] else "-")  # fmt: skip
+        row(results["models"][k]["title"], results["models"][k]["calibration"],
+            f"{100 * results['models'][k]['teacher_agreement']:.1f}" if "teacher_agreement" in results["models"][k] else "-")  # fmt: skip
         for k in keys
     ]
     rows += [row(f"*{name} teacher*", t["calibration"], "-") for name, t in results["teachers"].items()]
-    titles = {k: results[k]["title"] for k in keys}
+    titles = {k: results["models"][k]["title"] for k in keys}
     kd_lines = [
         f"- {titles[c['a']]} − {titles[c['b']]}: ECE difference {100 * c['ece_diff']:+.2f} points "
         f"({'better' if c['ece_diff'] < 0 else 'worse'} calibrated on average over seeds)."
@@ -265,17 +266,17 @@ def _calibration_section(results: dict[str, Any], keys: list[str]) -> list[str]:
 
 
 def _efficiency_section(results: dict[str, Any], keys: list[str]) -> list[str]:
-    costed = [k for k in keys if results[k].get("efficiency")]
+    costed = [k for k in keys if results["models"][k].get("efficiency")]
     if not costed:
         return []
     rows = []
     for key in costed:
-        e = results[key]["efficiency"]
+        e = results["models"][key]["efficiency"]
         rows.append([
-            results[key]["title"], f"{e['params']:,}", f"{e['trainable_params']:,}", f"{e['macs'] / 1e6:,.1f}",
+            results["models"][key]["title"], f"{e['params']:,}", f"{e['trainable_params']:,}", f"{e['macs'] / 1e6:,.1f}",
             f"{e['checkpoint_bytes'] / 2**20:,.1f}", f"{e['latency_ms_batch1']:.2f}", f"{e['images_per_s_batch256']:,.0f}",
         ])  # fmt: skip
-    threads = results[costed[0]]["efficiency"].get("cpu_threads")
+    threads = results["models"][costed[0]]["efficiency"].get("cpu_threads")
     return [
         "## Table 4: efficiency",
         "",
@@ -296,6 +297,13 @@ def render_markdown(results: dict[str, Any]) -> str:
     out = [f"# distillbench study: {study.get('name')}", ""]
     out += [*_warnings(study), ""] if _warnings(study) else []
     out += _setup(study)
+    if study.get("stale_runs"):
+        out += [
+            f"> **Stale runs, not shown:** {'; '.join(study['stale_runs'])}. They were trained for another "
+            "configuration (or from other teachers) than this study's config.yaml. Run `distillbench run "
+            "--config config.yaml --out <this directory>` to retrain them.",
+            "",
+        ]
     if study.get("unfinished_runs"):
         out += [f"> Not finished yet: {', '.join(study['unfinished_runs'])}. Run the study again to complete it.", ""]
     if not keys:
@@ -306,7 +314,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     out += _calibration_section(results, keys)
     out += _efficiency_section(results, keys)
     for key in keys:
-        r, names = results[key], figure_paths(key)
+        r, names = results["models"][key], figure_paths(key)
         teachers = f" Teachers: {', '.join(r['teachers'])}." if r["teachers"] else ""
         seeds = r["seeds"]
         trained = (

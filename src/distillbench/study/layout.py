@@ -32,6 +32,7 @@ class RunLayout:
     root: Path
 
     config = property(lambda self: self.root / "config.yaml")
+    plan = property(lambda self: self.root / "plan.json")
     environment = property(lambda self: self.root / "environment.json")
     results = property(lambda self: self.root / "results.json")
     report = property(lambda self: self.root / "report.md")

@@ -10,16 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from distillbench.config import ComparisonDef, EvaluationConfig
+from distillbench.atomic import write_json
+from distillbench.config import ComparisonDef, EvaluationConfig, load_config
 from distillbench.errors import UserError
-from distillbench.evaluation.calibration import calibration_metrics
+from distillbench.evaluation.calibration import bins_to_json, calibration_metrics, reliability_bins
 from distillbench.evaluation.metrics import classification_metrics
-from distillbench.evaluation.significance import mcnemar_exact_p, mean_std_ci, paired_bootstrap_ci, verdict
+from distillbench.evaluation.significance import mean_std_ci, paired_comparison
 from distillbench.study.layout import RunLayout
+from distillbench.study.store import read_plan, run_state
 
-RESERVED_KEYS = ("study", "teachers", "comparisons")  # top-level keys of results.json that are not model keys
+SCHEMA_VERSION = 2  # docs/results-schema.md; 2: models under "models", stale runs, two comparison intervals
 CALIBRATION_METRICS = ("ece", "nll", "brier")
 
 
@@ -114,6 +115,10 @@ def _model_entry(key: str, runs: dict[int, SavedRun], teacher_logits: dict[int, 
         },
         "confusion_matrix": np.sum([r["confusion_matrix"] for r in seed_records], axis=0).tolist(),
         "calibration": _calibration_summary([r["calibration"] for r in seed_records]),
+        # The reliability diagram's data: every seed's test predictions pooled, binned as the ECE is.
+        "reliability": bins_to_json(reliability_bins(
+            np.concatenate([run.logits for run in runs.values()]), np.concatenate([run.y_true for run in runs.values()]), bins
+        )),  # fmt: skip
         "efficiency": _efficiency_summary([r["efficiency"] for r in seed_records]),
         # The first seed's curve and epochs, as in a single-seed study; every seed's are in ``seeds``.
         "history": seed_records[0]["history"],
@@ -160,9 +165,7 @@ def _comparison(
         return None
     correct_a = np.stack([runs[spec.a][s].correct for s in seeds])
     correct_b = np.stack([runs[spec.b][s].correct for s in seeds])
-    per_seed_diff = [float(d) for d in correct_a.mean(1) - correct_b.mean(1)]
-    ci95 = paired_bootstrap_ci(correct_a, correct_b, evaluation.bootstrap_resamples)
-    outcome, sentence = verdict(per_seed_diff, ci95, spec.paper_favours, results[spec.a]["title"], results[spec.b]["title"])
+    tested = paired_comparison(correct_a, correct_b, results[spec.a]["title"], results[spec.b]["title"], evaluation.bootstrap_resamples)
     # The seeds' ECE as their records already hold it, over the seeds both models finished.
     ece = {
         key: [r["calibration"]["ece"] for r in results[key]["seeds"] if r["seed"] in seeds] for key in (spec.a, spec.b)
@@ -171,34 +174,32 @@ def _comparison(
         "a": spec.a,
         "b": spec.b,
         "claim": spec.claim,
-        "paper_favours": spec.paper_favours,
         "seeds": seeds,
-        "accuracy_diff": float(np.mean(per_seed_diff)),
-        "accuracy_diff_per_seed": per_seed_diff,
-        "ci95": ci95,
-        "mcnemar_p": [mcnemar_exact_p(a, b) for a, b in zip(correct_a, correct_b)],
+        **tested,
         "ece_diff": float(np.mean(ece[spec.a]) - np.mean(ece[spec.b])),
-        "outcome": outcome,
-        "verdict": sentence,
     }
 
 
-def collect_results(
-    root: Path,
-    order: list[str],
-    seeds: list[int],
-    evaluation: EvaluationConfig | None = None,
-    comparisons: list[ComparisonDef] = (),
-) -> dict[str, Any]:
-    """Every finished run under ``root``, per model aggregated over its finished seeds."""
-    evaluation = evaluation or EvaluationConfig()
+def collect_results(root: Path) -> dict[str, Any]:
+    """Every current run of the study in ``root`` (its config.yaml and plan.json), per model
+    aggregated over its finished seeds. A run whose identity does not match the plan is stale: it is
+    listed as such and never counted as a result."""
     layout = RunLayout(root)
-    config = yaml.safe_load(layout.config.read_text()) if layout.config.exists() else {}
+    if not layout.config.is_file():
+        raise UserError(f"{root} is not a study output directory: it has no config.yaml. Give the --out of a run.")
+    cfg = load_config(layout.config)
+    planned = read_plan(layout)
+    order = list(dict.fromkeys(run.model for run in planned))
+    seeds = list(dict.fromkeys(run.seed for run in planned))
+    evaluation = cfg.evaluation
     runs: dict[str, dict[int, SavedRun]] = {}
-    for key in order:
-        finished = {seed: run for seed in seeds if (run := load_run(root, key, seed)) is not None}
-        if finished:
-            runs[key] = finished
+    stale: list[str] = []
+    for run in planned:
+        state, why = run_state(layout, run)
+        if state == "finished":
+            runs.setdefault(run.model, {})[run.seed] = load_run(root, run.model, run.seed)
+        elif state == "stale":
+            stale.append(f"{run.model} seed {run.seed} ({why})")
     all_runs = [run for per_seed in runs.values() for run in per_seed.values()]
     if any(not np.array_equal(run.y_true, all_runs[0].y_true) for run in all_runs):
         raise UserError(
@@ -220,12 +221,14 @@ def collect_results(
             teachers[name] = _ensemble_entry(list(group), logits, all_runs[0].y_true, evaluation.ece_bins)
     first = all_runs[0] if all_runs else None
     records = [run.record for run in all_runs]
+    config = cfg.model_dump(mode="json")
     study = {
-        "name": config.get("name"),
+        "name": cfg.name,
         "seeds": seeds,
         "models": order,
         "finished": [key for key in order if len(runs.get(key, {})) == len(seeds)],
         "unfinished_runs": [f"{key} seed {seed}" for key in order for seed in seeds if seed not in runs.get(key, {})],
+        "stale_runs": stale,
         "class_names": first.class_names if first else [],
         "data_source": first.record.get("data_source") if first else None,
         "synthetic_data": bool(first and first.record.get("synthetic_data")),
@@ -233,13 +236,25 @@ def collect_results(
         "precision": first.record.get("precision") if first else None,
         "channels_last": first.record.get("channels_last") if first else None,
         "weights": {r["arch"]: r["weights"] for r in records if r.get("weights")},
-        "kd": config.get("kd"),
-        "train": config.get("train"),
+        "kd": config["kd"],
+        "train": config["train"],
         "evaluation": evaluation.model_dump(mode="json"),
     }
-    compared = [entry for spec in comparisons if (entry := _comparison(spec, runs, results, evaluation))]
-    return {"study": study, **results, "teachers": teachers, "comparisons": compared}
+    compared = [entry for spec in cfg.comparisons if (entry := _comparison(spec, runs, results, evaluation))]
+    return {"schema_version": SCHEMA_VERSION, "study": study, "models": results, "teachers": teachers, "comparisons": compared}
+
+
+def finish_study(root: Path) -> dict[str, Any]:
+    """``results.json`` and the report (figures, report.md, report.html) from what is on disk: the
+    last step of ``run``, and all of ``report``."""
+    from distillbench.reporting import write_report
+
+    layout = RunLayout(root)
+    results = collect_results(layout.root)
+    write_json(layout.results, results)
+    write_report(layout.root, results)
+    return results
 
 
 def model_keys(results: dict[str, Any]) -> list[str]:
-    return [k for k in results if k not in RESERVED_KEYS]
+    return list(results["models"])

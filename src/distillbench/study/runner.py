@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,11 +23,13 @@ from distillbench.errors import UserError
 from distillbench.evaluation.efficiency import measure_efficiency
 from distillbench.models import BACKBONES, build_model
 from distillbench.models.classifier import Classifier, count_parameters
-from distillbench.models.weights import IMAGENET_WEIGHTS, describe_weights
+from distillbench.models.weights import IMAGENET_WEIGHTS, check_backbone_weights, describe_weights
 from distillbench.study.environment import describe_environment
 from distillbench.study.layout import RunLayout
+from distillbench.study.store import PlannedRun, run_state, sha256_hex, write_plan
 from distillbench.training.cache import TensorCache, cache_key, hash_module
 from distillbench.training.distill import DISTILLERS
+from distillbench.training.randomness import derive_seed, global_rng
 from distillbench.training.loop import (
     Objective,
     autocast,
@@ -80,10 +83,14 @@ class Study:
         self._model_hashes: dict[tuple[str, int], str] = {}
 
     # ---- identity of a model's run, for resume -------------------------------------------------
+    def _weights_source(self, arch: str) -> str | None:
+        """``weights.<arch>`` for a pretrained backbone (the config requires one), else None."""
+        return self.cfg.weights[arch] if arch in BACKBONES else None
+
     def _weights_identity(self, arch: str) -> str | None:
-        if arch not in BACKBONES:
+        source = self._weights_source(arch)
+        if source is None:
             return None
-        source = self.cfg.weights.get(arch, "none")
         if source == "imagenet":
             return f"imagenet:{IMAGENET_WEIGHTS[arch].url}"
         if source == "none":
@@ -112,14 +119,12 @@ class Study:
             self._fingerprints[(key, seed)] = digest
         return self._fingerprints[(key, seed)]
 
-    def is_finished(self, key: str, seed: int) -> bool:
-        paths = self.layout.run(key, seed)
-        if not paths.predictions.exists():
-            return False
-        try:
-            return json.loads(paths.record.read_text())["fingerprint"] == self.fingerprint(key, seed)
-        except (OSError, ValueError, KeyError):
-            return False
+    def planned_run(self, key: str, seed: int) -> PlannedRun:
+        return PlannedRun(key, seed, self.fingerprint(key, seed), tuple(self.cfg.zoo[key].teachers))
+
+    def run_state(self, key: str, seed: int) -> tuple[str, str | None]:
+        """("finished" | "missing" | "stale", why): see ``study.store``."""
+        return run_state(self.layout, self.planned_run(key, seed))
 
     # ---- models and their inputs ---------------------------------------------------------------
     def _build(self, spec: ModelDef, weights: str | None) -> Classifier:
@@ -130,7 +135,8 @@ class Study:
     def load_trained(self, key: str, seed: int) -> Classifier:
         """A finished run of this study, from memory or its ``model.pt``."""
         if (key, seed) not in self.trained:
-            model = self._build(self.cfg.zoo[key], "none")  # every weight comes from model.pt
+            with global_rng(None, self.device):  # every weight comes from model.pt: draw nothing
+                model = self._build(self.cfg.zoo[key], "none")
             path = self.layout.run(key, seed).model
             try:
                 model.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
@@ -225,9 +231,9 @@ class Study:
         spec = self.cfg.zoo[key]
         paths = self.layout.run(key, seed)
         paths.predictions.unlink(missing_ok=True)  # from now on this run is unfinished
-        torch.manual_seed(seed)
-        weights = self.cfg.weights.get(spec.arch) if spec.arch in BACKBONES else None
-        model = self._build(spec, weights)
+        weights = self._weights_source(spec.arch)
+        with global_rng(derive_seed(seed, "init"), self.device):
+            model = self._build(spec, weights)
         total, trainable = count_parameters(model)
         print(f"[{key}] {spec.arch}, {total:,} parameters ({trainable:,} trainable), device {self.device}", flush=True)
         prepare_start = time.perf_counter()
@@ -258,15 +264,19 @@ class Study:
 
         buffer = io.BytesIO()
         torch.save(model.state_dict(), buffer)
-        write_bytes(paths.model, buffer.getvalue())
+        checkpoint = buffer.getvalue()
+        write_bytes(paths.model, checkpoint)
         write_text(paths.history, _history_csv(result.history))
         record = {
             "model": key,
             "fingerprint": self.fingerprint(key, seed),
+            "checkpoint_sha256": sha256_hex(checkpoint),
+            # What this student distilled: it is stale once a teacher's checkpoint differs.
+            "teacher_checkpoints": {t: self._checkpoint_sha256(t, seed) for t in spec.teachers},
             "arch": spec.arch,
             "title": spec.title or key,
             "teachers": spec.teachers,
-            "weights": describe_weights(spec.arch, weights) if weights else None,
+            "weights": describe_weights(spec.arch, weights) if weights is not None else None,
             "seed": seed,
             "data_source": self.data.source,
             "synthetic_data": self.data.synthetic,
@@ -298,40 +308,71 @@ class Study:
         accuracy = float((test_logits.argmax(1) == splits["test"].labels).float().mean())
         print(f"[{key}] seed {seed} done: test accuracy {accuracy:.4f}, {result.train_seconds:.1f}s", flush=True)
 
+    def _checkpoint_sha256(self, key: str, seed: int) -> str:
+        return json.loads(self.layout.run(key, seed).record.read_text())["checkpoint_sha256"]
+
     def _efficiency(self, model: Classifier, checkpoint: Path) -> dict[str, Any] | None:
         if not self.cfg.evaluation.efficiency:
             return None
         return measure_efficiency(model, self.image_size, checkpoint, self.cfg.evaluation.latency_repeats)
 
     # ---- the whole study -----------------------------------------------------------------------
+    def preflight(self, order: list[str]) -> None:
+        """Everything checkable before the first epoch, so a bad input stops the study at once rather
+        than after hours of training: the output and cache directories are writable, and every
+        backbone's weights exist (downloaded if need be) and fit their architecture. The data were
+        read and validated when the study was made."""
+        _check_writable(self.layout.root, "the output directory (--out)")
+        if self.perf.disk_cache:
+            _check_writable(self.cache.directory, "perf.cache_dir")
+        for arch in dict.fromkeys(self.cfg.zoo[key].arch for key in order):
+            source = self._weights_source(arch)
+            if source is not None:
+                check_backbone_weights(arch, source)
+
     def run(self) -> dict[str, Any]:
-        from distillbench.reporting import write_report
-        from distillbench.study.results import collect_results
+        from distillbench.study.results import finish_study
 
         order = training_order(self.cfg.zoo, self.cfg.models)
-        self.layout.root.mkdir(parents=True, exist_ok=True)
-        write_text(self.layout.config, config_to_yaml(self.cfg))
+        self.preflight(order)
+        config_text = config_to_yaml(self.cfg)
+        seeds = self.cfg.seeds
+        # plan.json first: report judges each run against the fingerprints of the config it names.
+        write_plan(self.layout, config_text, [self.planned_run(key, seed) for seed in seeds for key in order])
+        write_text(self.layout.config, config_text)
         write_json(self.layout.environment, describe_environment(self.device))
         if self.data.synthetic:
             print("NOTE: the data is GENERATED (distillbench synth-data), not CIFAR-10.", flush=True)
         started = time.perf_counter()
-        seeds = self.cfg.seeds
         # Seed by seed: after the first, a complete single-seed study is on disk.
         for seed_number, seed in enumerate(seeds, start=1):
             for number, key in enumerate(order, start=1):
                 where = f"seed {seed} ({seed_number}/{len(seeds)}), model {number}/{len(order)}: {key}"
-                if self.is_finished(key, seed):
+                state, why = self.run_state(key, seed)
+                if state == "finished":
                     print(f"=== {where}: already finished with this config; skipping ===", flush=True)
                     continue
-                print(f"=== {where} ===", flush=True)
+                print(f"=== {where}{f' (retraining: {why})' if why else ''} ===", flush=True)
                 self.train_model(key, seed)
             for key in order:  # this seed's models are on disk; keep memory flat over many seeds
                 self.trained.pop((key, seed), None)
-        results = collect_results(self.layout.root, order, seeds, self.cfg.evaluation, self.cfg.comparisons)
-        write_json(self.layout.results, results)
-        write_report(self.layout.root, results)
+        results = finish_study(self.layout.root)
         print(f"Study finished in {time.perf_counter() - started:.1f}s; report: {self.layout.report}", flush=True)
         return results
+
+
+def _check_writable(directory: Path, what: str) -> None:
+    """Create ``directory`` and write a file in it, or stop with what to do."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".distillbench-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(
+            f"{what}: cannot write to {directory} ({exc.strerror or type(exc).__name__}). Choose a directory "
+            "you can write to, or fix its permissions."
+        ) from None
 
 
 def _history_csv(history: list[dict[str, float]]) -> str:

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from distillbench.config import TrainConfig
 from distillbench.data.augment import Augmentation
 from distillbench.errors import UserError
+from distillbench.training.randomness import derive_seed, global_rng, stream_generator
 
 # (batch indices, input batch, labels, logits) -> loss
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -112,15 +113,46 @@ def fit(
 ) -> FitResult:
     """Train ``module`` in place and leave it holding the weights of its best validation epoch.
 
-    ``augment`` transforms each training batch (never validation); it draws from the same seeded
-    generator as the shuffling, so a run stays reproducible. ``compile`` runs training steps through
-    ``torch.compile``; evaluation stays eager (it shares the weights).
+    Batch order and ``augment`` (each training batch, never validation) draw from the run's ``order``
+    stream, dropout from its ``dropout`` stream (``training.randomness``): the same ``seed`` gives the
+    same run whatever ran before. ``compile`` runs training steps through ``torch.compile``;
+    evaluation stays eager (it shares the weights). fp16 scales the loss (``GradScaler``) so small
+    gradients do not underflow; bf16 has fp32's range and needs no scaling.
+
+    ``history`` rows hold ``train_loss`` (the objective) and ``train_ce`` (cross-entropy on the hard
+    labels, what ``val_loss`` measures): for plain training the two are equal.
     """
+    with global_rng(derive_seed(seed, "dropout"), device):
+        return _fit(
+            module, train, val, cfg=cfg, lr=lr, adam_eps=adam_eps, generator=stream_generator(seed, "order"),
+            device=device, objective=objective, precision=precision, channels_last=channels_last,
+            fused_optimizer=fused_optimizer, augment=augment, compile=compile, name=name,
+        )  # fmt: skip
+
+
+def _fit(
+    module: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    *,
+    cfg: TrainConfig,
+    lr: float,
+    adam_eps: float,
+    generator: torch.Generator,
+    device: torch.device,
+    objective: Objective,
+    precision: str,
+    channels_last: bool,
+    fused_optimizer: bool,
+    augment: Augmentation | None,
+    compile: bool,
+    name: str,
+) -> FitResult:
     x, y = train[0].to(device), train[1].to(device)
     val_x, val_y = val
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr, eps=adam_eps, fused=fused_optimizer or None)
-    generator = torch.Generator(device="cpu").manual_seed(seed)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     n, batch_size = len(y), cfg.batch_size
     steps = (n + batch_size - 1) // batch_size
     step_module = torch.compile(module) if compile else module
@@ -133,6 +165,7 @@ def fit(
         module.train()
         order = torch.randperm(n, generator=generator).to(device)
         loss_sum = torch.zeros((), device=device)
+        ce_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         bar = tqdm(range(steps), desc=f"{name} epoch {epoch}", unit="batch", leave=False, disable=None, file=sys.stderr)
         for step in bar:
@@ -144,24 +177,29 @@ def fit(
             try:
                 with autocast(device, precision):
                     logits = step_module(xb)
-                loss = objective(idx, xb, yb, logits.float())
+                logits = logits.float()
+                loss = objective(idx, xb, yb, logits)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
             except compile_failed as exc:
                 raise UserError(
                     f"perf.compile: torch.compile could not compile {name} ({type(exc).__name__}: "
                     f"{str(exc).splitlines()[0]}); it needs a working C++ compiler on CPU and Triton on "
                     "CUDA. Set perf.compile=false to train without it."
                 ) from None
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
+            logits = logits.detach()
             loss_sum += loss.detach() * len(idx)  # stays on the device: no host sync per step
-            correct += (logits.detach().argmax(1) == yb).sum()
+            ce_sum += F.cross_entropy(logits, yb, reduction="sum")
+            correct += (logits.argmax(1) == yb).sum()
         bar.close()
         val_loss, val_acc = evaluate(module, val_x, val_y, cfg.eval_batch_size, device, precision, channels_last)
         seconds = time.perf_counter() - epoch_start
         row = {
             "epoch": epoch,
             "train_loss": loss_sum.item() / n,
+            "train_ce": ce_sum.item() / n,
             "train_accuracy": correct.item() / n,
             "val_loss": val_loss,
             "val_accuracy": val_acc,

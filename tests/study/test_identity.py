@@ -1,0 +1,190 @@
+"""A run's result depends on its identity only: not on what ran before it, not on a stale cache,
+and a run whose identity no longer matches the study is never shown as its result."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from distillbench.cli import main
+from distillbench.training import loop
+from tests.conftest import study_args
+
+SMALL = ["data.train_limit=300", "data.val_size=60", "data.test_limit=100", "evaluation.efficiency=false",
+         "perf.precision=fp32", "train.epochs=2"]  # fmt: skip
+
+
+def _args(cifar_dir, weight_files, cache, out, *sets):
+    return study_args(cifar_dir, weight_files, cache, out, *SMALL, *sets)
+
+
+def _logits(out, key, seed=0):
+    with np.load(out / "runs" / key / f"seed-{seed}" / "predictions.npz") as saved:
+        return saved["logits"]
+
+
+def test_input_normalisation_is_part_of_the_feature_cache_key(tmp_path, cifar_dir, weight_files, capsys):
+    """Two studies share a cache directory and differ only in ResNet50's input normalisation: the
+    second must compute its own frozen features, not reuse the first's."""
+    cache = tmp_path / "cache"
+    first, second = tmp_path / "none", tmp_path / "imagenet"
+    assert main(_args(cifar_dir, weight_files, cache, first, "models=[resnet50]")) == 0
+    capsys.readouterr()
+    assert main(_args(cifar_dir, weight_files, cache, second, "models=[resnet50]", "zoo.resnet50.input_norm=imagenet")) == 0
+    log = capsys.readouterr().out
+    assert "computing resnet50 frozen-layer activations (train)" in log and "reusing cached resnet50" not in log
+    assert np.abs(_logits(first, "resnet50") - _logits(second, "resnet50")).max() > 1e-3
+
+
+def test_a_run_does_not_depend_on_what_ran_before(tmp_path, cifar_dir, weight_files):
+    """The same student, trained fresh with its teacher, after a resume (teacher read from disk) and
+    added to a finished study later, gives bit-identical fp32 predictions."""
+    runs = {}
+    fresh = tmp_path / "fresh"
+    assert main(_args(cifar_dir, weight_files, tmp_path / "c1", fresh, "models=[kd_resnet50]")) == 0
+    runs["fresh"] = _logits(fresh, "kd_resnet50")
+
+    resumed = tmp_path / "resumed"
+    assert main(_args(cifar_dir, weight_files, tmp_path / "c2", resumed, "models=[resnet50]")) == 0
+    assert main(_args(cifar_dir, weight_files, tmp_path / "c2", resumed, "models=[kd_resnet50]")) == 0
+    runs["resumed"] = _logits(resumed, "kd_resnet50")
+
+    later = tmp_path / "later"
+    assert main(_args(cifar_dir, weight_files, tmp_path / "c3", later, "models=[small_cnn,resnet50]")) == 0
+    assert main(_args(cifar_dir, weight_files, tmp_path / "c3", later, "models=[small_cnn,resnet50,kd_resnet50]")) == 0
+    runs["later"] = _logits(later, "kd_resnet50")
+    np.testing.assert_array_equal(runs["resumed"], runs["fresh"])
+    np.testing.assert_array_equal(runs["later"], runs["fresh"])
+    # The scratch small CNN of the same seed shares the student's streams (common random numbers).
+    assert np.array_equal(_logits(later, "small_cnn"), _logits(later, "small_cnn"))
+
+
+def test_a_retrained_teacher_makes_its_students_stale(tmp_path, cifar_dir, weight_files, monkeypatch, capsys):
+    out = tmp_path / "study"
+    args = _args(cifar_dir, weight_files, tmp_path / "cache", out, "models=[kd_resnet50]", "perf.disk_cache=false")
+    assert main(args) == 0
+    calls = []
+    real_fit = loop.fit
+
+    def fit_with_other_weights(module, *a, **k):
+        calls.append(k["name"])
+        result = real_fit(module, *a, **k)
+        if k["name"] == "resnet50":  # the teacher comes out different, as after a change of hardware
+            with torch.no_grad():
+                for param in module.parameters():
+                    param.add_(0.01)
+        return result
+
+    monkeypatch.setattr("distillbench.study.runner.fit", fit_with_other_weights)
+    # Same config: retraining the teacher to the same weights keeps the student ...
+    (out / "runs" / "resnet50" / "seed-0" / "predictions.npz").unlink()
+    monkeypatch.setattr("distillbench.study.runner.fit", lambda m, *a, **k: calls.append(k["name"]) or real_fit(m, *a, **k))
+    assert main(args) == 0
+    assert calls == ["resnet50"]
+    # ... retraining it to other weights makes the student stale: it is retrained too.
+    calls.clear()
+    monkeypatch.setattr("distillbench.study.runner.fit", fit_with_other_weights)
+    (out / "runs" / "resnet50" / "seed-0" / "predictions.npz").unlink()
+    capsys.readouterr()
+    assert main(args) == 0
+    assert calls == ["resnet50", "kd_resnet50"]
+    assert "retraining: its teacher resnet50 (seed 0) was retrained after it" in capsys.readouterr().out
+
+
+def test_report_never_shows_a_run_of_another_config(tmp_path, cifar_dir, weight_files, monkeypatch):
+    """Finish a study with 1 epoch, interrupt a re-run with 3 epochs during its first model, then
+    rebuild the report: the second model's 1-epoch run is stale for the 3-epoch config, listed as
+    such, and not a result."""
+    out = tmp_path / "study"
+    base = _args(cifar_dir, weight_files, tmp_path / "cache", out, "models=[small_cnn,resnet50]")
+    assert main([*base, "--set", "train.epochs=1"]) == 0
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("distillbench.study.runner.fit", interrupted)
+    assert main([*base, "--set", "train.epochs=3"]) == 130
+    assert main(["report", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["study"]["train"]["epochs"] == 3
+    assert results["models"] == {} and results["comparisons"] == []
+    assert results["study"]["stale_runs"] == ["resnet50 seed 0 (trained with a different configuration)"]
+    assert results["study"]["unfinished_runs"] == ["small_cnn seed 0", "resnet50 seed 0"]
+    report = (out / "report.md").read_text()
+    assert "Stale runs, not shown" in report and "distillbench run --config config.yaml" in report
+
+
+def test_report_of_a_study_without_a_plan_says_what_to_do(tmp_path, capsys):
+    (tmp_path / "config.yaml").write_text("name: old\n")
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "no plan.json" in err and "distillbench run --config" in err and "Traceback" not in err
+
+
+def test_weights_named_for_one_backbone_keep_the_others(tmp_path, cifar_dir, weight_files):
+    """--set weights={vgg16: X} after weights.resnet50=Y: resnet50 still loads Y (it used to train
+    from random init with weights: null in run.json and no warning)."""
+    out = tmp_path / "study"
+    args = _args(cifar_dir, weight_files, tmp_path / "cache", out, "models=[resnet50]",
+                 f"weights={{vgg16: {weight_files['vgg16']}}}")  # fmt: skip
+    assert main(args) == 0
+    record = json.loads((out / "runs" / "resnet50" / "seed-0" / "run.json").read_text())
+    assert record["weights"] == f"local file {weight_files['resnet50']}"
+
+
+def test_random_backbone_weights_are_announced(tmp_path, cifar_dir, weight_files):
+    out = tmp_path / "study"
+    assert main(_args(cifar_dir, weight_files, tmp_path / "cache", out, "models=[resnet50]", "weights.resnet50=none")) == 0
+    assert "RANDOM BACKBONE WEIGHTS for resnet50" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["weights.vgg16=/nonexistent/vgg16.pt"], "/nonexistent/vgg16.pt is not a file"),
+        (["weights.vgg16={resnet50}"], "is not a torchvision vgg16 state_dict"),
+    ],
+)
+def test_bad_weights_stop_the_study_before_anything_trains(tmp_path, cifar_dir, weight_files, monkeypatch, capsys, sets, message):
+    sets = [s.replace("{resnet50}", str(weight_files["resnet50"])) for s in sets]
+    calls = []
+    monkeypatch.setattr("distillbench.study.runner.fit", lambda *a, **k: calls.append(k["name"]))
+    out = tmp_path / "study"
+    assert main(_args(cifar_dir, weight_files, tmp_path / "cache", out, "models=[small_cnn,vgg16]", *sets)) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert message in err and "Traceback" not in err
+    assert calls == [] and not (out / "runs").exists()
+
+
+@pytest.mark.parametrize("which", ["--out", "perf.cache_dir"])
+def test_unwritable_directories_stop_the_study_before_anything_trains(tmp_path, cifar_dir, weight_files, capsys, which):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    out, cache = (blocker / "out", tmp_path / "cache") if which == "--out" else (tmp_path / "out", blocker / "cache")
+    assert main(_args(cifar_dir, weight_files, cache, out, "models=[small_cnn]")) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert f"cannot write to {blocker}" in err and "Traceback" not in err
+
+
+def test_saved_logits_are_float32_under_bf16(tmp_path, cifar_dir, weight_files):
+    """Under bf16 autocast the saved logits still carry float32 precision, so argmax ties (which
+    bf16's 8 bits made common) do not bias per-class tables, confusion matrices or McNemar counts."""
+    out = tmp_path / "study"
+    args = study_args(cifar_dir, weight_files, tmp_path / "cache", out, "models=[small_cnn]", "perf.precision=bf16",
+                      "data.train_limit=300", "data.val_size=60", "evaluation.efficiency=false", "train.epochs=1")  # fmt: skip
+    assert main(args) == 0
+    logits = torch.from_numpy(_logits(out, "small_cnn"))
+    assert logits.dtype == torch.float32 and torch.any(logits != logits.bfloat16().float())
+    top2 = logits.topk(2, dim=1).values
+    assert int((top2[:, 0] == top2[:, 1]).sum()) == 0
+
+
+def test_history_logs_the_students_cross_entropy_beside_its_objective(tmp_path, cifar_dir, weight_files):
+    out = tmp_path / "study"
+    assert main(_args(cifar_dir, weight_files, tmp_path / "cache", out, "models=[small_cnn,kd_resnet50]")) == 0
+    results = json.loads((out / "results.json").read_text())["models"]
+    for row in results["small_cnn"]["history"]:  # plain training: the objective is the cross-entropy
+        assert row["train_ce"] == pytest.approx(row["train_loss"], rel=1e-5)
+    for row in results["kd_resnet50"]["history"]:  # KD: a different quantity, logged apart
+        assert row["train_ce"] > row["train_loss"] > 0
