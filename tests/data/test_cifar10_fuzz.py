@@ -66,6 +66,8 @@ def _pickle_with(global_ref: bytes, args: bytes) -> bytes:
     "payload, message",
     [
         (_pickle_with(b"os\nsystem", b"(X\x04\x00\x00\x00trueto"), "asks to call os.system"),
+        # numpy.ndarray called directly: an array of uninitialised memory, of any size
+        (_pickle_with(b"numpy\nndarray", b"(J\x00\x00\x00\x40X\x02\x00\x00\x00u1t"), "truncated or not a CIFAR pickle"),
         (_pickle_with(b"_codecs\nencode", b"(X\x01\x00\x00\x00xX\n\x00\x00\x00zlib_codect"), "codec 'zlib_codec'"),
         (_pickle_with(b"_codecs\nencode", b"(X\x01\x00\x00\x00xX\x0b\x00\x00\x00no-such-onet"), "codec 'no-such-one'"),
     ],

@@ -5,6 +5,8 @@ import shutil
 import pytest
 
 from distillbench.cli import main
+from distillbench.study.layout import RunLayout
+from distillbench.study.store import write_plan
 from distillbench.training import loop
 from tests.conftest import study_args
 
@@ -121,7 +123,9 @@ def test_report_of_a_non_study_directory(tmp_path, capsys):
 
 
 def test_report_with_an_invalid_saved_config(tmp_path, capsys):
-    (tmp_path / "config.yaml").write_text("train:\n  epochs: -1\n")
+    text = "train:\n  epochs: -1\n"
+    (tmp_path / "config.yaml").write_text(text)
+    write_plan(RunLayout(tmp_path), text, [])
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.replace("\n", " ")
     assert "train.epochs" in err and "Traceback" not in err

@@ -57,7 +57,7 @@ class _ArrayStub:
     array with ``np.frombuffer`` after checking every field."""
 
     def __init__(self, subtype: object = None, shape: object = None, code: object = None):
-        if subtype is not np.ndarray:
+        if subtype is not _NDARRAY:
             raise _CorruptBatch("array of an unexpected class")
         self.state: object = None
 
@@ -95,11 +95,20 @@ def _encode_latin1(text: object, encoding: object = "latin1") -> bytes:
 
 
 _ALLOWED_DTYPES = ("u1",)
+
+
+class _NdarrayName:
+    """``numpy.ndarray`` appears in a batch only as _reconstruct's first argument. This inert marker
+    stands in for it, so a pickle that calls it (an array of uninitialised memory, of any size)
+    fails as corrupt instead."""
+
+
+_NDARRAY = _NdarrayName()
 # ndarray pickles name their rebuild function by module; numpy 2 moved it to numpy._core.
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"): _ArrayStub,
     ("numpy._core.multiarray", "_reconstruct"): _ArrayStub,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NDARRAY,
     ("numpy", "dtype"): _DtypeStub,
     ("_codecs", "encode"): _encode_latin1,
 }

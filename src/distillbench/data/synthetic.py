@@ -16,7 +16,12 @@ import numpy as np
 
 from distillbench.atomic import write_bytes
 from distillbench.data.cifar10 import (
-    CLASS_NAMES, IMAGE_SHAPE, META_FILE, SYNTHETIC_MARK, TEST_FILE, TRAIN_FILES,
+    CLASS_NAMES,
+    IMAGE_SHAPE,
+    META_FILE,
+    SYNTHETIC_MARK,
+    TEST_FILE,
+    TRAIN_FILES,
 )  # fmt: skip
 
 

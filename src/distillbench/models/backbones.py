@@ -2,10 +2,10 @@
 
 ``trainable_layers`` counts the backbone's trailing *weight-holding* layers (convolutions,
 BatchNorms, linears, in module order) that train. Keras' "last N layers unfrozen" counts every
-layer, weightless ones included: the last two layers of Keras' ResNet50 base are the final
-residual add and its ReLU, so the paper's ResNet50 trains no backbone weight
-(``trainable_layers: 0``); those of VGG16 are block5_conv3 and block5_pool, so one convolution
-trains (``trainable_layers: 1``).
+layer, weightless ones included. The authors' notebook builds both Keras bases with
+``pooling='avg'`` and freezes ``layers[:-2]``: the last two layers are then weightless (VGG16's
+block5_pool and the pooling, ResNet50's last activation and the pooling), so the paper preset trains
+no backbone weight (``trainable_layers: 0``); ``trainable_layers: 1`` on VGG16 trains block5_conv3.
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ class Preprocess(nn.Module):
       subtracted), i.e. the expected input plus the mean, divided by 255, channels swapped. Here:
       channels reversed, no mean subtracted, divided by 255 * std.
 
-    Its ``extra_repr`` names the normalisation, so cache keys (which hash the module's repr) differ.
+    Its ``extra_repr`` names the normalisation and its constants, so cache keys (which hash the
+    module's repr) differ.
     """
 
     def __init__(self, norm: str = "none"):
@@ -42,7 +43,8 @@ class Preprocess(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def extra_repr(self) -> str:
-        return f"norm={self.norm!r}"
+        # The buffers are not saved with the model: their values must show in the repr cache keys hash.
+        return f"norm={self.norm!r}, mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x

@@ -109,11 +109,12 @@ def accuracy_vs_cost(
     return _png(fig)
 
 
-def reliability_diagram(bins: dict[str, np.ndarray], ece: float, title: str, note: str = "") -> bytes:
+def reliability_diagram(bins: dict[str, np.ndarray], title: str, note: str = "") -> bytes:
     """Accuracy per confidence bin (bars) against the bin's mean confidence (red ticks, joined to
     the bar by the gap) and the diagonal of perfect calibration; each bin's share of images below."""
-    # From results.json: lists, null where a bin is empty.
-    bins = {name: np.asarray(values, dtype=float) for name, values in bins.items()}
+    # From results.json: lists, null where a bin is empty; ``ece`` is that of these very bins.
+    ece = bins["ece"]
+    bins = {name: np.asarray(values, dtype=float) for name, values in bins.items() if name != "ece"}
     edges, counts = bins["edges"], bins["counts"]
     centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
     filled = counts > 0
@@ -173,17 +174,16 @@ def loss_curves(
             suffix = f" (seed {seed})" if len(histories) > 1 else ""
             style = styles[number % len(styles)]
             if metric == "objective":
-                ax.plot(epochs, [r["train_loss"] for r in history], style, marker="o", ms=3, color=PALETTE[2], label="train KD objective" + suffix)
+                ax.plot(epochs, [r["train_loss"] for r in history], style, marker="o", ms=3, color=PALETTE[2], label="train objective" + suffix)
                 continue
             train_key, val_key = ("train_ce", "val_loss") if metric == "ce" else ("train_accuracy", "val_accuracy")
-            train_values = [r.get(train_key, r["train_loss"]) for r in history]  # histories before train_ce: plain CE
-            ax.plot(epochs, train_values, style, marker="o", ms=3, color=PALETTE[0], label="train" + suffix)
+            ax.plot(epochs, [r[train_key] for r in history], style, marker="o", ms=3, color=PALETTE[0], label="train" + suffix)
             ax.plot(epochs, [r[val_key] for r in history], style, marker="s", ms=3, color=PALETTE[1], label="validation" + suffix)
         if len(histories) == 1:
             best = next(iter(best_epochs.values()))
             ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best})")
         ax.set_xlabel("Epoch")
-        ax.set_ylabel(label or "KD objective: alpha * KL + (1 - alpha) * CE")
+        ax.set_ylabel(label or "Distillation objective")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.spines[["top", "right"]].set_visible(False)
         ax.legend(fontsize=7, frameon=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
 from distillbench.atomic import write_bytes, write_text
 from distillbench.reporting import figures
 from distillbench.reporting.html import render_html
@@ -48,9 +47,9 @@ def write_figures(root: Path, results: dict[str, Any]) -> None:
             distilled=bool(r["teachers"]),
         ))  # fmt: skip
         write_bytes(folder / names["per_class"], figures.per_class_accuracy(r["per_class"], r["test_accuracy"], r["title"]))
+        mean_ece = f"; mean of the {len(seeds)} seeds' ECE {100 * r['calibration']['ece']:.2f}%" if len(seeds) > 1 else ""
         write_bytes(folder / names["reliability"], figures.reliability_diagram(
-            r["reliability"], r["calibration"]["ece"], r["title"],
-            f" (mean of {len(seeds)} seeds; bars pool them)" if len(seeds) > 1 else "",
+            r["reliability"], r["title"], f" ({len(seeds)} seeds pooled{mean_ece})" if len(seeds) > 1 else "",
         ))  # fmt: skip
 
 
@@ -301,7 +300,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         out += [
             f"> **Stale runs, not shown:** {'; '.join(study['stale_runs'])}. They were trained for another "
             "configuration (or from other teachers) than this study's config.yaml. Run `distillbench run "
-            "--config config.yaml --out <this directory>` to retrain them.",
+            "--config OUT/config.yaml --out OUT`, OUT being this directory, to retrain them.",
             "",
         ]
     if study.get("unfinished_runs"):

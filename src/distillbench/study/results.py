@@ -14,7 +14,12 @@ import numpy as np
 from distillbench.atomic import write_json
 from distillbench.config import ComparisonDef, EvaluationConfig, load_config
 from distillbench.errors import UserError
-from distillbench.evaluation.calibration import bins_to_json, calibration_metrics, reliability_bins
+from distillbench.evaluation.calibration import (
+    bins_to_json,
+    calibration_metrics,
+    expected_calibration_error,
+    reliability_bins,
+)
 from distillbench.evaluation.metrics import classification_metrics
 from distillbench.evaluation.significance import mean_std_ci, paired_comparison
 from distillbench.study.layout import RunLayout
@@ -115,10 +120,7 @@ def _model_entry(key: str, runs: dict[int, SavedRun], teacher_logits: dict[int, 
         },
         "confusion_matrix": np.sum([r["confusion_matrix"] for r in seed_records], axis=0).tolist(),
         "calibration": _calibration_summary([r["calibration"] for r in seed_records]),
-        # The reliability diagram's data: every seed's test predictions pooled, binned as the ECE is.
-        "reliability": bins_to_json(reliability_bins(
-            np.concatenate([run.logits for run in runs.values()]), np.concatenate([run.y_true for run in runs.values()]), bins
-        )),  # fmt: skip
+        "reliability": _pooled_reliability(runs, bins),
         "efficiency": _efficiency_summary([r["efficiency"] for r in seed_records]),
         # The first seed's curve and epochs, as in a single-seed study; every seed's are in ``seeds``.
         "history": seed_records[0]["history"],
@@ -138,6 +140,15 @@ def _model_entry(key: str, runs: dict[int, SavedRun], teacher_logits: dict[int, 
     return entry
 
 
+def _pooled_reliability(runs: dict[int, SavedRun], bins: int) -> dict[str, Any]:
+    """The reliability diagram's data: every seed's test predictions pooled, binned as the ECE is,
+    with ``ece``, the ECE of exactly these bins (with one seed, the model's ECE)."""
+    pooled = reliability_bins(
+        np.concatenate([run.logits for run in runs.values()]), np.concatenate([run.y_true for run in runs.values()]), bins
+    )
+    return {**bins_to_json(pooled), "ece": expected_calibration_error(pooled)}
+
+
 def _teacher_logits(runs: dict[str, dict[int, SavedRun]], members: list[str]) -> dict[int, np.ndarray]:
     """Per seed where every member finished: the mean of the members' test logits."""
     common = set.intersection(*(set(runs.get(m, {})) for m in members)) if members else set()
@@ -146,8 +157,9 @@ def _teacher_logits(runs: dict[str, dict[int, SavedRun]], members: list[str]) ->
 
 def _ensemble_entry(members: list[str], logits: dict[int, np.ndarray], y_true: np.ndarray, bins: int) -> dict[str, Any]:
     per_seed = [
-        {"seed": seed, "test_accuracy": float(np.mean(l.argmax(1) == y_true)), "calibration": calibration_metrics(l, y_true, bins)}
-        for seed, l in logits.items()
+        {"seed": seed, "test_accuracy": float(np.mean(seed_logits.argmax(1) == y_true)),
+         "calibration": calibration_metrics(seed_logits, y_true, bins)}
+        for seed, seed_logits in logits.items()
     ]  # fmt: skip
     return {
         "members": members,
@@ -187,8 +199,8 @@ def collect_results(root: Path) -> dict[str, Any]:
     layout = RunLayout(root)
     if not layout.config.is_file():
         raise UserError(f"{root} is not a study output directory: it has no config.yaml. Give the --out of a run.")
+    planned = read_plan(layout)  # first: an older study's config may not parse, and this says what to do
     cfg = load_config(layout.config)
-    planned = read_plan(layout)
     order = list(dict.fromkeys(run.model for run in planned))
     seeds = list(dict.fromkeys(run.seed for run in planned))
     evaluation = cfg.evaluation

@@ -29,7 +29,6 @@ from distillbench.study.layout import RunLayout
 from distillbench.study.store import PlannedRun, run_state, sha256_hex, write_plan
 from distillbench.training.cache import TensorCache, cache_key, hash_module
 from distillbench.training.distill import DISTILLERS
-from distillbench.training.randomness import derive_seed, global_rng
 from distillbench.training.loop import (
     Objective,
     autocast,
@@ -38,6 +37,12 @@ from distillbench.training.loop import (
     predict,
     resolve_precision,
 )
+from distillbench.training.randomness import derive_seed, global_rng
+
+# Part of every fingerprint: runs written by code whose results differ (before this version: bf16
+# logits, frozen BatchNorm training on the cached path, randomness shared with earlier runs, no
+# checkpoint hashes) are stale, and retrained rather than reused.
+IDENTITY_VERSION = 2
 
 # Frozen-prefix and teacher passes: on CPU, 256 keeps activations in cache (measured faster than 1024).
 INFERENCE_BATCH = {"cpu": 256, "cuda": 2048}
@@ -81,6 +86,7 @@ class Study:
         self.trained: dict[tuple[str, int], Classifier] = {}
         self._fingerprints: dict[tuple[str, int], str] = {}
         self._model_hashes: dict[tuple[str, int], str] = {}
+        self._file_hashes: dict[Path, str] = {}
 
     # ---- identity of a model's run, for resume -------------------------------------------------
     def _weights_source(self, arch: str) -> str | None:
@@ -96,13 +102,18 @@ class Study:
         if source == "none":
             return "none"
         path = Path(source).expanduser()
-        return f"file:{_file_sha256(path)}" if path.is_file() else f"file:{path}"
+        if not path.is_file():
+            return f"file:{path}"
+        if path not in self._file_hashes:  # a VGG16 file is 0.5 GB: hashed once per study, not per run
+            self._file_hashes[path] = _file_sha256(path)
+        return f"file:{self._file_hashes[path]}"
 
     def fingerprint(self, key: str, seed: int) -> str:
         """Hash of everything a run's result depends on; a finished run is reused only if equal."""
         if (key, seed) not in self._fingerprints:
             spec = self.cfg.zoo[key]
             payload = {
+                "identity": IDENTITY_VERSION,
                 "spec": spec.model_dump(mode="json"),
                 "train": self.cfg.train.model_dump(mode="json"),
                 "seed": seed,

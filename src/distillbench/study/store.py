@@ -59,7 +59,9 @@ def run_state(layout: RunLayout, run: PlannedRun) -> tuple[str, str | None]:
         current = _record(layout, teacher, run.seed)
         if current is None:
             return "stale", f"its teacher {teacher} (seed {run.seed}) is not on disk"
-        if not distilled.get(teacher) or distilled[teacher] != current.get("checkpoint_sha256"):
+        if not current.get("checkpoint_sha256") or not distilled.get(teacher):
+            return "stale", f"its teacher {teacher} (seed {run.seed}) has no checkpoint hash (an older distillbench)"
+        if distilled[teacher] != current["checkpoint_sha256"]:
             return "stale", f"its teacher {teacher} (seed {run.seed}) was retrained after it"
     return "finished", None
 
