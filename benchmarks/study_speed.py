@@ -57,7 +57,12 @@ def run_path(name: str, workdir: Path, data_dir: Path, weights: dict[str, Path],
     measured_model_time = sum(m["seconds"] for m in per_model.values())
     overhead = total - measured_model_time  # data, checkpoints, reports: paid once per study
     projected = overhead + sum(m["projected_20_epochs"] for m in per_model.values())
-    return {"per_model": per_model, "total_seconds": total, "projected_20_epochs": projected, "peak_rss_mib": _peak_rss_mib()}
+    return {
+        "per_model": per_model,
+        "total_seconds": total,
+        "projected_20_epochs": projected,
+        "peak_rss_mib": _peak_rss_mib(),
+    }
 
 
 def main() -> None:
@@ -77,7 +82,9 @@ def main() -> None:
     paths = {"optimised": (args.epochs, [])}
     if args.naive_epochs:
         paths["naive"] = (args.naive_epochs, ["perf.naive=true"])
-    report = {name: run_path(name, args.workdir, data_dir, weights, epochs, extra) for name, (epochs, extra) in paths.items()}
+    report = {
+        name: run_path(name, args.workdir, data_dir, weights, epochs, extra) for name, (epochs, extra) in paths.items()
+    }
     print("\nmodel         path       measured s  s/epoch  train img/s  projected 20 epochs (s)")
     for name, result in report.items():
         for key, m in result["per_model"].items():

@@ -16,7 +16,9 @@ SEEDS = [0, 1]  # of the shared paper_study fixture
 
 @pytest.fixture(scope="session")
 def cifar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_cifar10_like(tmp_path_factory.mktemp("data") / "cifar-10-batches-py", N_TRAIN, N_TEST, seed=1, separation=0.3)
+    return write_cifar10_like(
+        tmp_path_factory.mktemp("data") / "cifar-10-batches-py", N_TRAIN, N_TEST, seed=1, separation=0.3
+    )
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
         help="override any config field by dotted path, value in YAML (repeatable): "
         "train.epochs=5, models=[small_cnn,vgg16], weights.vgg16=PATH, kd.alpha=0.7",
     )  # fmt: skip
-    run.add_argument("--data-dir", type=Path, help="extracted cifar-10-batches-py directory (sets data.dir); no download")
+    run.add_argument(
+        "--data-dir", type=Path, help="extracted cifar-10-batches-py directory (sets data.dir); no download"
+    )
     run.add_argument(
         "--seeds", type=int, metavar="N",
         help="train every model with seeds 0..N-1 (sets seeds; default: the config's, [0, 1, 2])",
@@ -76,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from distillbench.config import load_config
+    from distillbench.study.resolve import load_study_config
     from distillbench.study.runner import Study
 
     overrides = list(args.overrides)
@@ -88,7 +90,7 @@ def _run(args: argparse.Namespace) -> None:
         if args.seeds < 1:
             raise UserError(f"--seeds {args.seeds}: give a number of seeds >= 1, e.g. --seeds 3.")
         overrides.append(f"seeds={list(range(args.seeds))}")
-    cfg = load_config(args.config, overrides)
+    cfg = load_study_config(args.config, overrides)
     out = args.out if args.out is not None else Path("results") / cfg.name
     Study(cfg, out).run()
 
@@ -122,11 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         handlers[args.command](args)
     except UserError as exc:
         # Paths and keys stay whole: a break at a hyphen would print a path that does not exist.
-        print("\n".join(textwrap.wrap(f"error: {exc}", width=100, break_on_hyphens=False, break_long_words=False)), file=sys.stderr)
+        print(
+            "\n".join(textwrap.wrap(f"error: {exc}", width=100, break_on_hyphens=False, break_long_words=False)),
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
-        print(
-            "\ninterrupted: finished models are saved; run the same command again to resume.", file=sys.stderr
-        )
+        print("\ninterrupted: finished models are saved; run the same command again to resume.", file=sys.stderr)
         return 130
     return 0

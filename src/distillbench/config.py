@@ -7,6 +7,7 @@ The schema's defaults *are* the seed paper's protocol; ``configs/paper.yaml`` sp
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,9 +25,7 @@ class _Strict(BaseModel):
 
 class DataConfig(_Strict):
     dataset: Literal["cifar10"] = "cifar10"
-    dir: Path | None = Field(
-        None, description="An extracted cifar-10-batches-py directory; null downloads CIFAR-10."
-    )
+    dir: Path | None = Field(None, description="An extracted cifar-10-batches-py directory; null downloads CIFAR-10.")
     download_root: Path = Field(
         Path("~/.cache/distillbench/data"), description="Where the CIFAR-10 archive is downloaded."
     )
@@ -43,9 +42,7 @@ class DataConfig(_Strict):
 class TrainConfig(_Strict):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=1)
-    patience: int | None = Field(
-        3, ge=1, description="Early stopping on validation loss; null trains every epoch."
-    )
+    patience: int | None = Field(3, ge=1, description="Early stopping on validation loss; null trains every epoch.")
     eval_batch_size: int = Field(1024, ge=1)
     augment: str = Field(
         "none",
@@ -67,7 +64,9 @@ class KDConfig(_Strict):
 class ModelDef(_Strict):
     """How one model key of the study is built and trained."""
 
-    arch: str = Field(description="A registered architecture: small_cnn, resnet50, vgg16, ...")
+    arch: str = Field(
+        description="A registered architecture: small_cnn, resnet50, vgg16, ... (checked by study.resolve)"
+    )
     title: str | None = Field(None, description="The model's name in the report; the key if null.")
     lr: float = Field(gt=0, description="Adam learning rate.")
     adam_eps: float = Field(1e-7, gt=0, description="Keras' Adam epsilon by default.")
@@ -203,10 +202,8 @@ class StudyConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_references(self) -> StudyConfig:
-        from distillbench.data.augment import AUGMENTATIONS
-        from distillbench.models import ARCHITECTURES, BACKBONES
-        from distillbench.training.distill import DISTILLERS
-
+        """What needs no registry; names of architectures, methods and augmentations are checked one
+        floor up (``study.resolve``), since config imports nothing of ours."""
         if not self.models:
             raise ValueError("models: the list is empty; name at least one model key")
         if not self.seeds:
@@ -215,10 +212,6 @@ class StudyConfig(_Strict):
             raise ValueError(f"seeds: {self.seeds} repeats a seed; every seed must differ")
         if any(seed < 0 for seed in self.seeds):
             raise ValueError(f"seeds: {self.seeds} has a negative seed; seeds are integers >= 0")
-        if self.train.augment not in AUGMENTATIONS:
-            raise ValueError(
-                f"train.augment: unknown augmentation {self.train.augment!r}; known: {', '.join(AUGMENTATIONS)}"
-            )
         for number, comparison in enumerate(self.comparisons):
             for side in ("a", "b"):
                 if getattr(comparison, side) not in self.zoo:
@@ -232,31 +225,13 @@ class StudyConfig(_Strict):
             if key not in self.zoo:
                 raise ValueError(f"models: unknown model {key!r}; known: {', '.join(self.zoo)}")
         for key, spec in self.zoo.items():
-            if spec.arch not in ARCHITECTURES:
-                raise ValueError(
-                    f"zoo.{key}.arch: unknown architecture {spec.arch!r}; "
-                    f"known: {', '.join(ARCHITECTURES)}"
-                )
             for teacher in spec.teachers:
                 if teacher not in self.zoo:
                     raise ValueError(f"zoo.{key}.teachers: unknown model {teacher!r}")
-            if spec.teachers and spec.distill not in DISTILLERS:
-                raise ValueError(
-                    f"zoo.{key}.distill: unknown method {spec.distill!r}; known: {', '.join(DISTILLERS)}"
-                )
-        for key in training_order(self.zoo, self.models):
-            arch = self.zoo[key].arch
-            if arch in BACKBONES and arch not in self.weights:
-                raise ValueError(
-                    f"weights.{arch}: missing, but model {key!r} is a {arch}; set it to imagenet, none or a file path"
-                )
         for arch, source in self.weights.items():
-            if arch not in BACKBONES:
-                raise ValueError(
-                    f"weights.{arch}: not a pretrained backbone; backbones are {', '.join(BACKBONES)}"
-                )
             if not source:
                 raise ValueError(f"weights.{arch}: empty; use imagenet, none or a file path")
+        training_order(self.zoo, self.models)  # raises on cycles
         return self
 
 
@@ -328,7 +303,16 @@ def _known_keys(loc: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields)
 
 
-def _explain(error: ValidationError, source: str) -> str:
+def invalid_config(problems: list[str], source: str) -> UserError:
+    """The one-paragraph error for ``problems`` (``key: what is wrong`` each) in the config from ``source``."""
+    return UserError(
+        f"Invalid configuration ({source}): " + "; ".join(problems) + ". "
+        "Fix the config file or the --set option; `distillbench run --help` lists the options and "
+        "configs/paper.yaml shows every key with its default."
+    )
+
+
+def _problems(error: ValidationError) -> list[str]:
     lines = []
     for item in error.errors():
         loc = tuple(item["loc"])
@@ -340,11 +324,12 @@ def _explain(error: ValidationError, source: str) -> str:
         else:
             message = item["msg"].removeprefix("Value error, ")
             lines.append(f"{where}: {message}" if loc else message)
-    return (
-        f"Invalid configuration ({source}): " + "; ".join(lines) + ". "
-        "Fix the config file or the --set option; `distillbench run --help` lists the options and "
-        "configs/paper.yaml shows every key with its default."
-    )
+    return lines
+
+
+def describe_source(path: Path | None, overrides: Sequence[str] = ()) -> str:
+    """Where a config came from, for error messages: defaults or a file, then each --set."""
+    return str(path if path is not None else "defaults") + "".join(f" + --set {text}" for text in overrides)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -362,16 +347,13 @@ def parse_override(text: str) -> tuple[str, Any]:
 def load_config(path: Path | None = None, overrides: list[str] = ()) -> StudyConfig:
     """Defaults, then the YAML file, then each ``--set`` override; validated once at the end."""
     raw = StudyConfig().model_dump(mode="json")
-    source = "defaults"
     if path is not None:
         path = Path(path)
-        source = str(path)
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise UserError(
-                f"Config file {path} does not exist. Pass an existing YAML file to --config, "
-                "e.g. configs/paper.yaml."
+                f"Config file {path} does not exist. Pass an existing YAML file to --config, e.g. configs/paper.yaml."
             ) from None
         except (OSError, yaml.YAMLError) as exc:
             raise UserError(f"Config file {path} could not be read as YAML: {exc}") from None
@@ -383,11 +365,10 @@ def load_config(path: Path | None = None, overrides: list[str] = ()) -> StudyCon
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(raw, key, value)
-        source += f" + --set {text}"
     try:
         return StudyConfig.model_validate(raw)
     except ValidationError as exc:
-        raise UserError(_explain(exc, source)) from None
+        raise invalid_config(_problems(exc), describe_source(path, overrides)) from None
 
 
 def config_to_yaml(cfg: StudyConfig) -> str:

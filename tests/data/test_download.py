@@ -108,7 +108,9 @@ def test_first_run_downloads_checks_and_extracts_then_reuses(served):
     downloads = tmp_path / "data"
     assert main(_run(tmp_path, "first", downloads, tmp_path / "cache")) == 0
     asked = sorted(set(server.requests))  # torchvision asks for the archive twice (redirect probe, then download)
-    assert asked == sorted(["/cifar-10-python.tar.gz", *(f"/{Path(IMAGENET_WEIGHTS[a].url).name}" for a in ("resnet50", "vgg16"))])
+    assert asked == sorted(
+        ["/cifar-10-python.tar.gz", *(f"/{Path(IMAGENET_WEIGHTS[a].url).name}" for a in ("resnet50", "vgg16"))]
+    )
     assert (downloads / "cifar-10-batches-py" / "data_batch_5").is_file()  # extracted in the official layout
     assert sorted(p.name for p in (tmp_path / "hub" / "checkpoints").iterdir()) == sorted(
         Path(IMAGENET_WEIGHTS[a].url).name for a in ("resnet50", "vgg16")

@@ -17,7 +17,8 @@ def _hand_ece(probs: np.ndarray, labels: np.ndarray, bins: int) -> float:
         k = min(bins - 1, max(0, math.ceil(confidence * bins) - 1))
         members.setdefault(k, []).append((confidence, int(np.argmax(p)) == y))
     return sum(
-        len(m) / len(labels) * abs(np.mean([c for _, c in m]) - np.mean([conf for conf, _ in m])) for m in members.values()
+        len(m) / len(labels) * abs(np.mean([c for _, c in m]) - np.mean([conf for conf, _ in m]))
+        for m in members.values()
     )
 
 

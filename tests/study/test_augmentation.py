@@ -28,7 +28,9 @@ def test_augmented_study_falls_back_to_on_the_fly_and_says_so(tmp_path, cifar_di
     results = json.loads((out / "results.json").read_text())
     assert results["study"]["train"]["augment"] == "crop_flip"
     assert {"resnet50", "vgg16", "kd_resnet50"} <= set(results["models"])
-    assert "augmented by random 4-pixel shifts and horizontal flips (not in the paper)" in (out / "report.md").read_text()
+    assert (
+        "augmented by random 4-pixel shifts and horizontal flips (not in the paper)" in (out / "report.md").read_text()
+    )
 
     # The student's teacher sees the very batch the student sees (here: not a training image).
     cfg = load_config(None, [item for flag, item in zip(args, args[1:]) if flag == "--set"] + [f"data.dir={cifar_dir}"])

@@ -28,7 +28,10 @@ def both_paths(request, tmp_path_factory, cifar_dir, weight_files):
     # layout except in the channels_last variant: its kernels round differently, by ~1e-5 in a teacher's
     # logits, which a student on near-chance data amplifies through Adam, so that variant has no
     # student. The fused optimiser stays on.
-    for name, path_sets in (("naive", ["perf.naive=true"]), ("cached", ["perf.precision=fp32", "perf.channels_last=false"])):
+    for name, path_sets in (
+        ("naive", ["perf.naive=true"]),
+        ("cached", ["perf.precision=fp32", "perf.channels_last=false"]),
+    ):
         out = tmp_path_factory.mktemp(f"{request.param}-{name}")
         cache = tmp_path_factory.mktemp(f"{name}-cache")
         args = study_args(cifar_dir, weight_files, cache, out, f"models=[{','.join(models)}]", "train.epochs=2",

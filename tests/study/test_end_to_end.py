@@ -57,7 +57,9 @@ def test_seeds_are_distinct_runs(paper_study):
     first, second = _saved(paper_study, "small_cnn", 0), _saved(paper_study, "small_cnn", 1)
     assert not np.allclose(first["logits"], second["logits"])  # a different initialisation and batch order
     for seed in SEEDS:
-        assert json.loads((paper_study / "runs" / "small_cnn" / f"seed-{seed}" / "run.json").read_text())["seed"] == seed
+        assert (
+            json.loads((paper_study / "runs" / "small_cnn" / f"seed-{seed}" / "run.json").read_text())["seed"] == seed
+        )
 
 
 def test_results_match_scikit_learn_and_scipy_on_saved_predictions(paper_study):
@@ -74,7 +76,9 @@ def test_results_match_scikit_learn_and_scipy_on_saved_predictions(paper_study):
             p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=range(10), zero_division=0)
             for i, name in enumerate(CLASS_NAMES):
                 row = record["per_class"][name]
-                assert (row["precision"], row["recall"], row["f1"], row["support"]) == pytest.approx((p[i], r[i], f[i], s[i]))
+                assert (row["precision"], row["recall"], row["f1"], row["support"]) == pytest.approx(
+                    (p[i], r[i], f[i], s[i])
+                )
                 assert row["accuracy"] == pytest.approx(np.mean(y_pred[y_true == i] == i))
             assert record["confusion_matrix"] == confusion_matrix(y_true, y_pred, labels=range(10)).tolist()
             history = list(csv.DictReader(open(paper_study / "runs" / key / f"seed-{seed}" / "history.csv")))
@@ -85,13 +89,17 @@ def test_results_match_scikit_learn_and_scipy_on_saved_predictions(paper_study):
         assert entry["test_accuracy"] == pytest.approx(np.mean(accuracies))
         assert entry["test_accuracy_std"] == pytest.approx(np.std(accuracies, ddof=1))
         if np.std(accuracies) > 0:  # scipy gives NaN for a zero-width interval
-            low, high = stats.t.interval(0.95, len(accuracies) - 1, loc=np.mean(accuracies), scale=stats.sem(accuracies))
+            low, high = stats.t.interval(
+                0.95, len(accuracies) - 1, loc=np.mean(accuracies), scale=stats.sem(accuracies)
+            )
         else:
             low = high = accuracies[0]
         assert entry["test_accuracy_ci95"] == pytest.approx([low, high])
         assert entry["per_class"]["cat"]["support"] == entry["seeds"][0]["per_class"]["cat"]["support"]
         assert isinstance(entry["per_class"]["cat"]["support"], int)
-        assert entry["per_class"]["cat"]["f1"] == pytest.approx(np.mean([s["per_class"]["cat"]["f1"] for s in entry["seeds"]]))
+        assert entry["per_class"]["cat"]["f1"] == pytest.approx(
+            np.mean([s["per_class"]["cat"]["f1"] for s in entry["seeds"]])
+        )
         assert entry["confusion_matrix"] == np.sum([s["confusion_matrix"] for s in entry["seeds"]], axis=0).tolist()
         assert entry["params"] >= entry["trainable_params"] > 0 and entry["train_seconds"] > 0
 
@@ -126,7 +134,12 @@ def test_ensemble_teacher_is_the_seed_matched_mean_of_logits(paper_study):
 def test_comparisons_are_paired_tests_of_the_saved_predictions(paper_study):
     results = json.loads((paper_study / "results.json").read_text())
     pairs = [(c["a"], c["b"]) for c in results["comparisons"]]
-    assert pairs == [("small_cnn", "kd_resnet50"), ("small_cnn", "kd_ensemble"), ("kd_resnet50", "kd_ensemble"), ("vgg16", "resnet50")]
+    assert pairs == [
+        ("small_cnn", "kd_resnet50"),
+        ("small_cnn", "kd_ensemble"),
+        ("kd_resnet50", "kd_ensemble"),
+        ("vgg16", "resnet50"),
+    ]
     comparison = results["comparisons"][2]
     diffs = []
     for seed, p in zip(SEEDS, comparison["mcnemar_p"]):

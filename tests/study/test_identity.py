@@ -31,7 +31,10 @@ def test_input_normalisation_is_part_of_the_feature_cache_key(tmp_path, cifar_di
     first, second = tmp_path / "none", tmp_path / "imagenet"
     assert main(_args(cifar_dir, weight_files, cache, first, "models=[resnet50]")) == 0
     capsys.readouterr()
-    assert main(_args(cifar_dir, weight_files, cache, second, "models=[resnet50]", "zoo.resnet50.input_norm=imagenet")) == 0
+    assert (
+        main(_args(cifar_dir, weight_files, cache, second, "models=[resnet50]", "zoo.resnet50.input_norm=imagenet"))
+        == 0
+    )
     log = capsys.readouterr().out
     assert "computing resnet50 frozen-layer activations (train)" in log and "reusing cached resnet50" not in log
     assert np.abs(_logits(first, "resnet50") - _logits(second, "resnet50")).max() > 1e-3
@@ -76,7 +79,9 @@ def test_a_retrained_teacher_makes_its_students_stale(tmp_path, cifar_dir, weigh
 
     # Same config: retraining the teacher to the same weights keeps the student ...
     (out / "runs" / "resnet50" / "seed-0" / "predictions.npz").unlink()
-    monkeypatch.setattr("distillbench.study.runner.fit", lambda m, *a, **k: calls.append(k["name"]) or real_fit(m, *a, **k))
+    monkeypatch.setattr(
+        "distillbench.study.runner.fit", lambda m, *a, **k: calls.append(k["name"]) or real_fit(m, *a, **k)
+    )
     assert main(args) == 0
     assert calls == ["resnet50"]
     # ... retraining it to other weights makes the student stale: it is retrained too.
@@ -114,7 +119,9 @@ def test_report_never_shows_a_run_of_another_config(tmp_path, cifar_dir, weight_
 
 def test_report_of_a_study_without_a_plan_says_what_to_do(tmp_path, capsys):
     # An older study's config (claims with paper_favours) must not stop it before the useful message.
-    (tmp_path / "config.yaml").write_text("name: old\ncomparisons:\n- {a: vgg16, b: resnet50, paper_favours: a, claim: x}\n")
+    (tmp_path / "config.yaml").write_text(
+        "name: old\ncomparisons:\n- {a: vgg16, b: resnet50, paper_favours: a, claim: x}\n"
+    )
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.replace("\n", " ")
     assert "no plan.json" in err and "distillbench run --config" in err and "Traceback" not in err
@@ -133,7 +140,9 @@ def test_weights_named_for_one_backbone_keep_the_others(tmp_path, cifar_dir, wei
 
 def test_random_backbone_weights_are_announced(tmp_path, cifar_dir, weight_files):
     out = tmp_path / "study"
-    assert main(_args(cifar_dir, weight_files, tmp_path / "cache", out, "models=[resnet50]", "weights.resnet50=none")) == 0
+    assert (
+        main(_args(cifar_dir, weight_files, tmp_path / "cache", out, "models=[resnet50]", "weights.resnet50=none")) == 0
+    )
     assert "RANDOM BACKBONE WEIGHTS for resnet50" in (out / "report.md").read_text()
 
 
@@ -144,7 +153,9 @@ def test_random_backbone_weights_are_announced(tmp_path, cifar_dir, weight_files
         (["weights.vgg16={resnet50}"], "is not a torchvision vgg16 state_dict"),
     ],
 )
-def test_bad_weights_stop_the_study_before_anything_trains(tmp_path, cifar_dir, weight_files, monkeypatch, capsys, sets, message):
+def test_bad_weights_stop_the_study_before_anything_trains(
+    tmp_path, cifar_dir, weight_files, monkeypatch, capsys, sets, message
+):
     sets = [s.replace("{resnet50}", str(weight_files["resnet50"])) for s in sets]
     calls = []
     monkeypatch.setattr("distillbench.study.runner.fit", lambda *a, **k: calls.append(k["name"]))

@@ -49,7 +49,11 @@ def test_interrupted_study_resumes_where_it_stopped(tmp_path, cifar_dir, weight_
 
 def test_a_multi_seed_study_resumes_at_the_run_it_stopped_in(tmp_path, cifar_dir, weight_files, cache_dir, monkeypatch):
     out = tmp_path / "study"
-    args = [*study_args(cifar_dir, weight_files, cache_dir, out, "models=[kd_resnet50]", "train.epochs=1"), "--seeds", "2"]
+    args = [
+        *study_args(cifar_dir, weight_files, cache_dir, out, "models=[kd_resnet50]", "train.epochs=1"),
+        "--seeds",
+        "2",
+    ]
     real_fit = loop.fit
     calls, interrupt = [], [True]
 
@@ -90,12 +94,17 @@ def test_stale_finished_run_is_not_trusted(tmp_path, cifar_dir, weight_files, ca
     [
         (["--set", "train.epohcs=3"], "did you mean train.epochs"),
         (["--set", "models=[small_cnn,efficientnet]"], "unknown model 'efficientnet'"),
-        (["--set", "weights.vgg16=/nonexistent/vgg16.pt", "--set", "models=[vgg16]"], "/nonexistent/vgg16.pt is not a file"),
+        (
+            ["--set", "weights.vgg16=/nonexistent/vgg16.pt", "--set", "models=[vgg16]"],
+            "/nonexistent/vgg16.pt is not a file",
+        ),
         (["--config", "/nonexistent/study.yaml"], "does not exist"),
         (["--seeds", "0"], "--seeds 0: give a number of seeds >= 1"),
     ],
 )
-def test_bad_input_exits_nonzero_without_traceback(tmp_path, cifar_dir, weight_files, cache_dir, capsys, extra, message):
+def test_bad_input_exits_nonzero_without_traceback(
+    tmp_path, cifar_dir, weight_files, cache_dir, capsys, extra, message
+):
     code = main([*study_args(cifar_dir, weight_files, cache_dir, tmp_path / "o"), *extra])
     err = capsys.readouterr().err
     assert code == 2

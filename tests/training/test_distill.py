@@ -22,7 +22,10 @@ def test_kd_loss_equals_a_hand_computation(scale):
     ce = np.mean(-np.log(_softmax(student)[np.arange(2), labels]))
     expected = alpha * (t * t if scale else 1.0) * kl + (1 - alpha) * ce
     got = kd_loss(
-        torch.tensor(student), torch.tensor(teacher), torch.tensor(labels), KDConfig(temperature=t, alpha=alpha, scale_by_t2=scale)
+        torch.tensor(student),
+        torch.tensor(teacher),
+        torch.tensor(labels),
+        KDConfig(temperature=t, alpha=alpha, scale_by_t2=scale),
     )
     assert got.item() == pytest.approx(expected, rel=1e-6)
 

@@ -82,9 +82,7 @@ def dumps_py2(obj: object) -> bytes:
     return buffer.getvalue()
 
 
-def make_images(
-    labels: np.ndarray, rng: np.random.Generator, prototypes: np.ndarray, noise: float
-) -> np.ndarray:
+def make_images(labels: np.ndarray, rng: np.random.Generator, prototypes: np.ndarray, noise: float) -> np.ndarray:
     """Images = the class's smooth prototype, randomly shifted, plus pixel noise; uint8 NCHW."""
     images = prototypes[labels].copy()
     shifts = rng.integers(-3, 4, size=(len(labels), 2))
@@ -123,9 +121,13 @@ def write_cifar10_like(
     chunks = np.array_split(np.arange(n_train), len(TRAIN_FILES))
     for number, (name, index) in enumerate(zip(TRAIN_FILES, chunks), start=1):
         labels = train_labels[index]
-        batch = _batch(f"{SYNTHETIC_MARK} training batch {number} of 5", make_images(labels, rng, prototypes, noise), labels)
+        batch = _batch(
+            f"{SYNTHETIC_MARK} training batch {number} of 5", make_images(labels, rng, prototypes, noise), labels
+        )
         write_bytes(directory / name, dumps_py2(batch))
-    test_batch = _batch(f"{SYNTHETIC_MARK} testing batch 1 of 1", make_images(test_labels, rng, prototypes, noise), test_labels)
+    test_batch = _batch(
+        f"{SYNTHETIC_MARK} testing batch 1 of 1", make_images(test_labels, rng, prototypes, noise), test_labels
+    )
     write_bytes(directory / TEST_FILE, dumps_py2(test_batch))
     meta = {"num_cases_per_batch": len(chunks[0]), "label_names": list(CLASS_NAMES), "num_vis": 3072}
     write_bytes(directory / META_FILE, dumps_py2(meta))

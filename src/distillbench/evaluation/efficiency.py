@@ -35,7 +35,9 @@ def _seconds_per_call(model: nn.Module, batch: torch.Tensor, repeats: int) -> fl
     return statistics.median(times)
 
 
-def measure_efficiency(model: nn.Module, image_size: int, checkpoint: Path, latency_repeats: int = 30) -> dict[str, Any]:
+def measure_efficiency(
+    model: nn.Module, image_size: int, checkpoint: Path, latency_repeats: int = 30
+) -> dict[str, Any]:
     """Efficiency record of a trained model, timed on the CPU with torch's current thread count."""
     cpu_model = copy.deepcopy(model).cpu().eval()
     total, trainable = count_parameters(model)

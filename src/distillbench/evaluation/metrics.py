@@ -15,9 +15,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: 
     Per-class accuracy is correct / support of that class: by definition the class's recall.
     """
     labels = np.arange(len(class_names))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     matrix = confusion_matrix(y_true, y_pred, labels=labels)
     correct = np.diag(matrix)
     per_class = {

@@ -60,10 +60,16 @@ def verdict(
     and ``image_ci``, the paired bootstrap interval over test images (the finite test set)."""
     diff = float(np.mean(per_seed_diff))
     seeds = len(per_seed_diff)
-    intervals = {"over test images": image_ci} if seed_ci is None else {"over seeds": seed_ci, "over test images": image_ci}
+    intervals = (
+        {"over test images": image_ci} if seed_ci is None else {"over seeds": seed_ci, "over test images": image_ci}
+    )
     described = ", ".join(f"95% CI {name} [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]" for name, ci in intervals.items())
     summary = f"{a} minus {b} is {100 * diff:+.2f} points ({described})"
-    caveat = " With one seed the variation between training runs is not measured; train more seeds." if seed_ci is None else ""
+    caveat = (
+        " With one seed the variation between training runs is not measured; train more seeds."
+        if seed_ci is None
+        else ""
+    )
     if all(ci[0] > 0 for ci in intervals.values()):
         return "supported", f"Supported: {summary}.{caveat}"
     if all(ci[1] < 0 for ci in intervals.values()):

@@ -24,9 +24,7 @@ def _weight_layers(stage: nn.Module) -> list[nn.Module]:
     return [m for m in stage.modules() if any(True for _ in m.parameters(recurse=False))]
 
 
-def split_stages(
-    stages: list[nn.Module], trainable_layers: int, what: str
-) -> tuple[list[nn.Module], list[nn.Module]]:
+def split_stages(stages: list[nn.Module], trainable_layers: int, what: str) -> tuple[list[nn.Module], list[nn.Module]]:
     """Freeze all but the last ``trainable_layers`` weight layers; cut before the first that trains."""
     layers = [(index, layer) for index, stage in enumerate(stages) for layer in _weight_layers(stage)]
     if trainable_layers > len(layers):
@@ -49,9 +47,7 @@ def _output_size(stages: list[nn.Module], image_size: int) -> int:
         return nn.Sequential(*stages).eval()(torch.zeros(1, 3, image_size, image_size)).flatten(1).shape[1]
 
 
-def _assemble(
-    spec: ModelDef, stages: list[nn.Module], head: nn.Sequential, what: str
-) -> Classifier:
+def _assemble(spec: ModelDef, stages: list[nn.Module], head: nn.Sequential, what: str) -> Classifier:
     if spec.init == "keras":
         keras_init_(head)
     prefix, suffix = split_stages(stages, spec.trainable_layers, what)

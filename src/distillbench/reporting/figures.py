@@ -90,9 +90,20 @@ def accuracy_vs_cost(
         while collides(left, height, i):  # lift the label until it covers no other label or marker
             height += 9
         placed.append((left, height))
-        ax.scatter(macs[i], 100 * accuracies[i], s=sizes[i], color=PALETTE[i % 10], edgecolor="black", alpha=0.75, zorder=3)
+        ax.scatter(
+            macs[i], 100 * accuracies[i], s=sizes[i], color=PALETTE[i % 10], edgecolor="black", alpha=0.75, zorder=3
+        )
         # Drawn over the marker: a big model's marker would hide its own error bar.
-        ax.errorbar(macs[i], 100 * accuracies[i], yerr=100 * stds[i], fmt="none", ecolor="black", elinewidth=1, capsize=3, zorder=4)
+        ax.errorbar(
+            macs[i],
+            100 * accuracies[i],
+            yerr=100 * stds[i],
+            fmt="none",
+            ecolor="black",
+            elinewidth=1,
+            capsize=3,
+            zorder=4,
+        )
         ax.annotate(f"{name}\n{params[i] / 1e6:.2f}M params, {100 * accuracies[i]:.1f}%", (macs[i], 100 * accuracies[i]),
                     xytext=(10**left, height), textcoords="data",
                     va="center", fontsize=8,
@@ -118,7 +129,9 @@ def reliability_diagram(bins: dict[str, np.ndarray], title: str, note: str = "")
     edges, counts = bins["edges"], bins["counts"]
     centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
     filled = counts > 0
-    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.4, 6.4), sharex=True, gridspec_kw=dict(height_ratios=[3, 1], hspace=0.08))
+    fig, (ax, hist) = plt.subplots(
+        2, 1, figsize=(5.4, 6.4), sharex=True, gridspec_kw=dict(height_ratios=[3, 1], hspace=0.08)
+    )
     ax.bar(centers[filled], bins["accuracy"][filled], width=width[filled], color=PALETTE[0], alpha=0.8, edgecolor="black",
            linewidth=0.6, label="accuracy in bin")  # fmt: skip
     ax.vlines(centers[filled], bins["accuracy"][filled], bins["confidence"][filled], color=PALETTE[3], linewidth=1.5)
@@ -165,7 +178,9 @@ def loss_curves(
     one line style per seed; the restored epoch marked when there is one seed. A student trains on
     another objective (KD): it gets a third panel of that objective, never drawn against the
     validation cross-entropy it is not comparable with."""
-    panels = [("ce", "Cross-entropy (hard labels)"), ("accuracy", "Accuracy")] + ([("objective", "")] if distilled else [])
+    panels = [("ce", "Cross-entropy (hard labels)"), ("accuracy", "Accuracy")] + (
+        [("objective", "")] if distilled else []
+    )
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8))
     styles = ["-", "--", ":", "-."]
     for ax, (metric, label) in zip(axes, panels):
@@ -174,11 +189,35 @@ def loss_curves(
             suffix = f" (seed {seed})" if len(histories) > 1 else ""
             style = styles[number % len(styles)]
             if metric == "objective":
-                ax.plot(epochs, [r["train_loss"] for r in history], style, marker="o", ms=3, color=PALETTE[2], label="train objective" + suffix)
+                ax.plot(
+                    epochs,
+                    [r["train_loss"] for r in history],
+                    style,
+                    marker="o",
+                    ms=3,
+                    color=PALETTE[2],
+                    label="train objective" + suffix,
+                )
                 continue
             train_key, val_key = ("train_ce", "val_loss") if metric == "ce" else ("train_accuracy", "val_accuracy")
-            ax.plot(epochs, [r[train_key] for r in history], style, marker="o", ms=3, color=PALETTE[0], label="train" + suffix)
-            ax.plot(epochs, [r[val_key] for r in history], style, marker="s", ms=3, color=PALETTE[1], label="validation" + suffix)
+            ax.plot(
+                epochs,
+                [r[train_key] for r in history],
+                style,
+                marker="o",
+                ms=3,
+                color=PALETTE[0],
+                label="train" + suffix,
+            )
+            ax.plot(
+                epochs,
+                [r[val_key] for r in history],
+                style,
+                marker="s",
+                ms=3,
+                color=PALETTE[1],
+                label="validation" + suffix,
+            )
         if len(histories) == 1:
             best = next(iter(best_epochs.values()))
             ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best})")
@@ -205,7 +244,9 @@ def per_class_accuracy(per_class: dict[str, dict[str, float]], overall: float, t
                     xytext=(0, 2), textcoords="offset points", fontsize=8,
                     bbox=dict(facecolor="white", edgecolor="none", pad=0.6))  # fmt: skip
     # zorder 0: drawn behind the bars and the labels.
-    ax.axhline(100 * overall, color="black", linestyle="--", linewidth=1, zorder=0, label=f"overall {100 * overall:.2f}%")
+    ax.axhline(
+        100 * overall, color="black", linestyle="--", linewidth=1, zorder=0, label=f"overall {100 * overall:.2f}%"
+    )
     ax.set_ylim(0, 115)  # headroom for the value labels and the legend
     ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("Accuracy (%)")

@@ -64,7 +64,7 @@ def render_html(markdown_text: str, root: Path, title: str) -> str:
     """The report page; figures are read from ``root`` and embedded."""
     body = markdown.markdown(markdown_text, extensions=["tables"], output_format="html")
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
         f"{_embed_images(body, Path(root))}\n<script>{SORT_SCRIPT}</script>\n</body>\n</html>\n"
     )

@@ -8,8 +8,12 @@ from typing import Any
 from distillbench.atomic import write_bytes, write_text
 from distillbench.reporting import figures
 from distillbench.reporting.html import render_html
-from distillbench.study.layout import RunLayout
-from distillbench.study.results import model_keys
+
+REPORT_MD, REPORT_HTML, FIGURES_DIR = "report.md", "report.html", "figures"  # inside a study directory
+
+
+def model_keys(results: dict[str, Any]) -> list[str]:
+    return list(results["models"])
 
 
 def figure_paths(key: str) -> dict[str, str]:
@@ -18,7 +22,7 @@ def figure_paths(key: str) -> dict[str, str]:
 
 
 def write_figures(root: Path, results: dict[str, Any]) -> None:
-    folder = RunLayout(root).figures
+    folder = Path(root) / FIGURES_DIR
     keys = model_keys(results)
     if not keys:
         return
@@ -41,13 +45,20 @@ def write_figures(root: Path, results: dict[str, Any]) -> None:
         r, names = results["models"][key], figure_paths(key)
         seeds = [s["seed"] for s in r["seeds"]]
         pooled = f", {len(seeds)} seeds pooled" if len(seeds) > 1 else ""
-        write_bytes(folder / names["confusion"], figures.confusion(r["confusion_matrix"], class_names, f"{r['title']} (test{pooled})"))
+        write_bytes(
+            folder / names["confusion"],
+            figures.confusion(r["confusion_matrix"], class_names, f"{r['title']} (test{pooled})"),
+        )
         write_bytes(folder / names["loss"], figures.loss_curves(
             {s["seed"]: s["history"] for s in r["seeds"]}, {s["seed"]: s["best_epoch"] for s in r["seeds"]}, r["title"],
             distilled=bool(r["teachers"]),
         ))  # fmt: skip
-        write_bytes(folder / names["per_class"], figures.per_class_accuracy(r["per_class"], r["test_accuracy"], r["title"]))
-        mean_ece = f"; mean of the {len(seeds)} seeds' ECE {100 * r['calibration']['ece']:.2f}%" if len(seeds) > 1 else ""
+        write_bytes(
+            folder / names["per_class"], figures.per_class_accuracy(r["per_class"], r["test_accuracy"], r["title"])
+        )
+        mean_ece = (
+            f"; mean of the {len(seeds)} seeds' ECE {100 * r['calibration']['ece']:.2f}%" if len(seeds) > 1 else ""
+        )
         write_bytes(folder / names["reliability"], figures.reliability_diagram(
             r["reliability"], r["title"], f" ({len(seeds)} seeds pooled{mean_ece})" if len(seeds) > 1 else "",
         ))  # fmt: skip
@@ -67,7 +78,9 @@ def _pm(mean: float, std: float | None, scale: float = 100, digits: int = 2) -> 
     return text if std is None else f"{text} ± {scale * std:.{digits}f}"
 
 
-def _interval(ci: list[float] | None, scale: float = 100, digits: int = 2, bounds: tuple[float, float] | None = None) -> str:
+def _interval(
+    ci: list[float] | None, scale: float = 100, digits: int = 2, bounds: tuple[float, float] | None = None
+) -> str:
     """``[low, high]``, scaled; ``bounds`` clips an interval that runs past what is possible (an
     accuracy's t interval over two seeds easily exceeds 100%)."""
     if ci is None:
@@ -148,7 +161,15 @@ def _accuracy_section(results: dict[str, Any], keys: list[str]) -> list[str]:
             ", ".join(f"{100 * s['test_accuracy']:.2f}" for s in teacher["seeds"]),
             "-", "-", "-",
         ])  # fmt: skip
-    header = ["Model", "Test accuracy (%)", "95% CI (clipped to 0-100)", "Per seed", "Epochs (best)", "Train time (s, mean)", "Params (trainable)"]
+    header = [
+        "Model",
+        "Test accuracy (%)",
+        "95% CI (clipped to 0-100)",
+        "Per seed",
+        "Epochs (best)",
+        "Train time (s, mean)",
+        "Params (trainable)",
+    ]
     return [
         "## Table 1: test accuracy",
         "",
@@ -189,9 +210,17 @@ def _comparisons_section(results: dict[str, Any]) -> list[str]:
         "these claims; the README's section on the notebook lists them.)",
         "",
         _table(
-            ["Paper's claim", "a − b", "Difference (points)", "95% CI over seeds", "95% CI over test images",
-             "McNemar p per seed", "Our data"],
-            rows, "llrrrrl",
+            [
+                "Paper's claim",
+                "a − b",
+                "Difference (points)",
+                "95% CI over seeds",
+                "95% CI over test images",
+                "McNemar p per seed",
+                "Our data",
+            ],
+            rows,
+            "llrrrrl",
         ),  # fmt: skip
         "",
         *[f"- {c['verdict']}" for c in comparisons],
@@ -239,8 +268,13 @@ def _calibration_section(results: dict[str, Any], keys: list[str]) -> list[str]:
         ]
 
     rows = [
-        row(results["models"][k]["title"], results["models"][k]["calibration"],
-            f"{100 * results['models'][k]['teacher_agreement']:.1f}" if "teacher_agreement" in results["models"][k] else "-")  # fmt: skip
+        row(
+            results["models"][k]["title"],
+            results["models"][k]["calibration"],
+            f"{100 * results['models'][k]['teacher_agreement']:.1f}"
+            if "teacher_agreement" in results["models"][k]
+            else "-",
+        )  # fmt: skip
         for k in keys
     ]
     rows += [row(f"*{name} teacher*", t["calibration"], "-") for name, t in results["teachers"].items()]
@@ -260,7 +294,11 @@ def _calibration_section(results: dict[str, Any], keys: list[str]) -> list[str]:
         "",
         _table(["Model", "ECE (%)", "NLL", "Brier", "Agreement with teacher (%)"], rows),
         "",
-        *(["The paper says distillation gives better calibration; what our runs show:", "", *kd_lines, ""] if kd_lines else []),
+        *(
+            ["The paper says distillation gives better calibration; what our runs show:", "", *kd_lines, ""]
+            if kd_lines
+            else []
+        ),
     ]
 
 
@@ -283,8 +321,18 @@ def _efficiency_section(results: dict[str, Any], keys: list[str]) -> list[str]:
         f"`torch.utils.flop_counter`). Latency and throughput: CPU, {threads} threads, fp32, median over "
         "seeds.",
         "",
-        _table(["Model", "Params", "Trainable", "MMACs / image", "Checkpoint (MiB)", "Latency, batch 1 (ms)",
-                "Throughput, batch 256 (img/s)"], rows),  # fmt: skip
+        _table(
+            [
+                "Model",
+                "Params",
+                "Trainable",
+                "MMACs / image",
+                "Checkpoint (MiB)",
+                "Latency, batch 1 (ms)",
+                "Throughput, batch 256 (img/s)",
+            ],
+            rows,
+        ),  # fmt: skip
         "",
         "![Accuracy vs cost](figures/accuracy_vs_cost.png)",
         "",
@@ -338,8 +386,7 @@ def render_markdown(results: dict[str, Any]) -> str:
 def write_report(root: Path, results: dict[str, Any]) -> None:
     """Figures first, then ``report.md`` that links them and ``report.html`` that embeds them."""
     root = Path(root)
-    layout = RunLayout(root)
     write_figures(root, results)
     text = render_markdown(results)
-    write_text(layout.report, text)
-    write_text(layout.html_report, render_html(text, root, f"distillbench study: {results['study'].get('name')}"))
+    write_text(root / REPORT_MD, text)
+    write_text(root / REPORT_HTML, render_html(text, root, f"distillbench study: {results['study'].get('name')}"))

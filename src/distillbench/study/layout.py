@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from distillbench.reporting.markdown import FIGURES_DIR, REPORT_HTML, REPORT_MD
+
 
 @dataclass(frozen=True)
 class ModelRunPaths:
@@ -35,9 +37,9 @@ class RunLayout:
     plan = property(lambda self: self.root / "plan.json")
     environment = property(lambda self: self.root / "environment.json")
     results = property(lambda self: self.root / "results.json")
-    report = property(lambda self: self.root / "report.md")
-    html_report = property(lambda self: self.root / "report.html")
-    figures = property(lambda self: self.root / "figures")
+    report = property(lambda self: self.root / REPORT_MD)
+    html_report = property(lambda self: self.root / REPORT_HTML)
+    figures = property(lambda self: self.root / FIGURES_DIR)
 
     def run(self, key: str, seed: int) -> ModelRunPaths:
         """One training run: model ``key`` with seed ``seed``."""

@@ -98,7 +98,9 @@ def _efficiency_summary(per_seed: list[dict[str, Any] | None]) -> dict[str, Any]
     return summary
 
 
-def _model_entry(key: str, runs: dict[int, SavedRun], teacher_logits: dict[int, np.ndarray], bins: int) -> dict[str, Any]:
+def _model_entry(
+    key: str, runs: dict[int, SavedRun], teacher_logits: dict[int, np.ndarray], bins: int
+) -> dict[str, Any]:
     seed_records = []
     for seed, run in runs.items():
         seed_record = {
@@ -135,7 +137,9 @@ def _model_entry(key: str, runs: dict[int, SavedRun], teacher_logits: dict[int, 
         "weights": first["weights"],
     }
     if teacher_logits:
-        entry["teacher_agreement"] = float(np.mean([r["teacher_agreement"] for r in seed_records if "teacher_agreement" in r]))
+        entry["teacher_agreement"] = float(
+            np.mean([r["teacher_agreement"] for r in seed_records if "teacher_agreement" in r])
+        )
     entry["seeds"] = seed_records
     return entry
 
@@ -144,7 +148,9 @@ def _pooled_reliability(runs: dict[int, SavedRun], bins: int) -> dict[str, Any]:
     """The reliability diagram's data: every seed's test predictions pooled, binned as the ECE is,
     with ``ece``, the ECE of exactly these bins (with one seed, the model's ECE)."""
     pooled = reliability_bins(
-        np.concatenate([run.logits for run in runs.values()]), np.concatenate([run.y_true for run in runs.values()]), bins
+        np.concatenate([run.logits for run in runs.values()]),
+        np.concatenate([run.y_true for run in runs.values()]),
+        bins,
     )
     return {**bins_to_json(pooled), "ece": expected_calibration_error(pooled)}
 
@@ -177,7 +183,9 @@ def _comparison(
         return None
     correct_a = np.stack([runs[spec.a][s].correct for s in seeds])
     correct_b = np.stack([runs[spec.b][s].correct for s in seeds])
-    tested = paired_comparison(correct_a, correct_b, results[spec.a]["title"], results[spec.b]["title"], evaluation.bootstrap_resamples)
+    tested = paired_comparison(
+        correct_a, correct_b, results[spec.a]["title"], results[spec.b]["title"], evaluation.bootstrap_resamples
+    )
     # The seeds' ECE as their records already hold it, over the seeds both models finished.
     ece = {
         key: [r["calibration"]["ece"] for r in results[key]["seeds"] if r["seed"] in seeds] for key in (spec.a, spec.b)
@@ -253,7 +261,13 @@ def collect_results(root: Path) -> dict[str, Any]:
         "evaluation": evaluation.model_dump(mode="json"),
     }
     compared = [entry for spec in cfg.comparisons if (entry := _comparison(spec, runs, results, evaluation))]
-    return {"schema_version": SCHEMA_VERSION, "study": study, "models": results, "teachers": teachers, "comparisons": compared}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "study": study,
+        "models": results,
+        "teachers": teachers,
+        "comparisons": compared,
+    }
 
 
 def finish_study(root: Path) -> dict[str, Any]:
@@ -266,7 +280,3 @@ def finish_study(root: Path) -> dict[str, Any]:
     write_json(layout.results, results)
     write_report(layout.root, results)
     return results
-
-
-def model_keys(results: dict[str, Any]) -> list[str]:
-    return list(results["models"])

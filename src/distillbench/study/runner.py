@@ -26,6 +26,7 @@ from distillbench.models.classifier import Classifier, count_parameters
 from distillbench.models.weights import IMAGENET_WEIGHTS, check_backbone_weights, describe_weights
 from distillbench.study.environment import describe_environment
 from distillbench.study.layout import RunLayout
+from distillbench.study.resolve import check_names
 from distillbench.study.store import PlannedRun, run_state, sha256_hex, write_plan
 from distillbench.training.cache import TensorCache, cache_key, hash_module
 from distillbench.training.distill import DISTILLERS
@@ -68,7 +69,7 @@ class Study:
     """One study in one output directory. ``run()`` is safe to repeat: finished models are kept."""
 
     def __init__(self, cfg: StudyConfig, out: Path, data: StudyData | None = None):
-        self.cfg = cfg
+        self.cfg = check_names(cfg)
         self.perf = cfg.perf.effective()
         self.layout = RunLayout(Path(out))
         if self.perf.threads:
@@ -161,9 +162,7 @@ class Study:
 
     def _infer(self, module: torch.nn.Module, inputs: torch.Tensor, desc: str | None = None) -> torch.Tensor:
         """``module`` over ``inputs`` with this study's device, numerics and inference batch."""
-        return predict(
-            module, inputs, self.inference_batch, self.device, self.precision, self.perf.channels_last, desc
-        )
+        return predict(module, inputs, self.inference_batch, self.device, self.precision, self.perf.channels_last, desc)
 
     def inputs_for(
         self, key: str, model: Classifier, cached: bool = True

@@ -60,8 +60,13 @@ def to_device(batch: torch.Tensor, device: torch.device, channels_last: bool = F
 
 @torch.inference_mode()
 def predict(
-    module: nn.Module, inputs: torch.Tensor, batch_size: int, device: torch.device, precision: str = "fp32",
-    channels_last: bool = False, desc: str | None = None,
+    module: nn.Module,
+    inputs: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    desc: str | None = None,
 ) -> torch.Tensor:
     """``module`` over ``inputs`` in eval mode, batched; float32 on the CPU. ``desc``: show a progress bar."""
     was_training = module.training
@@ -77,8 +82,13 @@ def predict(
 
 
 def evaluate(
-    module: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device,
-    precision: str = "fp32", channels_last: bool = False,
+    module: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) on hard labels."""
     logits = predict(module, inputs, batch_size, device, precision, channels_last)
