@@ -200,24 +200,13 @@ def loss_curves(
                 )
                 continue
             train_key, val_key = ("train_ce", "val_loss") if metric == "ce" else ("train_accuracy", "val_accuracy")
-            ax.plot(
-                epochs,
-                [r[train_key] for r in history],
-                style,
-                marker="o",
-                ms=3,
-                color=PALETTE[0],
-                label="train" + suffix,
-            )
-            ax.plot(
-                epochs,
-                [r[val_key] for r in history],
-                style,
-                marker="s",
-                ms=3,
-                color=PALETTE[1],
-                label="validation" + suffix,
-            )
+            for key, marker, color, split in (
+                (train_key, "o", PALETTE[0], "train"),
+                (val_key, "s", PALETTE[1], "validation"),
+            ):
+                ax.plot(
+                    epochs, [r[key] for r in history], style, marker=marker, ms=3, color=color, label=split + suffix
+                )
         if len(histories) == 1:
             best = next(iter(best_epochs.values()))
             ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best})")

@@ -132,107 +132,85 @@ def fit(
     ``history`` rows hold ``train_loss`` (the objective) and ``train_ce`` (cross-entropy on the hard
     labels, what ``val_loss`` measures): for plain training the two are equal.
     """
-    with global_rng(derive_seed(seed, "dropout"), device):
-        return _fit(
-            module, train, val, cfg=cfg, lr=lr, adam_eps=adam_eps, generator=stream_generator(seed, "order"),
-            device=device, objective=objective, precision=precision, channels_last=channels_last,
-            fused_optimizer=fused_optimizer, augment=augment, compile=compile, name=name,
-        )  # fmt: skip
-
-
-def _fit(
-    module: nn.Module,
-    train: tuple[torch.Tensor, torch.Tensor],
-    val: tuple[torch.Tensor, torch.Tensor],
-    *,
-    cfg: TrainConfig,
-    lr: float,
-    adam_eps: float,
-    generator: torch.Generator,
-    device: torch.device,
-    objective: Objective,
-    precision: str,
-    channels_last: bool,
-    fused_optimizer: bool,
-    augment: Augmentation | None,
-    compile: bool,
-    name: str,
-) -> FitResult:
-    x, y = train[0].to(device), train[1].to(device)
-    val_x, val_y = val
-    params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr, eps=adam_eps, fused=fused_optimizer or None)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    n, batch_size = len(y), cfg.batch_size
-    steps = (n + batch_size - 1) // batch_size
-    step_module = torch.compile(module) if compile else module
-    compile_failed = (torch._dynamo.exc.BackendCompilerFailed,) if compile else ()
-    result = FitResult()
-    best_loss, best_state, stale = float("inf"), copy.deepcopy(module.state_dict()), 0
-    started = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        epoch_start = time.perf_counter()
-        module.train()
-        order = torch.randperm(n, generator=generator).to(device)
-        loss_sum = torch.zeros((), device=device)
-        ce_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        bar = tqdm(range(steps), desc=f"{name} epoch {epoch}", unit="batch", leave=False, disable=None, file=sys.stderr)
-        for step in bar:
-            idx = order[step * batch_size : (step + 1) * batch_size]
-            xb, yb = x[idx], y[idx]
-            if augment is not None:
-                xb = augment(xb, generator)
-            xb = to_device(xb, device, channels_last)
-            try:
-                with autocast(device, precision):
-                    logits = step_module(xb)
-                logits = logits.float()
-                loss = objective(idx, xb, yb, logits)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-            except compile_failed as exc:
-                raise UserError(
-                    f"perf.compile: torch.compile could not compile {name} ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0]}); it needs a working C++ compiler on CPU and Triton on "
-                    "CUDA. Set perf.compile=false to train without it."
-                ) from None
-            scaler.step(optimizer)
-            scaler.update()
-            logits = logits.detach()
-            loss_sum += loss.detach() * len(idx)  # stays on the device: no host sync per step
-            ce_sum += F.cross_entropy(logits, yb, reduction="sum")
-            correct += (logits.argmax(1) == yb).sum()
-        bar.close()
-        val_loss, val_acc = evaluate(module, val_x, val_y, cfg.eval_batch_size, device, precision, channels_last)
-        seconds = time.perf_counter() - epoch_start
-        row = {
-            "epoch": epoch,
-            "train_loss": loss_sum.item() / n,
-            "train_ce": ce_sum.item() / n,
-            "train_accuracy": correct.item() / n,
-            "val_loss": val_loss,
-            "val_accuracy": val_acc,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": seconds,
-        }
-        result.history.append(row)
-        improved = val_loss < best_loss
-        if improved:
-            best_loss, best_state, stale, result.best_epoch = val_loss, copy.deepcopy(module.state_dict()), 0, epoch
-        else:
-            stale += 1
-        eta = seconds * (cfg.epochs - epoch)
-        print(
-            f"[{name}] epoch {epoch:>2}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_accuracy']:.4f}"
-            f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  {seconds:6.1f}s"
-            f"{'  *best' if improved else ''}  (eta <= {eta:.0f}s)",
-            flush=True,
-        )
-        if cfg.patience is not None and stale >= cfg.patience:
-            print(f"[{name}] early stop: val_loss has not improved for {stale} epochs", flush=True)
-            break
-    module.load_state_dict(best_state)
-    result.epochs_trained = len(result.history)
-    result.train_seconds = time.perf_counter() - started
-    return result
+    generator = stream_generator(seed, "order")
+    with global_rng(derive_seed(seed, "dropout"), device):  # dropout draws from torch's global RNG
+        x, y = train[0].to(device), train[1].to(device)
+        val_x, val_y = val
+        params = [p for p in module.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=lr, eps=adam_eps, fused=fused_optimizer or None)
+        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        n, batch_size = len(y), cfg.batch_size
+        steps = (n + batch_size - 1) // batch_size
+        step_module = torch.compile(module) if compile else module
+        compile_failed = (torch._dynamo.exc.BackendCompilerFailed,) if compile else ()
+        result = FitResult()
+        best_loss, best_state, stale = float("inf"), copy.deepcopy(module.state_dict()), 0
+        started = time.perf_counter()
+        for epoch in range(1, cfg.epochs + 1):
+            epoch_start = time.perf_counter()
+            module.train()
+            order = torch.randperm(n, generator=generator).to(device)
+            loss_sum = torch.zeros((), device=device)
+            ce_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            bar = tqdm(
+                range(steps), desc=f"{name} epoch {epoch}", unit="batch", leave=False, disable=None, file=sys.stderr
+            )
+            for step in bar:
+                idx = order[step * batch_size : (step + 1) * batch_size]
+                xb, yb = x[idx], y[idx]
+                if augment is not None:
+                    xb = augment(xb, generator)
+                xb = to_device(xb, device, channels_last)
+                try:
+                    with autocast(device, precision):
+                        logits = step_module(xb)
+                    logits = logits.float()
+                    loss = objective(idx, xb, yb, logits)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                except compile_failed as exc:
+                    raise UserError(
+                        f"perf.compile: torch.compile could not compile {name} ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0]}); it needs a working C++ compiler on CPU and Triton on "
+                        "CUDA. Set perf.compile=false to train without it."
+                    ) from None
+                scaler.step(optimizer)
+                scaler.update()
+                logits = logits.detach()
+                loss_sum += loss.detach() * len(idx)  # stays on the device: no host sync per step
+                ce_sum += F.cross_entropy(logits, yb, reduction="sum")
+                correct += (logits.argmax(1) == yb).sum()
+            bar.close()
+            val_loss, val_acc = evaluate(module, val_x, val_y, cfg.eval_batch_size, device, precision, channels_last)
+            seconds = time.perf_counter() - epoch_start
+            row = {
+                "epoch": epoch,
+                "train_loss": loss_sum.item() / n,
+                "train_ce": ce_sum.item() / n,
+                "train_accuracy": correct.item() / n,
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": seconds,
+            }
+            result.history.append(row)
+            improved = val_loss < best_loss
+            if improved:
+                best_loss, best_state, stale, result.best_epoch = val_loss, copy.deepcopy(module.state_dict()), 0, epoch
+            else:
+                stale += 1
+            eta = seconds * (cfg.epochs - epoch)
+            print(
+                f"[{name}] epoch {epoch:>2}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_accuracy']:.4f}"
+                f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  {seconds:6.1f}s"
+                f"{'  *best' if improved else ''}  (eta <= {eta:.0f}s)",
+                flush=True,
+            )
+            if cfg.patience is not None and stale >= cfg.patience:
+                print(f"[{name}] early stop: val_loss has not improved for {stale} epochs", flush=True)
+                break
+        module.load_state_dict(best_state)
+        result.epochs_trained = len(result.history)
+        result.train_seconds = time.perf_counter() - started
+        return result
