@@ -5,15 +5,19 @@ from distillbench.config import ModelDef, TrainConfig
 from distillbench.errors import UserError
 from distillbench.models import build_model
 from distillbench.training.loop import fit, predict
+from distillbench.training.optim import EarlyStopping, build_optimizer
+from distillbench.training.runtime import Runtime
 
-CPU = torch.device("cpu")
+
+def _adam(lr: float):
+    return lambda params: build_optimizer(params, ModelDef(arch="small_cnn", lr=lr))
 
 
 def test_bf16_autocast_is_applied_and_close_to_fp32():
     torch.manual_seed(0)
     model = build_model(ModelDef(arch="small_cnn", lr=1e-3), None, 32, 10)
     images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
-    full, half = predict(model, images, 32, CPU, "fp32"), predict(model, images, 32, CPU, "bf16")
+    full, half = predict(model, images, Runtime(), 32), predict(model, images, Runtime(precision="bf16"), 32)
     assert half.dtype == torch.float32 and not torch.equal(full, half)  # bf16 really ran
     torch.testing.assert_close(half, full, rtol=0.05, atol=0.05)
 
@@ -25,8 +29,8 @@ def test_early_stopping_restores_the_best_epoch():
     # Validation labels are the opposite of what training teaches: val loss rises from epoch 1 on.
     val = (x, 1 - (x[:, 0] > 0).long())
     train = (x, (x[:, 0] > 0).long())
-    result = fit(model, train, val, cfg=TrainConfig(epochs=10, batch_size=16, patience=2), lr=0.1, adam_eps=1e-7,
-                 seed=0, device=CPU)  # fmt: skip
+    result = fit(model, train, val, cfg=TrainConfig(epochs=10, batch_size=16, patience=2), optimizer=_adam(0.1),
+                 seed=0)  # fmt: skip
     losses = [row["val_loss"] for row in result.history]
     best = losses.index(min(losses)) + 1
     assert result.best_epoch == best and result.epochs_trained == best + 2  # stopped after 2 stale epochs
@@ -45,8 +49,8 @@ def test_augmentation_transforms_every_training_batch_and_never_validation():
     model = build_model(ModelDef(arch="small_cnn", lr=1e-3), None, 32, 10)
     train = (torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (40,)))
     val = (torch.full((8, 3, 32, 32), 7, dtype=torch.uint8), torch.zeros(8, dtype=torch.long))
-    fit(model, train, val, cfg=TrainConfig(epochs=2, batch_size=16, patience=None), lr=1e-3, adam_eps=1e-7,
-        seed=0, device=CPU, augment=spy)  # fmt: skip
+    fit(model, train, val, cfg=TrainConfig(epochs=2, batch_size=16, patience=None), optimizer=_adam(1e-3),
+        seed=0, augment=spy)  # fmt: skip
     assert [len(batch) for batch in seen] == [16, 16, 8] * 2  # every training batch, both epochs
     seen_images = {bytes(image.numpy()) for batch in seen for image in batch}
     assert seen_images == {bytes(image.numpy()) for image in train[0]}  # each training image, no val image
@@ -59,8 +63,8 @@ def test_compile_switch_trains_through_torch_compile():
     x = torch.randn(256, 4)
     data = (x, (x[:, 0] > 0).long())
     frames_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-    result = fit(model, data, data, cfg=TrainConfig(epochs=5, batch_size=64, patience=None), lr=0.02, adam_eps=1e-7,
-                 seed=0, device=CPU, compile=True)  # fmt: skip
+    result = fit(model, data, data, cfg=TrainConfig(epochs=5, batch_size=64, patience=None), optimizer=_adam(0.02),
+                 seed=0, runtime=Runtime(compile=True))  # fmt: skip
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > frames_before  # dynamo really compiled
     assert result.history[-1]["val_accuracy"] > 0.9
 
@@ -74,8 +78,8 @@ def test_compile_failure_is_a_user_error(monkeypatch):
     model = torch.nn.Linear(4, 2)
     data = (torch.randn(32, 4), torch.zeros(32, dtype=torch.long))
     with pytest.raises(UserError, match=r"perf\.compile: torch\.compile could not compile model .*perf\.compile=false"):
-        fit(model, data, data, cfg=TrainConfig(epochs=1, batch_size=16), lr=0.01, adam_eps=1e-7, seed=0, device=CPU,
-            compile=True)  # fmt: skip
+        fit(model, data, data, cfg=TrainConfig(epochs=1, batch_size=16), optimizer=_adam(0.01), seed=0,
+            runtime=Runtime(compile=True))  # fmt: skip
 
 
 def test_fp16_scales_the_loss_so_small_gradients_do_not_underflow():
@@ -90,8 +94,8 @@ def test_fp16_scales_the_loss_so_small_gradients_do_not_underflow():
     def tiny_loss(idx, xb, yb, logits):
         return 1e-9 * torch.nn.functional.cross_entropy(logits, yb)
 
-    fit(model, data, data, cfg=TrainConfig(epochs=1, batch_size=64, patience=None), lr=1e-3, adam_eps=1e-7,
-        seed=0, device=CPU, objective=tiny_loss, precision="fp16")  # fmt: skip
+    fit(model, data, data, cfg=TrainConfig(epochs=1, batch_size=64, patience=None), optimizer=_adam(1e-3),
+        seed=0, runtime=Runtime(precision="fp16"), objective=tiny_loss)  # fmt: skip
     assert not torch.equal(model[0].weight, before)
 
 
@@ -108,8 +112,23 @@ def test_same_seed_same_run_whatever_the_global_rng_did_before():
         train = (torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)),
                  torch.arange(96) % 10)  # fmt: skip
         state = torch.get_rng_state()
-        fit(model, train, train, cfg=TrainConfig(epochs=1, batch_size=32, patience=None), lr=1e-3, adam_eps=1e-7,
-            seed=3, device=CPU)  # fmt: skip
+        fit(model, train, train, cfg=TrainConfig(epochs=1, batch_size=32, patience=None), optimizer=_adam(1e-3),
+            seed=3)  # fmt: skip
         assert torch.equal(torch.get_rng_state(), state)
-        results.append(predict(model, train[0], 64, CPU))
+        results.append(predict(model, train[0], Runtime(), 64))
     torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+
+
+def test_early_stopping_counts_stale_epochs_and_keeps_the_best_weights():
+    model = torch.nn.Linear(2, 1)
+    stopping = EarlyStopping(model, patience=2)
+    for epoch, loss in enumerate([1.0, 0.5, 0.7, 0.6], start=1):
+        if epoch == 2:
+            best = {k: v.clone() for k, v in model.state_dict().items()}
+        assert stopping.update(epoch, loss, model) == (loss == min([1.0, 0.5, 0.7, 0.6][:epoch]))
+        with torch.no_grad():
+            model.weight.add_(1.0)
+    assert stopping.should_stop and stopping.best_epoch == 2 and stopping.best_loss == 0.5
+    stopping.restore(model)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in best.items())
+    assert not EarlyStopping(model, patience=None).should_stop

@@ -30,31 +30,15 @@ from distillbench.study.resolve import check_names
 from distillbench.study.store import PlannedRun, run_state, sha256_hex, write_plan
 from distillbench.training.cache import TensorCache, cache_key, hash_module
 from distillbench.training.distill import DISTILLERS
-from distillbench.training.loop import (
-    Objective,
-    autocast,
-    cross_entropy_objective,
-    fit,
-    predict,
-    resolve_precision,
-)
+from distillbench.training.loop import Objective, cross_entropy_objective, fit, predict
+from distillbench.training.optim import build_optimizer
 from distillbench.training.randomness import derive_seed, global_rng
+from distillbench.training.runtime import Runtime
 
 # Part of every fingerprint: runs written by code whose results differ (before this version: bf16
 # logits, frozen BatchNorm training on the cached path, randomness shared with earlier runs, no
 # checkpoint hashes) are stale, and retrained rather than reused.
 IDENTITY_VERSION = 2
-
-# Frozen-prefix and teacher passes: on CPU, 256 keeps activations in cache (measured faster than 1024).
-INFERENCE_BATCH = {"cpu": 256, "cuda": 2048}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device: cuda was asked for, but torch sees no CUDA GPU; use device=auto or cpu.")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _file_sha256(path: Path) -> str:
@@ -74,10 +58,8 @@ class Study:
         self.layout = RunLayout(Path(out))
         if self.perf.threads:
             torch.set_num_threads(self.perf.threads)
-        self.device = resolve_device(cfg.device)
-        self.precision = resolve_precision(self.perf.precision, self.device)
-        self.numerics = f"{self.precision}{'-channels_last' if self.perf.channels_last else ''}"  # part of cache keys
-        self.inference_batch = INFERENCE_BATCH[self.device.type]
+        self.runtime = Runtime.resolve(self.perf, cfg.device)
+        self.device, self.precision = self.runtime.device, self.runtime.precision
         self.data = data if data is not None else load_study_data(cfg.data)
         self.image_size = int(self.data.train.images.shape[-1])
         self.num_classes = len(self.data.class_names)
@@ -162,7 +144,7 @@ class Study:
 
     def _infer(self, module: torch.nn.Module, inputs: torch.Tensor, desc: str | None = None) -> torch.Tensor:
         """``module`` over ``inputs`` with this study's device, numerics and inference batch."""
-        return predict(module, inputs, self.inference_batch, self.device, self.precision, self.perf.channels_last, desc)
+        return predict(module, inputs, self.runtime, desc=desc)
 
     def inputs_for(
         self, key: str, model: Classifier, cached: bool = True
@@ -175,7 +157,7 @@ class Study:
         prefix_hash = hash_module(model.prefix)
         features = {
             name: self.cache.get(
-                cache_key("prefix", prefix_hash, self.data.fingerprint, name, self.numerics),
+                cache_key("prefix", prefix_hash, self.data.fingerprint, name, self.runtime.numerics),
                 lambda name=name: self._infer(model.prefix, images[name], f"{key} frozen layers ({name})"),
                 what=f"{key} frozen-layer activations ({name})",
             )
@@ -195,7 +177,9 @@ class Study:
             return compute()
         if (key, seed) not in self._model_hashes:
             self._model_hashes[(key, seed)] = hash_module(model)
-        digest = cache_key("logits", self._model_hashes[(key, seed)], self.data.fingerprint, split, self.numerics)
+        digest = cache_key(
+            "logits", self._model_hashes[(key, seed)], self.data.fingerprint, split, self.runtime.numerics
+        )
         return self.cache.get(digest, compute, what=f"{key} seed {seed} logits ({split})")
 
     def training_inputs(self, key: str, model: Classifier) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
@@ -230,7 +214,7 @@ class Study:
 
         def objective(idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
             batch = x if images is None else images[idx]
-            with torch.no_grad(), autocast(self.device, self.precision):
+            with torch.no_grad(), self.runtime.autocast():
                 soft = torch.stack([t(batch).float() for t in teachers]).mean(0)
             return distill(logits, soft, y, kd)
 
@@ -256,16 +240,11 @@ class Study:
             (inputs["train"], splits["train"].labels),
             (inputs["val"], splits["val"].labels),
             cfg=self.cfg.train,
-            lr=spec.lr,
-            adam_eps=spec.adam_eps,
+            optimizer=lambda params: build_optimizer(params, spec, self.runtime.fused_optimizer),
             seed=seed,
-            device=self.device,
+            runtime=self.runtime,
             objective=objective,
-            precision=self.precision,
-            channels_last=self.perf.channels_last,
-            fused_optimizer=self.perf.fused_optimizer,
             augment=self.augmentation,
-            compile=self.perf.compile,
             name=key,
         )
         test_logits = self._infer(module, inputs["test"])
