@@ -53,4 +53,5 @@ def measure_efficiency(
         "latency_ms_batch1": 1000 * _seconds_per_call(cpu_model, one, latency_repeats),
         "images_per_s_batch256": 256 / batch_seconds,
         "cpu_threads": torch.get_num_threads(),
+        "image_size": image_size,
     }

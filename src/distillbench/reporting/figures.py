@@ -25,6 +25,7 @@ def accuracy_bars(
     names: Sequence[str],
     per_seed: Sequence[Sequence[float]],
     reference: dict[str, Sequence[float]] | None = None,
+    num_classes: int = 10,
 ) -> bytes:
     """Mean test accuracy per model (%) with a +-1 std error bar and each seed as a dot; reference
     bars (e.g. the ensemble teacher) hatched."""
@@ -47,7 +48,7 @@ def accuracy_bars(
     for bar, mean, std in zip(bars, means, stds):
         ax.annotate(f"{mean:.2f}", (bar.get_x() + bar.get_width() / 2, mean + std), ha="center", va="bottom",
                     xytext=(0, 3), textcoords="offset points", fontsize=9)  # fmt: skip
-    ax.axhline(100 / 10, color="grey", linestyle=":", linewidth=1, label="chance (10 classes)")
+    ax.axhline(100 / num_classes, color="grey", linestyle=":", linewidth=1, label=f"chance ({num_classes} classes)")
     ax.set_ylim(0, 112)
     ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("Test accuracy (%)")
@@ -60,7 +61,12 @@ def accuracy_bars(
 
 
 def accuracy_vs_cost(
-    names: Sequence[str], accuracies: Sequence[float], stds: Sequence[float], macs: Sequence[int], params: Sequence[int]
+    names: Sequence[str],
+    accuracies: Sequence[float],
+    stds: Sequence[float],
+    macs: Sequence[int],
+    params: Sequence[int],
+    image_size: int = 32,
 ) -> bytes:
     """Test accuracy against multiply-accumulates per image (log scale); marker area ~ parameters."""
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
@@ -112,7 +118,7 @@ def accuracy_vs_cost(
     labels_top = max(height for _, height in placed)
     ax.set_ylim(0, max(min(100, top + 15), labels_top + 8))  # lifted labels stay inside the axes
     ax.set_yticks(range(0, 101, 20))
-    ax.set_xlabel("Multiply-accumulates per 32x32 image (log scale)")
+    ax.set_xlabel(f"Multiply-accumulates per {image_size}x{image_size} image (log scale)")
     ax.set_ylabel("Test accuracy (%)")
     ax.set_title("Accuracy vs cost (marker area ~ parameters)")
     ax.grid(True, which="major", alpha=0.3)

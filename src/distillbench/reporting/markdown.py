@@ -30,7 +30,8 @@ def write_figures(root: Path, results: dict[str, Any]) -> None:
     reference = {f"{name} teacher": [s["test_accuracy"] for s in t["seeds"]] for name, t in results["teachers"].items()}
     titles = [results["models"][k]["title"] for k in keys]
     per_seed = [[s["test_accuracy"] for s in results["models"][k]["seeds"]] for k in keys]
-    write_bytes(folder / "accuracy.png", figures.accuracy_bars(titles, per_seed, reference))
+    num_classes = len(study["class_names"])
+    write_bytes(folder / "accuracy.png", figures.accuracy_bars(titles, per_seed, reference, num_classes))
     costed = [k for k in keys if results["models"][k].get("efficiency")]
     if costed:
         write_bytes(folder / "accuracy_vs_cost.png", figures.accuracy_vs_cost(
@@ -39,6 +40,7 @@ def write_figures(root: Path, results: dict[str, Any]) -> None:
             [results["models"][k]["test_accuracy_std"] or 0.0 for k in costed],
             [results["models"][k]["efficiency"]["macs"] for k in costed],
             [results["models"][k]["efficiency"]["params"] for k in costed],
+            results["models"][costed[0]]["efficiency"]["image_size"],
         ))  # fmt: skip
     class_names = study["class_names"]
     for key in keys:
@@ -314,10 +316,11 @@ def _efficiency_section(results: dict[str, Any], keys: list[str]) -> list[str]:
             f"{e['checkpoint_bytes'] / 2**20:,.1f}", f"{e['latency_ms_batch1']:.2f}", f"{e['images_per_s_batch256']:,.0f}",
         ])  # fmt: skip
     threads = results["models"][costed[0]]["efficiency"].get("cpu_threads")
+    size = results["models"][costed[0]]["efficiency"]["image_size"]
     return [
         "## Table 4: efficiency",
         "",
-        f"MACs: multiply-accumulates per 32x32 image (convolutions and matrix products, counted by "
+        f"MACs: multiply-accumulates per {size}x{size} image (convolutions and matrix products, counted by "
         f"`torch.utils.flop_counter`). Latency and throughput: CPU, {threads} threads, fp32, median over "
         "seeds.",
         "",
