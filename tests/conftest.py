@@ -43,6 +43,7 @@ def study_args(cifar_dir: Path, weight_files: dict[str, Path], cache_dir: Path, 
         f"perf.cache_dir={cache_dir}",
         "seeds=[0]",
         "evaluation.latency_repeats=3",
+        "perf.workers=1",  # in-process, so that tests can patch the training; workers are tested on their own
         *sets,
     ):
         args += ["--set", item]
@@ -51,7 +52,9 @@ def study_args(cifar_dir: Path, weight_files: dict[str, Path], cache_dir: Path, 
 
 @pytest.fixture(scope="session")
 def paper_study(tmp_path_factory, cifar_dir, weight_files, cache_dir) -> Path:
-    """All five models of the paper's protocol with two seeds, run once through the CLI."""
+    """All five models of the paper's protocol with two seeds, run once through the CLI, on the
+    default worker processes (perf.workers: auto)."""
     out = tmp_path_factory.mktemp("study") / "paper"
-    assert main([*study_args(cifar_dir, weight_files, cache_dir, out), "--seeds", str(len(SEEDS))]) == 0
+    args = study_args(cifar_dir, weight_files, cache_dir, out, "perf.workers=auto")
+    assert main([*args, "--seeds", str(len(SEEDS))]) == 0
     return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -24,11 +24,12 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    dataset: Literal["cifar10"] = "cifar10"
-    dir: Path | None = Field(None, description="An extracted cifar-10-batches-py directory; null downloads CIFAR-10.")
-    download_root: Path = Field(
-        Path("~/.cache/distillbench/data"), description="Where the CIFAR-10 archive is downloaded."
+    dataset: str = Field("cifar10", description="A registered dataset reader (distillbench.data.DATASETS).")
+    dir: Path | None = Field(
+        None,
+        description="The dataset on disk (cifar10: an extracted cifar-10-batches-py directory); null downloads it.",
     )
+    download_root: Path = Field(Path("~/.cache/distillbench/data"), description="Where a dataset is downloaded.")
     val_size: int = Field(5000, ge=1, description="Seeded, stratified hold-out of the training set.")
     train_limit: int | None = Field(
         None, ge=20, description="Use a seeded, stratified subset of this many training images."
@@ -161,7 +162,14 @@ class PerfConfig(_Strict):
         description="torch.compile the trained layers (needs a C++ compiler on CPU, Triton on CUDA); off by "
         "default: on the development CPU it was no faster, measured within noise.",
     )
-    threads: int | None = Field(None, ge=1, description="torch CPU threads; null keeps torch's default.")
+    threads: int | None = Field(
+        None, ge=1, description="torch CPU threads, split between the workers; null: torch's default (all CPUs)."
+    )
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="Runs trained at once, each in its own process, teachers before their students; auto: one "
+        "per CPU (at most 8) on CPU, one on a GPU. Results do not depend on it beyond float tolerance.",
+    )
 
     def effective(self) -> PerfConfig:
         """The switches actually in force: ``naive`` overrides every optimisation."""

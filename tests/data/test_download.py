@@ -17,10 +17,19 @@ import torch
 
 from distillbench.cli import main
 from distillbench.data.synthetic import write_cifar10_like
-from distillbench.models.weights import IMAGENET_WEIGHTS, save_random_weights
+from distillbench.models import BACKBONES
+from distillbench.models.weights import save_random_weights
 
-SMALL = ["models=[resnet50,vgg16]", "train.epochs=1", "data.train_limit=200", "data.val_size=40", "data.test_limit=50",
-         "evaluation.efficiency=false", "seeds=[0]"]  # fmt: skip
+SMALL = [
+    "models=[resnet50,vgg16]",
+    "train.epochs=1",
+    "data.train_limit=200",
+    "data.val_size=40",
+    "data.test_limit=50",
+    "evaluation.efficiency=false",
+    "seeds=[0]",
+    "perf.workers=1",
+]  # fmt: skip  (the hub dir is patched here only)
 
 
 def _md5(path: Path) -> str:
@@ -86,7 +95,7 @@ def served(mirror, monkeypatch, tmp_path):
     monkeypatch.setattr(CIFAR10, "test_list", [[name, md5[name]] for name, _ in CIFAR10.test_list])
     monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5["batches.meta"]})
     for arch, name in weights.items():
-        monkeypatch.setattr(IMAGENET_WEIGHTS[arch].value, "url", f"{server.url}/{name}")
+        monkeypatch.setattr(BACKBONES[arch].imagenet.value, "url", f"{server.url}/{name}")
     hub = tmp_path / "hub"
     old_hub = torch.hub.get_dir()
     torch.hub.set_dir(str(hub))
@@ -109,11 +118,11 @@ def test_first_run_downloads_checks_and_extracts_then_reuses(served):
     assert main(_run(tmp_path, "first", downloads, tmp_path / "cache")) == 0
     asked = sorted(set(server.requests))  # torchvision asks for the archive twice (redirect probe, then download)
     assert asked == sorted(
-        ["/cifar-10-python.tar.gz", *(f"/{Path(IMAGENET_WEIGHTS[a].url).name}" for a in ("resnet50", "vgg16"))]
+        ["/cifar-10-python.tar.gz", *(f"/{Path(BACKBONES[a].imagenet.url).name}" for a in ("resnet50", "vgg16"))]
     )
     assert (downloads / "cifar-10-batches-py" / "data_batch_5").is_file()  # extracted in the official layout
     assert sorted(p.name for p in (tmp_path / "hub" / "checkpoints").iterdir()) == sorted(
-        Path(IMAGENET_WEIGHTS[a].url).name for a in ("resnet50", "vgg16")
+        Path(BACKBONES[a].imagenet.url).name for a in ("resnet50", "vgg16")
     )
     report = (tmp_path / "first" / "report.md").read_text()
     assert "torchvision download (md5-verified)" in report and "ImageNet, torchvision" in report
@@ -138,7 +147,7 @@ def test_corrupted_weights_are_refused(served, mirror, capsys, tmp_path):
     root, _, weights, _ = mirror
     damaged = root / f"damaged-{weights['vgg16'].split('-')[1]}"
     damaged.write_bytes(b"\0" * 100 + (root / weights["vgg16"]).read_bytes()[100:])
-    IMAGENET_WEIGHTS["vgg16"].value.url = f"{server.url}/{damaged.name}"  # restored by the fixture's monkeypatch
+    BACKBONES["vgg16"].imagenet.value.url = f"{server.url}/{damaged.name}"  # restored by the fixture's monkeypatch
     assert main(_run(tmp_path, "out", tmp_path / "data", tmp_path / "cache")) == 2
     err = capsys.readouterr().err.replace("\n", " ")
     assert "Could not get the ImageNet weights for vgg16" in err and "hash" in err and "Traceback" not in err

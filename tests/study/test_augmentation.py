@@ -35,10 +35,10 @@ def test_augmented_study_falls_back_to_on_the_fly_and_says_so(tmp_path, cifar_di
     # The student's teacher sees the very batch the student sees (here: not a training image).
     cfg = load_config(None, [item for flag, item in zip(args, args[1:]) if flag == "--set"] + [f"data.dir={cifar_dir}"])
     study = Study(cfg, out, load_study_data(cfg.data))
-    objective = study.objective_for("kd_resnet50", 0, trains_on_images=True)
+    objective = study.inputs.objective_for("kd_resnet50", 0, trains_on_images=True)
     batch = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
     idx, labels, student_logits = torch.arange(8), torch.randint(0, 10, (8,)), torch.randn(8, 10)
     with torch.no_grad():
-        teacher_logits = study.load_trained("resnet50", 0)(batch).float()
+        teacher_logits = study.models.trained_model("resnet50", 0)(batch).float()
     expected = kd_loss(student_logits, teacher_logits, labels, cfg.kd)
     torch.testing.assert_close(objective(idx, batch, labels, student_logits), expected, rtol=2e-2, atol=1e-3)

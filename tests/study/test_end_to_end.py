@@ -169,7 +169,7 @@ def test_efficiency_of_the_small_cnn_matches_its_closed_form(paper_study):
     assert efficiency["checkpoint_bytes"] == (paper_study / "runs" / "small_cnn" / "seed-0" / "model.pt").stat().st_size
     assert efficiency["latency_ms_batch1"] > 0 and efficiency["images_per_s_batch256"] > 0
     assert (
-        efficiency["image_size"] == 32
+        efficiency["image_shape"] == [3, 32, 32]
         and "multiply-accumulates per 32x32 image" in (paper_study / "report.md").read_text()
     )
     assert results["models"]["vgg16"]["efficiency"]["macs"] > 50 * efficiency["macs"]

@@ -80,13 +80,13 @@ def test_a_retrained_teacher_makes_its_students_stale(tmp_path, cifar_dir, weigh
     # Same config: retraining the teacher to the same weights keeps the student ...
     (out / "runs" / "resnet50" / "seed-0" / "predictions.npz").unlink()
     monkeypatch.setattr(
-        "distillbench.study.runner.fit", lambda m, *a, **k: calls.append(k["name"]) or real_fit(m, *a, **k)
+        "distillbench.study.execute.fit", lambda m, *a, **k: calls.append(k["name"]) or real_fit(m, *a, **k)
     )
     assert main(args) == 0
     assert calls == ["resnet50"]
     # ... retraining it to other weights makes the student stale: it is retrained too.
     calls.clear()
-    monkeypatch.setattr("distillbench.study.runner.fit", fit_with_other_weights)
+    monkeypatch.setattr("distillbench.study.execute.fit", fit_with_other_weights)
     (out / "runs" / "resnet50" / "seed-0" / "predictions.npz").unlink()
     capsys.readouterr()
     assert main(args) == 0
@@ -105,7 +105,7 @@ def test_report_never_shows_a_run_of_another_config(tmp_path, cifar_dir, weight_
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("distillbench.study.runner.fit", interrupted)
+    monkeypatch.setattr("distillbench.study.execute.fit", interrupted)
     assert main([*base, "--set", "train.epochs=3"]) == 130
     assert main(["report", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
@@ -158,7 +158,7 @@ def test_bad_weights_stop_the_study_before_anything_trains(
 ):
     sets = [s.replace("{resnet50}", str(weight_files["resnet50"])) for s in sets]
     calls = []
-    monkeypatch.setattr("distillbench.study.runner.fit", lambda *a, **k: calls.append(k["name"]))
+    monkeypatch.setattr("distillbench.study.execute.fit", lambda *a, **k: calls.append(k["name"]))
     out = tmp_path / "study"
     assert main(_args(cifar_dir, weight_files, tmp_path / "cache", out, "models=[small_cnn,vgg16]", *sets)) == 2
     err = capsys.readouterr().err.replace("\n", " ")

@@ -14,7 +14,7 @@ def test_stored_study_rebuilds_identically(tmp_path):
     shutil.copytree(STORED, study)
     (study / "results.json").unlink()
     (study / "report.md").unlink()
-    assert main(["report", "--out", str(study)]) == 0
+    assert main(["report", str(study)]) == 0
     rebuilt = json.loads((study / "results.json").read_text())
     assert rebuilt == json.loads((STORED / "results.json").read_text())
     assert (study / "results.json").read_bytes() == (STORED / "results.json").read_bytes()

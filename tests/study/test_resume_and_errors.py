@@ -5,8 +5,7 @@ import shutil
 import pytest
 
 from distillbench.cli import main
-from distillbench.study.layout import RunLayout
-from distillbench.study.store import write_plan
+from distillbench.study.store import RunStore
 from distillbench.training import loop
 from tests.conftest import study_args
 
@@ -28,7 +27,7 @@ def test_interrupted_study_resumes_where_it_stopped(tmp_path, cifar_dir, weight_
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C during the third model
         return real_fit(*a, **k)
 
-    monkeypatch.setattr("distillbench.study.runner.fit", fit_then_interrupt)
+    monkeypatch.setattr("distillbench.study.execute.fit", fit_then_interrupt)
     assert main(args) == 130
     assert "run the same command again to resume" in capsys.readouterr().err
     assert calls == ["resnet50", "kd_resnet50", "small_cnn"]  # the teacher was added and trained first
@@ -64,7 +63,7 @@ def test_a_multi_seed_study_resumes_at_the_run_it_stopped_in(tmp_path, cifar_dir
             raise KeyboardInterrupt
         return real_fit(*a, **k)
 
-    monkeypatch.setattr("distillbench.study.runner.fit", fit_then_interrupt)
+    monkeypatch.setattr("distillbench.study.execute.fit", fit_then_interrupt)
     assert main(args) == 130
     assert calls == [("resnet50", 0), ("kd_resnet50", 0), ("resnet50", 1), ("kd_resnet50", 1)]  # seed by seed
     finished = {**_mtimes(out, ["resnet50", "kd_resnet50"]), "resnet50-1": _mtimes(out, ["resnet50"], seed=1)}
@@ -84,7 +83,7 @@ def test_stale_finished_run_is_not_trusted(tmp_path, cifar_dir, weight_files, ca
     assert main(args) == 0
     calls = []
     real_fit = loop.fit
-    monkeypatch.setattr("distillbench.study.runner.fit", lambda *a, **k: calls.append(k["name"]) or real_fit(*a, **k))
+    monkeypatch.setattr("distillbench.study.execute.fit", lambda *a, **k: calls.append(k["name"]) or real_fit(*a, **k))
     assert main([*args, "--set", "train.epochs=2"]) == 0
     assert calls == ["small_cnn"]
 
@@ -134,7 +133,7 @@ def test_report_of_a_non_study_directory(tmp_path, capsys):
 def test_report_with_an_invalid_saved_config(tmp_path, capsys):
     text = "train:\n  epochs: -1\n"
     (tmp_path / "config.yaml").write_text(text)
-    write_plan(RunLayout(tmp_path), text, [])
+    RunStore(tmp_path).write_plan(text, [])
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.replace("\n", " ")
     assert "train.epochs" in err and "Traceback" not in err

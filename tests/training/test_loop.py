@@ -15,7 +15,7 @@ def _adam(lr: float):
 
 def test_bf16_autocast_is_applied_and_close_to_fp32():
     torch.manual_seed(0)
-    model = build_model(ModelDef(arch="small_cnn", lr=1e-3), None, 32, 10)
+    model = build_model(ModelDef(arch="small_cnn", lr=1e-3), None, (3, 32, 32), 10)
     images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
     full, half = predict(model, images, Runtime(), 32), predict(model, images, Runtime(precision="bf16"), 32)
     assert half.dtype == torch.float32 and not torch.equal(full, half)  # bf16 really ran
@@ -46,7 +46,7 @@ def test_augmentation_transforms_every_training_batch_and_never_validation():
         return batch.flip(-1)
 
     torch.manual_seed(0)
-    model = build_model(ModelDef(arch="small_cnn", lr=1e-3), None, 32, 10)
+    model = build_model(ModelDef(arch="small_cnn", lr=1e-3), None, (3, 32, 32), 10)
     train = (torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (40,)))
     val = (torch.full((8, 3, 32, 32), 7, dtype=torch.uint8), torch.zeros(8, dtype=torch.long))
     fit(model, train, val, cfg=TrainConfig(epochs=2, batch_size=16, patience=None), optimizer=_adam(1e-3),
@@ -108,7 +108,7 @@ def test_same_seed_same_run_whatever_the_global_rng_did_before():
         torch.rand(noise)
         with torch.random.fork_rng():
             torch.manual_seed(0)
-            model = build_model(ModelDef(arch="small_cnn", lr=1e-3), None, 32, 10)
+            model = build_model(ModelDef(arch="small_cnn", lr=1e-3), None, (3, 32, 32), 10)
         train = (torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)),
                  torch.arange(96) % 10)  # fmt: skip
         state = torch.get_rng_state()

@@ -1,4 +1,7 @@
-"""The study's data: one uint8 tensor per split, in memory; batches are index slices."""
+"""The study's data: one uint8 tensor per split, in memory; batches are index slices.
+
+Datasets are found by name (``data.dataset``) in ``DATASETS``; see ``data.dataset``.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,13 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from distillbench.config import DataConfig
-from distillbench.data.cifar10 import download_cifar10, read_cifar10_dir
+from distillbench.data.cifar10 import read_cifar10
+from distillbench.data.dataset import DATASETS, DatasetArrays, register_dataset
 from distillbench.errors import UserError
+
+__all__ = ["DATASETS", "DatasetArrays", "Split", "StudyData", "load_study_data", "register_dataset"]
+
+register_dataset("cifar10", read_cifar10)
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,11 @@ class StudyData:
     def splits(self) -> dict[str, Split]:
         return {"train": self.train, "val": self.val, "test": self.test}
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of every image."""
+        return tuple(self.train.images.shape[1:])
+
 
 def _fingerprint(splits: dict[str, Split]) -> str:
     digest = hashlib.sha256()
@@ -52,14 +65,8 @@ def _split(images: np.ndarray, labels: np.ndarray) -> Split:
 
 
 def load_study_data(cfg: DataConfig) -> StudyData:
-    """Read (or download) CIFAR-10 and carve the seeded, stratified validation split."""
-    if cfg.dir is not None:
-        directory = cfg.dir.expanduser()
-        source = f"local directory {directory}"
-    else:
-        directory = download_cifar10(cfg.download_root)
-        source = f"torchvision download (md5-verified) in {directory}"
-    arrays = read_cifar10_dir(directory)
+    """Read (or download) ``cfg.dataset`` and carve the seeded, stratified validation split."""
+    arrays = DATASETS[cfg.dataset](cfg)
     images, labels = arrays.train_images, arrays.train_labels
     if cfg.train_limit is not None and cfg.train_limit < len(labels):
         images, _, labels, _ = train_test_split(
@@ -80,12 +87,10 @@ def load_study_data(cfg: DataConfig) -> StudyData:
     if cfg.test_limit is not None:
         test_x, test_y = test_x[: cfg.test_limit], test_y[: cfg.test_limit]
     splits = {"train": _split(train_x, train_y), "val": _split(val_x, val_y), "test": _split(test_x, test_y)}
-    if arrays.synthetic:
-        source = f"GENERATED data in CIFAR-10 format ({source}), not CIFAR-10"
     return StudyData(
         **splits,
         class_names=arrays.class_names,
-        source=source,
+        source=arrays.source,
         synthetic=arrays.synthetic,
         fingerprint=_fingerprint(splits),
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,10 +14,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from distillbench.models.classifier import count_parameters
 
 
-def count_macs(model: nn.Module, image_size: int) -> int:
-    """Multiply-accumulates of one image's forward pass (convolutions and matrix products, as
-    counted by ``torch.utils.flop_counter``: 2 FLOPs per MAC)."""
-    image = torch.zeros(1, 3, image_size, image_size, dtype=torch.uint8)
+def count_macs(model: nn.Module, image_shape: tuple[int, int, int]) -> int:
+    """Multiply-accumulates of one ``(channels, height, width)`` image's forward pass (convolutions
+    and matrix products, as counted by ``torch.utils.flop_counter``: 2 FLOPs per MAC)."""
+    image = torch.zeros(1, *image_shape, dtype=torch.uint8)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(image)
     return counter.get_total_flops() // 2
@@ -36,22 +35,22 @@ def _seconds_per_call(model: nn.Module, batch: torch.Tensor, repeats: int) -> fl
 
 
 def measure_efficiency(
-    model: nn.Module, image_size: int, checkpoint: Path, latency_repeats: int = 30
+    model: nn.Module, image_shape: tuple[int, int, int], checkpoint_bytes: int, latency_repeats: int = 30
 ) -> dict[str, Any]:
     """Efficiency record of a trained model, timed on the CPU with torch's current thread count."""
     cpu_model = copy.deepcopy(model).cpu().eval()
     total, trainable = count_parameters(model)
     generator = torch.Generator().manual_seed(0)
-    one = torch.randint(0, 256, (1, 3, image_size, image_size), dtype=torch.uint8, generator=generator)
-    many = torch.randint(0, 256, (256, 3, image_size, image_size), dtype=torch.uint8, generator=generator)
+    one = torch.randint(0, 256, (1, *image_shape), dtype=torch.uint8, generator=generator)
+    many = torch.randint(0, 256, (256, *image_shape), dtype=torch.uint8, generator=generator)
     batch_seconds = _seconds_per_call(cpu_model, many, repeats=max(2, latency_repeats // 10))
     return {
         "params": total,
         "trainable_params": trainable,
-        "macs": count_macs(cpu_model, image_size),
-        "checkpoint_bytes": Path(checkpoint).stat().st_size,
+        "macs": count_macs(cpu_model, image_shape),
+        "checkpoint_bytes": checkpoint_bytes,
         "latency_ms_batch1": 1000 * _seconds_per_call(cpu_model, one, latency_repeats),
         "images_per_s_batch256": 256 / batch_seconds,
         "cpu_threads": torch.get_num_threads(),
-        "image_size": image_size,
+        "image_shape": list(image_shape),  # (channels, height, width) the MACs and timings are for
     }

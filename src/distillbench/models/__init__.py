@@ -1,35 +1,50 @@
-"""Architectures found by name. Add one with ``register_architecture``."""
+"""Architectures found by name.
+
+Add an architecture with ``register_architecture(name, builder)``, or a pretrained backbone (which
+takes ``weights.<name>`` in the config) with ``register_backbone(spec)``: one file declaring it,
+one line below.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from distillbench.config import ModelDef
+from distillbench.models.backbone import BackboneSpec, ImageShape, build_backbone
 from distillbench.models.classifier import Classifier
 
-Builder = Callable[[ModelDef, "str | None", int, int], Classifier]
+Builder = Callable[[ModelDef, "str | None", ImageShape, int], Classifier]
 ARCHITECTURES: dict[str, Builder] = {}
-BACKBONES: set[str] = set()  # architectures that take pretrained weights (config: weights.<arch>)
+BACKBONES: dict[str, BackboneSpec] = {}  # architectures that take pretrained weights (weights.<arch>)
 
 
-def register_architecture(name: str, builder: Builder, pretrained: bool = False) -> None:
+def register_architecture(name: str, builder: Builder) -> None:
+    """``builder(spec, weights, image_shape, num_classes)`` builds ``zoo.<key>.arch: name``."""
+    if name in ARCHITECTURES:
+        raise ValueError(f"architecture {name!r} is already registered")
     ARCHITECTURES[name] = builder
-    if pretrained:
-        BACKBONES.add(name)
 
 
-def build_model(spec: ModelDef, weights: str | None, image_size: int, num_classes: int) -> Classifier:
+def register_backbone(backbone: BackboneSpec) -> None:
+    """A pretrained backbone: an architecture of the same name whose weights the config gives."""
+    register_architecture(backbone.name, partial(build_backbone, backbone))
+    BACKBONES[backbone.name] = backbone
+
+
+def build_model(spec: ModelDef, weights: str | None, image_shape: ImageShape, num_classes: int) -> Classifier:
     """Build ``spec.arch``; ``weights`` (imagenet | none | PATH) applies to pretrained backbones."""
-    return ARCHITECTURES[spec.arch](spec, weights, image_size, num_classes)
+    return ARCHITECTURES[spec.arch](spec, weights, image_shape, num_classes)
 
 
 def _register_builtins() -> None:
-    from distillbench.models.backbones import build_resnet50, build_vgg16
+    from distillbench.models.resnet50 import RESNET50
     from distillbench.models.small_cnn import build_small_cnn
+    from distillbench.models.vgg16 import VGG16
 
     register_architecture("small_cnn", build_small_cnn)
-    register_architecture("resnet50", build_resnet50, pretrained=True)
-    register_architecture("vgg16", build_vgg16, pretrained=True)
+    register_backbone(RESNET50)
+    register_backbone(VGG16)
 
 
 _register_builtins()

@@ -5,23 +5,25 @@ from __future__ import annotations
 from torch import nn
 
 from distillbench.config import ModelDef
+from distillbench.models.backbone import ImageShape
 from distillbench.models.classifier import Classifier, Float32Linear, Preprocess, keras_init_
 from distillbench.models.layers import Dropout
 
 
-def small_cnn_body(image_size: int, num_classes: int) -> nn.Sequential:
+def small_cnn_body(image_shape: ImageShape, num_classes: int) -> nn.Sequential:
     """Conv(32)-Pool-Drop(.25)-Conv(64)-Pool-Drop(.25)-Dense(256)-Drop(.5)-Dense(classes), valid padding."""
-    side = ((image_size - 2) // 2 - 2) // 2
+    channels, height, width = image_shape
+    height, width = (((side - 2) // 2 - 2) // 2 for side in (height, width))
     return nn.Sequential(
-        nn.Conv2d(3, 32, 3), nn.ReLU(), nn.MaxPool2d(2), Dropout(0.25),
+        nn.Conv2d(channels, 32, 3), nn.ReLU(), nn.MaxPool2d(2), Dropout(0.25),
         nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), Dropout(0.25),
-        nn.Flatten(), nn.Linear(64 * side * side, 256), nn.ReLU(), Dropout(0.5),
+        nn.Flatten(), nn.Linear(64 * height * width, 256), nn.ReLU(), Dropout(0.5),
         Float32Linear(256, num_classes),
     )  # fmt: skip
 
 
-def build_small_cnn(spec: ModelDef, weights: str | None, image_size: int, num_classes: int) -> Classifier:
-    body = small_cnn_body(image_size, num_classes)
+def build_small_cnn(spec: ModelDef, weights: str | None, image_shape: ImageShape, num_classes: int) -> Classifier:
+    body = small_cnn_body(image_shape, num_classes)
     if spec.init == "keras":
         keras_init_(body)
     return Classifier(nn.Sequential(Preprocess(spec.input_norm)), body)

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-import torchvision
 from torch import nn
 
 from distillbench.errors import UserError
 
-IMAGENET_WEIGHTS = {
-    # The V1 weights are the classic ImageNet training, the closest match to Keras' applications.
-    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
-    "vgg16": torchvision.models.VGG16_Weights.IMAGENET1K_V1,
-}
+if TYPE_CHECKING:
+    from distillbench.models.backbone import BackboneSpec
 
 
-def _imagenet_state(arch: str) -> dict[str, torch.Tensor]:
-    weights = IMAGENET_WEIGHTS[arch]
+def _imagenet_state(backbone: BackboneSpec) -> dict[str, torch.Tensor]:
+    arch, weights = backbone.name, backbone.imagenet
     try:
         # check_hash: the file name carries a sha256 prefix that torch verifies after download.
         return weights.get_state_dict(progress=True, check_hash=True)
@@ -52,17 +49,10 @@ def _file_state(arch: str, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-# Per backbone: torchvision's constructor and the prefix of its classifier entries (replaced anyway).
-TORCHVISION_BACKBONES = {
-    "resnet50": (torchvision.models.resnet50, ("fc.",)),
-    "vgg16": (torchvision.models.vgg16, ("classifier.",)),
-}
-
-
-def _backbone_state(arch: str, source: str, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _backbone_state(backbone: BackboneSpec, source: str, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``source``'s backbone entries, checked against ``expected`` (the architecture's state_dict)."""
-    head_prefixes = TORCHVISION_BACKBONES[arch][1]
-    state = _imagenet_state(arch) if source == "imagenet" else _file_state(arch, Path(source))
+    arch, head_prefixes = backbone.name, backbone.head_prefixes
+    state = _imagenet_state(backbone) if source == "imagenet" else _file_state(arch, Path(source))
     state = {k: v for k, v in state.items() if not k.startswith(head_prefixes)}
     expected = {k: v for k, v in expected.items() if not k.startswith(head_prefixes)}
     missing = sorted(set(expected) - set(state))
@@ -81,46 +71,47 @@ def _backbone_state(arch: str, source: str, expected: dict[str, torch.Tensor]) -
     return state
 
 
-def load_backbone_weights(net: nn.Module, arch: str, source: str) -> None:
+def load_backbone_weights(net: nn.Module, backbone: BackboneSpec, source: str) -> None:
     """Load ``source`` (imagenet | none | PATH) into ``net``'s backbone; the classifier entries are
     dropped (the study replaces the head)."""
     if source != "none":
-        net.load_state_dict(_backbone_state(arch, source, net.state_dict()), strict=False)
+        net.load_state_dict(_backbone_state(backbone, source, net.state_dict()), strict=False)
 
 
-def check_backbone_weights(arch: str, source: str) -> None:
+def check_backbone_weights(backbone: BackboneSpec, source: str) -> None:
     """Stop with a one-paragraph error unless ``source`` loads into ``arch``: downloads ImageNet
     weights if they are not cached yet, and reads a local file. No weights are kept."""
     if source == "none":
         return
     with torch.device("meta"):  # the architecture's names and shapes, without allocating it
-        expected = TORCHVISION_BACKBONES[arch][0](weights=None).state_dict()
-    _backbone_state(arch, source, expected)
+        expected = backbone.network().state_dict()
+    _backbone_state(backbone, source, expected)
 
 
-def describe_weights(arch: str, source: str) -> str:
+def describe_weights(backbone: BackboneSpec, source: str) -> str:
     """A line for the report saying where a backbone's weights came from."""
     if source == "none":
         return "RANDOM INITIALISATION (weights: none): a smoke test, not a fine-tuning result"
     if source == "imagenet":
-        return f"ImageNet, torchvision {IMAGENET_WEIGHTS[arch]}"
+        return f"ImageNet, torchvision {backbone.imagenet}"
     return f"local file {Path(source).expanduser()}"
 
 
 def save_random_weights(directory: Path, seed: int = 0) -> list[Path]:
-    """Save state_dicts of randomly initialised torchvision backbones, as stand-ins for offline tests
-    (seeded: the same files every time, so tests on them are deterministic)."""
+    """Save state_dicts of every registered backbone, randomly initialised, as stand-ins for offline
+    tests (seeded: the same files every time, so tests on them are deterministic)."""
     import io
 
     from distillbench.atomic import write_bytes
+    from distillbench.models import BACKBONES
 
     paths = []
-    for arch, (constructor, head_prefixes) in TORCHVISION_BACKBONES.items():
+    for arch, backbone in BACKBONES.items():
         with torch.random.fork_rng(devices=[]):  # seeded without disturbing the caller's RNG
             torch.manual_seed(seed)
-            net = constructor(weights=None)
+            net = backbone.network()
         # The head is replaced by the study anyway; VGG16's alone would add 480 MB.
-        state = {k: v for k, v in net.state_dict().items() if not (arch == "vgg16" and k.startswith(head_prefixes))}
+        state = {k: v for k, v in net.state_dict().items() if not k.startswith(backbone.head_prefixes)}
         buffer = io.BytesIO()
         torch.save(state, buffer)
         path = Path(directory) / f"{arch}.pt"

@@ -24,8 +24,8 @@ def _png(fig: plt.Figure) -> bytes:
 def accuracy_bars(
     names: Sequence[str],
     per_seed: Sequence[Sequence[float]],
-    reference: dict[str, Sequence[float]] | None = None,
-    num_classes: int = 10,
+    reference: dict[str, Sequence[float]] | None,
+    num_classes: int,
 ) -> bytes:
     """Mean test accuracy per model (%) with a +-1 std error bar and each seed as a dot; reference
     bars (e.g. the ensemble teacher) hatched."""
@@ -66,7 +66,7 @@ def accuracy_vs_cost(
     stds: Sequence[float],
     macs: Sequence[int],
     params: Sequence[int],
-    image_size: int = 32,
+    image_size: str,
 ) -> bytes:
     """Test accuracy against multiply-accumulates per image (log scale); marker area ~ parameters."""
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
@@ -118,7 +118,7 @@ def accuracy_vs_cost(
     labels_top = max(height for _, height in placed)
     ax.set_ylim(0, max(min(100, top + 15), labels_top + 8))  # lifted labels stay inside the axes
     ax.set_yticks(range(0, 101, 20))
-    ax.set_xlabel(f"Multiply-accumulates per {image_size}x{image_size} image (log scale)")
+    ax.set_xlabel(f"Multiply-accumulates per {image_size} image (log scale)")
     ax.set_ylabel("Test accuracy (%)")
     ax.set_title("Accuracy vs cost (marker area ~ parameters)")
     ax.grid(True, which="major", alpha=0.3)

@@ -12,6 +12,14 @@ from distillbench.reporting.html import render_html
 REPORT_MD, REPORT_HTML, FIGURES_DIR = "report.md", "report.html", "figures"  # inside a study directory
 
 
+def image_size(efficiency: dict[str, Any]) -> str:
+    """``HxW`` of the images a model's efficiency was measured on (``image_size``: schema 2 before
+    ``image_shape`` was recorded, square images)."""
+    if "image_shape" in efficiency:
+        return "{1}x{2}".format(*efficiency["image_shape"])
+    return f"{efficiency['image_size']}x{efficiency['image_size']}"
+
+
 def model_keys(results: dict[str, Any]) -> list[str]:
     return list(results["models"])
 
@@ -40,7 +48,7 @@ def write_figures(root: Path, results: dict[str, Any]) -> None:
             [results["models"][k]["test_accuracy_std"] or 0.0 for k in costed],
             [results["models"][k]["efficiency"]["macs"] for k in costed],
             [results["models"][k]["efficiency"]["params"] for k in costed],
-            results["models"][costed[0]]["efficiency"]["image_size"],
+            image_size(results["models"][costed[0]]["efficiency"]),
         ))  # fmt: skip
     class_names = study["class_names"]
     for key in keys:
@@ -95,8 +103,8 @@ def _warnings(study: dict[str, Any]) -> list[str]:
     notes = []
     if study.get("synthetic_data"):
         notes.append(
-            "> **GENERATED DATA.** These numbers come from images generated in CIFAR-10's file format "
-            "(`distillbench synth-data`), not from CIFAR-10. They test the pipeline; they are not results."
+            "> **GENERATED DATA.** These numbers come from generated images, not from a real dataset "
+            f"({study.get('data_source')}). They test the pipeline; they are not results."
         )
     for arch, source in (study.get("weights") or {}).items():
         if source and source.startswith("RANDOM"):
@@ -316,11 +324,11 @@ def _efficiency_section(results: dict[str, Any], keys: list[str]) -> list[str]:
             f"{e['checkpoint_bytes'] / 2**20:,.1f}", f"{e['latency_ms_batch1']:.2f}", f"{e['images_per_s_batch256']:,.0f}",
         ])  # fmt: skip
     threads = results["models"][costed[0]]["efficiency"].get("cpu_threads")
-    size = results["models"][costed[0]]["efficiency"]["image_size"]
+    size = image_size(results["models"][costed[0]]["efficiency"])
     return [
         "## Table 4: efficiency",
         "",
-        f"MACs: multiply-accumulates per {size}x{size} image (convolutions and matrix products, counted by "
+        f"MACs: multiply-accumulates per {size} image (convolutions and matrix products, counted by "
         f"`torch.utils.flop_counter`). Latency and throughput: CPU, {threads} threads, fp32, median over "
         "seeds.",
         "",

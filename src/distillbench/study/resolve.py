@@ -1,7 +1,7 @@
 """Names in a study's config resolved against the registries, in one place above them.
 
 ``config`` is a leaf: it checks what needs no registry (types, ranges, references between model
-keys). Architectures, distillation methods, augmentations and pretrained backbones are registered
+keys). Datasets, architectures, distillation methods, augmentations and pretrained backbones are registered
 one floor up (models, training, data), so their names are checked here, with the same
 one-paragraph error as any other bad config value.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from distillbench.config import StudyConfig, describe_source, invalid_config, load_config, training_order
+from distillbench.data import DATASETS
 from distillbench.data.augment import AUGMENTATIONS
 from distillbench.models import ARCHITECTURES, BACKBONES
 from distillbench.training.distill import DISTILLERS
@@ -19,6 +20,8 @@ from distillbench.training.distill import DISTILLERS
 def unresolved_names(cfg: StudyConfig) -> list[str]:
     """One ``key: problem`` line per name that no registry knows; empty when all resolve."""
     problems = []
+    if cfg.data.dataset not in DATASETS:
+        problems.append(f"data.dataset: unknown dataset {cfg.data.dataset!r}; known: {', '.join(DATASETS)}")
     if cfg.train.augment not in AUGMENTATIONS:
         problems.append(f"train.augment: unknown augmentation {cfg.train.augment!r}; known: {', '.join(AUGMENTATIONS)}")
     for key, spec in cfg.zoo.items():

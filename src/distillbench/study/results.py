@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,49 +20,10 @@ from distillbench.evaluation.calibration import (
 from distillbench.evaluation.metrics import classification_metrics
 from distillbench.evaluation.significance import mean_std_ci, paired_comparison
 from distillbench.study.layout import RunLayout
-from distillbench.study.store import read_plan, run_state
+from distillbench.study.store import RunStore, SavedRun
 
 SCHEMA_VERSION = 2  # docs/results-schema.md; 2: models under "models", stale runs, two comparison intervals
 CALIBRATION_METRICS = ("ece", "nll", "brier")
-
-
-@dataclass
-class SavedRun:
-    """One finished (model, seed) run as it is on disk."""
-
-    y_true: np.ndarray
-    logits: np.ndarray
-    class_names: list[str]
-    record: dict[str, Any]
-    history: list[dict[str, float]]
-
-    @property
-    def correct(self) -> np.ndarray:
-        return self.logits.argmax(1) == self.y_true
-
-
-def _read_history(path: Path) -> list[dict[str, float]]:
-    with open(path, newline="") as handle:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(handle)]
-
-
-def load_run(root: Path, key: str, seed: int) -> SavedRun | None:
-    """The saved run of ``key`` with ``seed``; None if it has not finished."""
-    paths = RunLayout(root).run(key, seed)
-    if not paths.predictions.exists():
-        return None
-    try:
-        with np.load(paths.predictions, allow_pickle=False) as saved:
-            y_true, logits = saved["y_true"], saved["logits"]
-            class_names = [str(n) for n in saved["class_names"]]
-        record = json.loads(paths.record.read_text())
-        history = _read_history(paths.history)
-    except (OSError, ValueError, KeyError) as exc:
-        raise UserError(
-            f"The saved run of {key} (seed {seed}) in {paths.root} is unreadable ({type(exc).__name__}: {exc}); "
-            f"delete that directory and run the study again to retrain it."
-        ) from None
-    return SavedRun(y_true, logits, class_names, record, history)
 
 
 def _mean_spread(values: list[float], name: str) -> dict[str, Any]:
@@ -207,7 +165,8 @@ def collect_results(root: Path) -> dict[str, Any]:
     layout = RunLayout(root)
     if not layout.config.is_file():
         raise UserError(f"{root} is not a study output directory: it has no config.yaml. Give the --out of a run.")
-    planned = read_plan(layout)  # first: an older study's config may not parse, and this says what to do
+    store = RunStore(root)
+    planned = store.read_plan()  # first: an older study's config may not parse, and this says what to do
     cfg = load_config(layout.config)
     order = list(dict.fromkeys(run.model for run in planned))
     seeds = list(dict.fromkeys(run.seed for run in planned))
@@ -215,9 +174,9 @@ def collect_results(root: Path) -> dict[str, Any]:
     runs: dict[str, dict[int, SavedRun]] = {}
     stale: list[str] = []
     for run in planned:
-        state, why = run_state(layout, run)
+        state, why = store.state(run)
         if state == "finished":
-            runs.setdefault(run.model, {})[run.seed] = load_run(root, run.model, run.seed)
+            runs.setdefault(run.model, {})[run.seed] = store.load(run.model, run.seed)
         elif state == "stale":
             stale.append(f"{run.model} seed {run.seed} ({why})")
     all_runs = [run for per_seed in runs.values() for run in per_seed.values()]

@@ -1,105 +1,223 @@
-"""Whether a saved run is a result of the study that asks for it.
+"""The only code that reads or writes a study directory's runs and its plan.
 
-A run directory holds a finished run once its ``predictions.npz`` exists (written last). It is a
-result of *this* study only if its identity matches: its ``run.json`` fingerprint equals the
+A run directory holds a finished run once its ``predictions.npz`` exists: ``RunStore.save`` writes
+it last, every file atomically, and ``RunStore.start`` removes it before a run retrains. A finished
+run is a result of *this* study only if its identity matches: its ``run.json`` fingerprint equals the
 fingerprint the study's config gives that run, and, for a student, the checkpoints it distilled are
 still its teachers' checkpoints (a teacher retrained to other weights makes its students stale even
 if no setting changed). ``run`` and ``report`` both judge runs here, so neither can show a stale run
 as a result.
 
-``plan.json`` in the study directory records, when a study starts, every run it asks for with its
-fingerprint and teachers, and the sha256 of ``config.yaml``: ``report`` judges runs without loading
-the data or the weights.
+``plan.json`` records, when a study starts, every run it asks for with its fingerprint and teachers,
+and the sha256 of ``config.yaml``: ``report`` judges runs without loading the data or the weights.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
+import pickle
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
+from distillbench.atomic import write_bytes, write_json, write_text
 from distillbench.errors import UserError
 from distillbench.study.layout import RunLayout
+from distillbench.study.plan import RunSpec
 
 PLAN_FORMAT = 1
 
 
-@dataclass(frozen=True)
-class PlannedRun:
-    model: str
-    seed: int
-    fingerprint: str
-    teachers: tuple[str, ...]
+@dataclass
+class SavedRun:
+    """One finished (model, seed) run as it is on disk."""
+
+    y_true: np.ndarray
+    logits: np.ndarray
+    class_names: list[str]
+    record: dict[str, Any]
+    history: list[dict[str, float]]
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.logits.argmax(1) == self.y_true
 
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _record(layout: RunLayout, key: str, seed: int) -> dict[str, Any] | None:
-    paths = layout.run(key, seed)
-    if not paths.predictions.exists():
-        return None
-    try:
-        return json.loads(paths.record.read_text())
-    except (OSError, ValueError):
-        return {}
+def encode_checkpoint(state_dict: dict[str, torch.Tensor]) -> bytes:
+    """The bytes of ``model.pt``: ``torch.save`` of the state_dict (tensors only, loads with weights_only)."""
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    return buffer.getvalue()
 
 
-def run_state(layout: RunLayout, run: PlannedRun) -> tuple[str, str | None]:
-    """("finished", None), ("missing", None) or ("stale", why) for a planned run."""
-    record = _record(layout, run.model, run.seed)
-    if record is None:
-        return "missing", None
-    if record.get("fingerprint") != run.fingerprint:
-        return "stale", "trained with a different configuration"
-    distilled = record.get("teacher_checkpoints") or {}
-    for teacher in run.teachers:
-        current = _record(layout, teacher, run.seed)
-        if current is None:
-            return "stale", f"its teacher {teacher} (seed {run.seed}) is not on disk"
-        if not current.get("checkpoint_sha256") or not distilled.get(teacher):
-            return "stale", f"its teacher {teacher} (seed {run.seed}) has no checkpoint hash (an older distillbench)"
-        if distilled[teacher] != current["checkpoint_sha256"]:
-            return "stale", f"its teacher {teacher} (seed {run.seed}) was retrained after it"
-    return "finished", None
+def _history_csv(history: list[dict[str, float]]) -> str:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    return text.getvalue()
 
 
-def write_plan(layout: RunLayout, config_text: str, runs: list[PlannedRun]) -> None:
-    from distillbench.atomic import write_json
-
-    write_json(
-        layout.plan,
-        {
-            "format": PLAN_FORMAT,
-            "config_sha256": sha256_hex(config_text.encode("utf-8")),
-            "runs": [
-                {"model": r.model, "seed": r.seed, "fingerprint": r.fingerprint, "teachers": list(r.teachers)}
-                for r in runs
-            ],
-        },
-    )
+def _read_history(path: Path) -> list[dict[str, float]]:
+    with open(path, newline="") as handle:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
-def read_plan(layout: RunLayout) -> list[PlannedRun]:
-    """The runs the study in ``layout`` asked for when it last started; checked against config.yaml."""
-    again = f"Run `distillbench run --config {layout.config} --out {layout.root}` to bring it up to date."
-    try:
-        plan = json.loads(layout.plan.read_text())
-        config_text = layout.config.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(
-            f"{layout.root} has no plan.json: it was written by an older distillbench, or its run stopped "
-            f"before training began. {again}"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{layout.plan} is unreadable ({type(exc).__name__}: {exc}). {again}") from None
-    if plan.get("format") != PLAN_FORMAT:
-        raise UserError(f"{layout.plan} has format {plan.get('format')!r}, not {PLAN_FORMAT}. {again}")
-    if plan.get("config_sha256") != sha256_hex(config_text.encode("utf-8")):
-        raise UserError(
-            f"{layout.config} is not the config that {layout.plan} was made from (it was edited, or a run "
-            f"stopped while starting). {again}"
+class RunStore:
+    """A study directory (``layout``): its runs, their state, and its plan."""
+
+    def __init__(self, root: Path):
+        self.layout = RunLayout(Path(root))
+
+    # ---- writing a run -------------------------------------------------------------------------
+    def start(self, key: str, seed: int) -> None:
+        """From now on the run is unfinished, whatever was there before."""
+        self.layout.run(key, seed).predictions.unlink(missing_ok=True)
+
+    def save(
+        self,
+        key: str,
+        seed: int,
+        *,
+        checkpoint: bytes,
+        history: list[dict[str, float]],
+        record: dict[str, Any],
+        test_logits: np.ndarray,
+        test_labels: np.ndarray,
+        class_names: tuple[str, ...],
+    ) -> None:
+        """Write a finished run: ``checkpoint`` (``encode_checkpoint``), history, ``run.json``
+        (``record`` plus the checkpoint's sha256), and the test predictions last."""
+        paths = self.layout.run(key, seed)
+        write_bytes(paths.model, checkpoint)
+        write_text(paths.history, _history_csv(history))
+        write_json(paths.record, {**record, "checkpoint_sha256": sha256_hex(checkpoint)})
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            y_true=test_labels,
+            y_pred=test_logits.argmax(1),
+            logits=test_logits,
+            class_names=np.array(class_names),
         )
-    return [PlannedRun(r["model"], int(r["seed"]), r["fingerprint"], tuple(r["teachers"])) for r in plan["runs"]]
+        write_bytes(paths.predictions, buffer.getvalue())  # last: its presence means finished
+
+    # ---- reading runs --------------------------------------------------------------------------
+    def record(self, key: str, seed: int) -> dict[str, Any] | None:
+        """A finished run's ``run.json`` (``{}`` if unreadable); None if the run has not finished."""
+        paths = self.layout.run(key, seed)
+        if not paths.predictions.exists():
+            return None
+        try:
+            return json.loads(paths.record.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def checkpoint_sha256(self, key: str, seed: int) -> str:
+        return self.record(key, seed)["checkpoint_sha256"]
+
+    def state(self, run: RunSpec) -> tuple[str, str | None]:
+        """("finished", None), ("missing", None) or ("stale", why) for a planned run."""
+        record = self.record(run.model, run.seed)
+        if record is None:
+            return "missing", None
+        if record.get("fingerprint") != run.fingerprint:
+            return "stale", "trained with a different configuration"
+        distilled = record.get("teacher_checkpoints") or {}
+        for teacher in run.teachers:
+            current = self.record(teacher, run.seed)
+            if current is None:
+                return "stale", f"its teacher {teacher} (seed {run.seed}) is not on disk"
+            if not current.get("checkpoint_sha256") or not distilled.get(teacher):
+                return (
+                    "stale",
+                    f"its teacher {teacher} (seed {run.seed}) has no checkpoint hash (an older distillbench)",
+                )
+            if distilled[teacher] != current["checkpoint_sha256"]:
+                return "stale", f"its teacher {teacher} (seed {run.seed}) was retrained after it"
+        return "finished", None
+
+    def load_weights(self, key: str, seed: int, device: torch.device) -> dict[str, torch.Tensor]:
+        """A finished run's ``model.pt``, or a one-paragraph error saying how to retrain it."""
+        path = self.layout.run(key, seed).model
+        try:
+            return torch.load(path, map_location=device, weights_only=True)
+        except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+            raise UserError(
+                f"Checkpoint {path} could not be loaded ({type(exc).__name__}); delete "
+                f"{path.parent} and run again to retrain {key} (seed {seed})."
+            ) from None
+
+    def load(self, key: str, seed: int) -> SavedRun | None:
+        """The saved run of ``key`` with ``seed``; None if it has not finished."""
+        paths = self.layout.run(key, seed)
+        if not paths.predictions.exists():
+            return None
+        try:
+            with np.load(paths.predictions, allow_pickle=False) as saved:
+                y_true, logits = saved["y_true"], saved["logits"]
+                class_names = [str(n) for n in saved["class_names"]]
+            record = json.loads(paths.record.read_text())
+            history = _read_history(paths.history)
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(
+                f"The saved run of {key} (seed {seed}) in {paths.root} is unreadable ({type(exc).__name__}: "
+                f"{exc}); delete that directory and run the study again to retrain it."
+            ) from None
+        return SavedRun(y_true, logits, class_names, record, history)
+
+    # ---- the plan ------------------------------------------------------------------------------
+    def write_plan(self, config_text: str, runs: list[RunSpec]) -> None:
+        write_json(
+            self.layout.plan,
+            {
+                "format": PLAN_FORMAT,
+                "config_sha256": sha256_hex(config_text.encode("utf-8")),
+                "runs": [
+                    {
+                        "model": r.model,
+                        "seed": r.seed,
+                        "fingerprint": r.fingerprint,
+                        "teachers": list(r.teachers),
+                        "arch": r.arch,
+                    }
+                    for r in runs
+                ],  # fmt: skip
+            },
+        )
+
+    def read_plan(self) -> list[RunSpec]:
+        """The runs the study asked for when it last started; checked against config.yaml."""
+        layout = self.layout
+        again = f"Run `distillbench run --config {layout.config} --out {layout.root}` to bring it up to date."
+        try:
+            plan = json.loads(layout.plan.read_text())
+            config_text = layout.config.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UserError(
+                f"{layout.root} has no plan.json: it was written by an older distillbench, or its run stopped "
+                f"before training began. {again}"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{layout.plan} is unreadable ({type(exc).__name__}: {exc}). {again}") from None
+        if plan.get("format") != PLAN_FORMAT:
+            raise UserError(f"{layout.plan} has format {plan.get('format')!r}, not {PLAN_FORMAT}. {again}")
+        if plan.get("config_sha256") != sha256_hex(config_text.encode("utf-8")):
+            raise UserError(
+                f"{layout.config} is not the config that {layout.plan} was made from (it was edited, or a run "
+                f"stopped while starting). {again}"
+            )
+        return [
+            RunSpec(r["model"], int(r["seed"]), r["fingerprint"], tuple(r["teachers"]), r.get("arch"))
+            for r in plan["runs"]
+        ]

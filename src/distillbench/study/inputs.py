@@ -1,0 +1,124 @@
+"""What a run trains on: frozen-layer activations and teacher logits from the cache, or images and
+teachers run on every batch, and the policy of when each applies.
+
+Caches hold deterministic tensors only: a frozen prefix's output on a split, a trained teacher's
+logits on a split. With augmentation nothing of a batch is deterministic, so every model trains on
+images and teachers see the very batch the student sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from distillbench.config import StudyConfig
+from distillbench.data import StudyData
+from distillbench.models.classifier import Classifier
+from distillbench.study.models import StudyModels
+from distillbench.study.plan import RunKey
+from distillbench.training.cache import TensorCache, cache_key, hash_module
+from distillbench.training.distill import DISTILLERS
+from distillbench.training.loop import Objective, cross_entropy_objective, predict
+from distillbench.training.runtime import Runtime
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+class RunInputs:
+    """Per run: the trainable module, what it sees on each split, and its training objective."""
+
+    def __init__(
+        self,
+        cfg: StudyConfig,
+        data: StudyData,
+        runtime: Runtime,
+        models: StudyModels,
+        cache: TensorCache,
+        augmentation: Callable | None,
+        log: Callable[[str], None] = _say,
+    ):
+        self.cfg, self.data, self.runtime, self.models, self.cache = cfg, data, runtime, models, cache
+        self.perf = cfg.perf.effective()
+        self.augmentation = augmentation
+        self.log = log
+        self._model_hashes: dict[RunKey, str] = {}
+
+    def _infer(self, module: torch.nn.Module, inputs: torch.Tensor, desc: str | None = None) -> torch.Tensor:
+        return predict(module, inputs, self.runtime, desc=desc)
+
+    def inputs_for(
+        self, key: str, model: Classifier, cached: bool = True
+    ) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
+        """Per split, what the trainable part sees, and that part: cached prefix output + body, or all.
+        ``cached=False``: images and the whole model, whatever ``perf.cache_features`` says."""
+        images = {name: split.images for name, split in self.data.splits.items()}
+        if not (cached and self.perf.cache_features) or model.prefix_is_trivial:
+            return images, model
+        prefix_hash = hash_module(model.prefix)
+        features = {
+            name: self.cache.get(
+                cache_key("prefix", prefix_hash, self.data.fingerprint, name, self.runtime.numerics),
+                lambda name=name: self._infer(model.prefix, images[name], f"{key} frozen layers ({name})"),
+                what=f"{key} frozen-layer activations ({name})",
+            )
+            for name in images
+        }
+        return features, model.body
+
+    def logits(self, key: str, seed: int, split: str) -> torch.Tensor:
+        """A finished run's logits on a split (cached when ``perf.cache_teacher_logits``)."""
+        model = self.models.trained_model(key, seed)
+
+        def compute() -> torch.Tensor:
+            inputs, module = self.inputs_for(key, model)
+            return self._infer(module, inputs[split], f"{key} logits ({split})")
+
+        if not self.perf.cache_teacher_logits:
+            return compute()
+        if (key, seed) not in self._model_hashes:
+            self._model_hashes[(key, seed)] = hash_module(model)
+        digest = cache_key(
+            "logits", self._model_hashes[(key, seed)], self.data.fingerprint, split, self.runtime.numerics
+        )
+        return self.cache.get(digest, compute, what=f"{key} seed {seed} logits ({split})")
+
+    def training_inputs(self, key: str, model: Classifier) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
+        """``inputs_for``, except that with augmentation every model trains on images: an augmented
+        batch is new each step, so no cached activation of it exists."""
+        if self.augmentation is not None and self.perf.cache_features and not model.prefix_is_trivial:
+            self._say_uncached(key, "frozen-layer activations", "frozen layers")
+        return self.inputs_for(key, model, cached=self.augmentation is None)
+
+    def _say_uncached(self, key: str, cached: str, runs: str) -> None:
+        self.log(
+            f"[{key}] train.augment={self.cfg.train.augment}: cached {cached} do not apply to augmented "
+            f"batches, so the {runs} run on every batch"
+        )
+
+    def objective_for(self, key: str, seed: int, trains_on_images: bool) -> Objective:
+        """The training loss. A student's teachers come from cached logits, or run on every batch
+        (the naive path, and any augmentation: teachers must see the batch the student sees)."""
+        spec = self.cfg.zoo[key]
+        if not spec.teachers:
+            return cross_entropy_objective
+        distill, kd = DISTILLERS[spec.distill], self.cfg.kd
+        if self.perf.cache_teacher_logits and self.augmentation is None:
+            soft = torch.stack([self.logits(t, seed, "train") for t in spec.teachers]).mean(0)
+            soft = soft.to(self.runtime.device)
+            return lambda idx, x, y, logits: distill(logits, soft[idx], y, kd)
+        if self.perf.cache_teacher_logits:
+            self._say_uncached(key, "teacher logits", "teachers")
+        teachers = [self.models.trained_model(t, seed) for t in spec.teachers]
+        # The student's batch is the teachers' input unless the student trains on cached activations.
+        images = None if trains_on_images else self.data.train.images.to(self.runtime.device)
+
+        def objective(idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+            batch = x if images is None else images[idx]
+            with torch.no_grad(), self.runtime.autocast():
+                soft = torch.stack([t(batch).float() for t in teachers]).mean(0)
+            return distill(logits, soft, y, kd)
+
+        return objective

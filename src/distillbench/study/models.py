@@ -1,0 +1,52 @@
+"""The study's models on its device: built with a run's own initialisation, or loaded once trained."""
+
+from __future__ import annotations
+
+import torch
+
+from distillbench.config import StudyConfig
+from distillbench.models import build_model
+from distillbench.models.backbone import ImageShape
+from distillbench.models.classifier import Classifier
+from distillbench.study.plan import RunKey, weights_source
+from distillbench.study.store import RunStore
+from distillbench.training.randomness import derive_seed, global_rng
+from distillbench.training.runtime import Runtime
+
+
+class StudyModels:
+    """Builds models for new runs and keeps trained ones (teachers) in memory, keyed by (model, seed)."""
+
+    def __init__(self, cfg: StudyConfig, runtime: Runtime, store: RunStore, image_shape: ImageShape, num_classes: int):
+        self.cfg, self.runtime, self.store = cfg, runtime, store
+        self.image_shape, self.num_classes = image_shape, num_classes
+        self.trained: dict[RunKey, Classifier] = {}
+
+    def _build(self, key: str, weights: str | None) -> Classifier:
+        model = build_model(self.cfg.zoo[key], weights, self.image_shape, self.num_classes)
+        memory_format = torch.channels_last if self.runtime.channels_last else torch.contiguous_format
+        return model.to(self.runtime.device, memory_format=memory_format)
+
+    def initial(self, key: str, seed: int) -> Classifier:
+        """``key``'s model as its run with ``seed`` starts: the run's own initialisation stream, the
+        configured backbone weights."""
+        with global_rng(derive_seed(seed, "init"), self.runtime.device):
+            return self._build(key, weights_source(self.cfg, self.cfg.zoo[key].arch))
+
+    def keep(self, key: str, seed: int, model: Classifier) -> None:
+        """A model just trained: its students of the same seed use it without reading it back."""
+        self.trained[(key, seed)] = model.eval()
+
+    def trained_model(self, key: str, seed: int) -> Classifier:
+        """A finished run, from memory or its ``model.pt``."""
+        if (key, seed) not in self.trained:
+            with global_rng(None, self.runtime.device):  # every weight comes from model.pt: draw nothing
+                model = self._build(key, "none")
+            model.load_state_dict(self.store.load_weights(key, seed, self.runtime.device))
+            self.trained[(key, seed)] = model.eval()
+        return self.trained[(key, seed)]
+
+    def forget_seed(self, seed: int) -> None:
+        """Drop a seed's models once its runs are on disk: memory stays flat over many seeds."""
+        for run_key in [k for k in self.trained if k[1] == seed]:
+            del self.trained[run_key]

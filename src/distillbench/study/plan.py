@@ -1,0 +1,133 @@
+"""What a study runs: one ``RunSpec`` per (model, seed), with its identity and the runs it needs.
+
+A run's identity is the fingerprint of everything its result depends on (its model's config, the
+training settings, the seed, the data's pixels, the numerics, the backbone weights, and for a student
+its teachers' fingerprints). ``study.store`` judges a saved run against it; the teachers' checkpoint
+hashes are checked there too, since they are known only once the teachers have trained.
+
+The plan lists runs seed by seed, teachers before their students, which is the order a serial
+executor follows: after the first seed a complete single-seed study is on disk. ``ready`` and
+``by_architecture`` give an executor what it can run at once and what it can train as one group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from distillbench.config import StudyConfig, training_order
+from distillbench.models import BACKBONES
+from distillbench.training.runtime import Runtime
+
+# Part of every fingerprint: runs written by code whose results differ (before this version: bf16
+# logits, frozen BatchNorm training on the cached path, randomness shared with earlier runs, no
+# checkpoint hashes) are stale, and retrained rather than reused.
+IDENTITY_VERSION = 2
+
+RunKey = tuple[str, int]  # (model key, seed)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: model ``model`` with seed ``seed``; a student needs its teachers' runs of
+    the same seed."""
+
+    model: str
+    seed: int
+    fingerprint: str
+    teachers: tuple[str, ...]
+    arch: str | None = None  # None only when read back from a plan.json of an older distillbench
+
+    @property
+    def key(self) -> RunKey:
+        return (self.model, self.seed)
+
+    @property
+    def needs(self) -> tuple[RunKey, ...]:
+        return tuple((teacher, self.seed) for teacher in self.teachers)
+
+
+@dataclass(frozen=True)
+class Plan:
+    runs: tuple[RunSpec, ...]  # seed by seed; within a seed, every teacher before its students
+
+    def ready(self, done: Iterable[RunKey]) -> list[RunSpec]:
+        """The runs not in ``done`` whose teachers all are: what can run now, in plan order."""
+        done = set(done)
+        return [run for run in self.runs if run.key not in done and all(need in done for need in run.needs)]
+
+    @staticmethod
+    def by_architecture(runs: Iterable[RunSpec]) -> dict[str, list[RunSpec]]:
+        """``runs`` grouped by architecture (plan order kept): the runs one batched model could train."""
+        groups: dict[str, list[RunSpec]] = {}
+        for run in runs:
+            groups.setdefault(run.arch or run.model, []).append(run)
+        return groups
+
+
+def weights_source(cfg: StudyConfig, arch: str) -> str | None:
+    """``weights.<arch>`` for a pretrained backbone (the config requires one), else None."""
+    return cfg.weights[arch] if arch in BACKBONES else None
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Planner:
+    """Fingerprints of a study's runs (memoised: a VGG16 weight file is 0.5 GB, hashed once)."""
+
+    def __init__(self, cfg: StudyConfig, data_fingerprint: str, runtime: Runtime):
+        self.cfg, self.data_fingerprint, self.runtime = cfg, data_fingerprint, runtime
+        self._fingerprints: dict[RunKey, str] = {}
+        self._file_hashes: dict[Path, str] = {}
+
+    def _weights_identity(self, arch: str) -> str | None:
+        source = weights_source(self.cfg, arch)
+        if source is None or source == "none":
+            return source
+        if source == "imagenet":
+            return f"imagenet:{BACKBONES[arch].imagenet.url}"
+        path = Path(source).expanduser()
+        if not path.is_file():
+            return f"file:{path}"
+        if path not in self._file_hashes:
+            self._file_hashes[path] = _file_sha256(path)
+        return f"file:{self._file_hashes[path]}"
+
+    def fingerprint(self, key: str, seed: int) -> str:
+        """Hash of everything a run's result depends on; a finished run is reused only if equal."""
+        if (key, seed) not in self._fingerprints:
+            spec = self.cfg.zoo[key]
+            payload = {
+                "identity": IDENTITY_VERSION,
+                "spec": spec.model_dump(mode="json"),
+                "train": self.cfg.train.model_dump(mode="json"),
+                "seed": seed,
+                "data": self.data_fingerprint,
+                "precision": self.runtime.precision,
+                "channels_last": self.runtime.channels_last,
+                "fused_optimizer": self.runtime.fused_optimizer,
+                "compile": self.runtime.compile,
+                "weights": self._weights_identity(spec.arch),
+                "kd": self.cfg.kd.model_dump(mode="json") if spec.teachers else None,
+                "teachers": [self.fingerprint(t, seed) for t in spec.teachers],
+            }
+            digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+            self._fingerprints[(key, seed)] = digest
+        return self._fingerprints[(key, seed)]
+
+    def run(self, key: str, seed: int) -> RunSpec:
+        spec = self.cfg.zoo[key]
+        return RunSpec(key, seed, self.fingerprint(key, seed), tuple(spec.teachers), spec.arch)
+
+    def plan(self) -> Plan:
+        order = training_order(self.cfg.zoo, self.cfg.models)
+        return Plan(tuple(self.run(key, seed) for seed in self.cfg.seeds for key in order))

@@ -1,0 +1,208 @@
+"""Executors: the plan's unfinished runs trained one after another in this process, or concurrently
+on local worker processes, teachers always before their students.
+
+``perf.workers`` picks: 1 trains in-process (today's order: seed by seed, teachers first); N > 1
+starts up to N spawned processes, each training one run at a time with ``threads // N`` torch
+threads, so that several small models fill a CPU that one batch-64 step cannot keep busy. A run
+starts as soon as its teachers are finished (on disk: a worker reads them from there, and their
+cached features and logits from ``perf.cache_dir``). Each worker's lines are prefixed with its run.
+
+A failing run stops the study: the other workers are stopped, every finished run stays on disk, and
+the failure's one-paragraph error is raised. Ctrl-C stops the workers the same way. Resume is per
+run, as always: the next ``run`` trains what is not finished.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import TextIO
+
+import torch
+import torch.multiprocessing as mp
+
+from distillbench.config import StudyConfig
+from distillbench.data import StudyData
+from distillbench.errors import UserError
+from distillbench.study.plan import Plan, RunKey, RunSpec
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (the affinity mask, e.g. a container's limit), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(workers: int | str, device: torch.device, runs: int) -> int:
+    """``perf.workers``: ``auto`` is one worker per CPU (at most 8: each holds the data and its
+    caches) on CPU, and one in-process worker on a GPU; never more than there are runs to do."""
+    if workers == "auto":
+        workers = 1 if device.type == "cuda" else min(cpu_count(), 8)
+    return max(1, min(int(workers), runs))
+
+
+class SerialExecutor:
+    """Trains the runs in plan order in this process; a seed's models leave memory after it."""
+
+    def __init__(self, train: Callable[[RunSpec], None], forget_seed: Callable[[int], None]):
+        self.train, self.forget_seed = train, forget_seed
+
+    def execute(self, plan: Plan, begin: Callable[[RunSpec], bool]) -> None:
+        """Each run in plan order: ``begin(run)`` says whether it needs training (a finished run
+        is judged once its teachers are final), and it is trained here if so."""
+        for index, run in enumerate(plan.runs):
+            if begin(run):
+                self.train(run)
+            if index + 1 == len(plan.runs) or plan.runs[index + 1].seed != run.seed:
+                self.forget_seed(run.seed)
+
+
+class _PrefixedLines(io.TextIOBase):
+    """A text stream that writes each complete line to ``target`` behind ``prefix``. Not a tty, so
+    progress bars stay off: several workers' bars on one terminal would overwrite each other."""
+
+    def __init__(self, target: TextIO, prefix: str):
+        self.target, self.prefix, self.pending = target, prefix, ""
+
+    def write(self, text: str) -> int:
+        lines = (self.pending + text).split("\n")
+        self.pending = lines.pop()
+        for line in lines:
+            self.target.write(f"{self.prefix}{line.rsplit(chr(13), 1)[-1]}\n")
+        self.target.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _worker(cfg: StudyConfig, out: Path, data: StudyData, threads: int, channel: Connection) -> None:
+    """A worker process: train each run it is sent, answering None, or (kind, message) on failure;
+    stop when sent None. One process serves many runs, so torch is imported once per worker."""
+    stdout, stderr = _PrefixedLines(sys.__stdout__, ""), _PrefixedLines(sys.__stderr__, "")
+    sys.stdout, sys.stderr = stdout, stderr
+    try:
+        from distillbench.study.runner import run_executor
+
+        torch.set_num_threads(threads)
+        executor = run_executor(cfg, out, data)
+        while (run := channel.recv()) is not None:
+            stdout.prefix = stderr.prefix = f"{run.model} seed {run.seed} | "
+            try:
+                executor.train(run)
+                outcome = None
+            except UserError as exc:
+                outcome = ("error", str(exc))
+            except Exception:  # a bug: the parent shows the worker's traceback
+                outcome = ("bug", traceback.format_exc())
+            channel.send(outcome)
+    except (KeyboardInterrupt, EOFError, BrokenPipeError):  # Ctrl-C, or the parent is gone: stop quietly
+        pass
+    finally:
+        stdout.flush()
+
+
+class ProcessExecutor:
+    """Trains the runs on ``workers`` spawned processes, each run as soon as its teachers are done."""
+
+    def __init__(self, cfg: StudyConfig, out: Path, data: StudyData, workers: int, threads_per_worker: int):
+        self.cfg, self.out, self.data = cfg, out, data
+        self.workers, self.threads = workers, threads_per_worker
+        self.context = mp.get_context("spawn")  # fork would copy torch's thread pools mid-use
+
+    def execute(self, plan: Plan, begin: Callable[[RunSpec], bool]) -> None:
+        """Like ``SerialExecutor.execute``, with up to ``workers`` runs training at once."""
+        done: set[RunKey] = set()
+        busy: dict[Connection, RunSpec] = {}
+        pool = [self._start_worker() for _ in range(self.workers)]
+        idle = [channel for _, channel in pool]
+        try:
+            while True:
+                self._dispatch(plan, begin, done, busy, idle)
+                if not busy:
+                    break
+                # A worker's channel turns readable with its outcome, or at EOF if the process died.
+                for channel in wait(list(busy)):
+                    run = busy.pop(channel)
+                    try:
+                        outcome = channel.recv()
+                    except EOFError:
+                        process = next(p for p, c in pool if c is channel)
+                        process.join()
+                        outcome = ("died", process.exitcode)
+                    if outcome is not None:
+                        raise _failure(run, outcome)
+                    done.add(run.key)
+                    idle.append(channel)
+            if len(done) < len(plan.runs):  # cannot happen with a valid plan: every teacher is in it
+                raise RuntimeError("runs are left whose teachers are not in the plan")
+            for _, channel in pool:
+                channel.send(None)
+        finally:  # after a failure or Ctrl-C, the workers still training are stopped
+            for process, channel in pool:
+                process.join(timeout=10 if not busy else 0)
+                if process.is_alive():
+                    process.terminate()
+                    process.join()
+                channel.close()
+
+    def _dispatch(
+        self,
+        plan: Plan,
+        begin: Callable[[RunSpec], bool],
+        done: set[RunKey],
+        busy: dict[Connection, RunSpec],
+        idle: list[Connection],
+    ) -> None:
+        """Start ready runs on idle workers; a run found finished counts as done at once, which may
+        make its students ready, so look again until nothing changes."""
+        training = {run.key for run in busy.values()}
+        changed = True
+        while changed:
+            changed = False
+            for run in plan.ready(done):
+                if run.key in training:
+                    continue
+                if not idle:
+                    return
+                if begin(run):
+                    channel = idle.pop()
+                    channel.send(run)
+                    busy[channel] = run
+                    training.add(run.key)
+                else:
+                    done.add(run.key)
+                    changed = True
+
+    def _start_worker(self) -> tuple[mp.Process, Connection]:
+        parent, child = self.context.Pipe()
+        process = self.context.Process(
+            target=_worker, args=(self.cfg, self.out, self.data, self.threads, child), name="distillbench worker"
+        )
+        process.start()
+        child.close()  # the worker holds the only other end: its exit makes ours read EOF
+        return process, parent
+
+
+def _failure(run: RunSpec, outcome: tuple[str, object]) -> BaseException:
+    kind, detail = outcome
+    where = f"{run.model} (seed {run.seed})"
+    if kind == "error":
+        return UserError(f"{where} failed: {detail} Finished runs are saved; fix this and run again to resume.")
+    if kind == "died":
+        return UserError(
+            f"The worker training {where} died (exit code {detail}; -9 is usually the system killing it for "
+            "lack of memory). Finished runs are saved; run again with fewer perf.workers to resume."
+        )
+    print(detail, file=sys.stderr)
+    return RuntimeError(f"{where} failed with a bug in distillbench (its traceback is above)")

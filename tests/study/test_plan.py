@@ -1,0 +1,56 @@
+"""The plan: every run of the config, teachers first, with identities that change when (and only
+when) what the run depends on changes; ``ready`` and ``by_architecture`` for executors."""
+
+from distillbench.config import load_config
+from distillbench.study.plan import Plan, Planner
+from distillbench.training.runtime import Runtime
+
+NO_WEIGHTS = ["weights.resnet50=none", "weights.vgg16=none", "seeds=[0,1]"]
+
+
+def _planner(*sets: str) -> Planner:
+    return Planner(load_config(None, [*NO_WEIGHTS, *sets]), "data-sha", Runtime())
+
+
+def test_runs_seed_by_seed_with_teachers_first():
+    plan = _planner().plan()
+    assert [run.key for run in plan.runs] == [
+        (key, seed) for seed in (0, 1) for key in ("small_cnn", "resnet50", "vgg16", "kd_resnet50", "kd_ensemble")
+    ]
+    by_key = {run.key: run for run in plan.runs}
+    assert by_key[("kd_ensemble", 1)].needs == (("resnet50", 1), ("vgg16", 1))
+    assert by_key[("kd_resnet50", 0)].arch == "small_cnn" and by_key[("vgg16", 0)].arch == "vgg16"
+
+
+def test_ready_runs_are_those_whose_teachers_are_done():
+    plan = _planner().plan()
+    assert [run.key for run in plan.ready(set())] == [
+        ("small_cnn", 0), ("resnet50", 0), ("vgg16", 0), ("small_cnn", 1), ("resnet50", 1), ("vgg16", 1),
+    ]  # fmt: skip
+    done = {("small_cnn", 0), ("resnet50", 0), ("vgg16", 1)}
+    assert ("kd_resnet50", 0) in {run.key for run in plan.ready(done)}
+    assert ("kd_ensemble", 0) not in {run.key for run in plan.ready(done)}  # vgg16 seed 0 is not done
+    assert ("kd_ensemble", 1) not in {run.key for run in plan.ready(done)}  # resnet50 seed 1 is not done
+    assert not {run.key for run in plan.ready(done)} & done
+
+
+def test_groups_are_runs_of_one_architecture():
+    plan = _planner().plan()
+    groups = Plan.by_architecture(plan.runs)
+    assert list(groups) == ["small_cnn", "resnet50", "vgg16"]
+    assert [run.key for run in groups["small_cnn"]] == [
+        ("small_cnn", 0), ("kd_resnet50", 0), ("kd_ensemble", 0), ("small_cnn", 1), ("kd_resnet50", 1), ("kd_ensemble", 1),
+    ]  # fmt: skip
+
+
+def test_identity_follows_what_a_run_depends_on():
+    base = {run.key: run.fingerprint for run in _planner().plan().runs}
+    assert len(set(base.values())) == len(base)  # every (model, seed) is its own run
+    kd = {run.key: run.fingerprint for run in _planner("kd.temperature=5").plan().runs}
+    assert kd[("resnet50", 0)] == base[("resnet50", 0)] and kd[("small_cnn", 0)] == base[("small_cnn", 0)]
+    assert kd[("kd_resnet50", 0)] != base[("kd_resnet50", 0)]
+    teacher = {run.key: run.fingerprint for run in _planner("zoo.vgg16.lr=0.001").plan().runs}
+    assert teacher[("kd_ensemble", 0)] != base[("kd_ensemble", 0)]  # a teacher's change reaches its students
+    assert teacher[("kd_resnet50", 0)] == base[("kd_resnet50", 0)]
+    other_data = Planner(load_config(None, NO_WEIGHTS), "other-data-sha", Runtime()).plan()
+    assert all(run.fingerprint != base[run.key] for run in other_data.runs)
