@@ -165,6 +165,12 @@ class PerfConfig(_Strict):
     threads: int | None = Field(
         None, ge=1, description="torch CPU threads, split between the workers; null: torch's default (all CPUs)."
     )
+    batched: bool = Field(
+        False,
+        description="Train runs of one architecture whose inputs are ready (every seed's small CNNs; every KD "
+        "student) as one batched model, each with its own streams, early stopping and files. Off: on the "
+        "development CPU it measured slower (BENCHMARKS.md); meant for GPUs, where it is not measured yet.",
+    )
     workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         "auto",
         description="Runs trained at once, each in its own process, teachers before their students; auto: one "
@@ -184,6 +190,7 @@ class PerfConfig(_Strict):
                 channels_last=False,
                 fused_optimizer=False,
                 compile=False,
+                batched=False,
             )
         )
 

@@ -63,7 +63,8 @@ def test_a_failing_run_stops_the_study_and_keeps_finished_runs(tmp_path, cifar_d
     assert not (out / "runs" / "vgg16" / "seed-0" / "run.json").exists()
 
 
-def test_a_study_killed_while_two_workers_train_resumes(in_process, tmp_path, cifar_dir, weight_files):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
+def test_a_study_stopped_while_two_workers_train_resumes(in_process, tmp_path, cifar_dir, weight_files, stop):
     out = tmp_path / "study"
     args = study_args(cifar_dir, weight_files, tmp_path / "cache", out, *SMALL, "perf.workers=2", "perf.threads=2")
     args += ["--set", "train.epochs=2"]
@@ -76,8 +77,11 @@ def test_a_study_killed_while_two_workers_train_resumes(in_process, tmp_path, ci
         seen.append(line)
         if "kd_resnet50 seed 0 | [kd_resnet50] epoch  1/2" in line:
             break
-    os.killpg(study.pid, signal.SIGKILL)
-    study.wait()
+    os.killpg(study.pid, stop)  # the whole process group, as a terminal's Ctrl-C does
+    rest = study.communicate(timeout=60)[0]
+    if stop == signal.SIGINT:  # a clean stop: the workers are gone and the user is told how to resume
+        assert study.returncode == 130 and "run the same command again to resume" in rest
+        assert "Traceback" not in rest, rest
     time.sleep(0.5)
     assert any("resnet50 seed 0 | [resnet50] seed 0 done" in line for line in seen), "".join(seen)
     saved = {
@@ -108,3 +112,19 @@ def test_prefixed_lines_prefix_whole_lines():
     stream.write("a\nb")
     stream.write("c\nprogress 1\rprogress 2\n")
     assert target.getvalue() == "m seed 0 | a\nm seed 0 | bc\nm seed 0 | progress 2\n" and not stream.isatty()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_batched_groups_give_the_in_process_predictions(in_process, tmp_path, cifar_dir, weight_files, workers, capfd):
+    out = tmp_path / "study"
+    sets = [*SMALL, "perf.batched=true", f"perf.workers={workers}", f"perf.threads={workers}"]
+    assert main(study_args(cifar_dir, weight_files, tmp_path / "cache", out, *sets)) == 0
+    log = capfd.readouterr().out
+    # Every seed's small CNN in one group, every seed's ResNet50 head in another, then the students.
+    assert "training 2 runs as one batched model: small_cnn seed 0, small_cnn seed 1" in log
+    assert "training 2 runs as one batched model: resnet50 seed 0, resnet50 seed 1" in log
+    assert "training 2 runs as one batched model: kd_resnet50 seed 0, kd_resnet50 seed 1" in log
+    for key, seed in RUNS:
+        np.testing.assert_allclose(_logits(out, key, seed), _logits(in_process, key, seed), atol=1e-4, rtol=0)
+    record = __import__("json").loads((out / "runs" / "small_cnn" / "seed-1" / "run.json").read_text())
+    assert record["trained_with"] == ["small_cnn seed 0", "small_cnn seed 1"]

@@ -1,10 +1,15 @@
-"""Train one run of the plan and save it through the store: the unit an executor schedules."""
+"""Train one run of the plan, or a batched group of runs, and save each through the store: the
+units an executor schedules."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
+
+import torch
 
 from distillbench.config import StudyConfig
 from distillbench.data import StudyData
@@ -16,13 +21,26 @@ from distillbench.study.inputs import RunInputs
 from distillbench.study.models import StudyModels
 from distillbench.study.plan import RunSpec, weights_source
 from distillbench.study.store import RunStore, encode_checkpoint
-from distillbench.training.loop import fit, predict
+from distillbench.training.grouped import NotGroupable
+from distillbench.training.loop import FitResult, GroupMember, Objective, fit, fit_group, predict
 from distillbench.training.optim import build_optimizer
 from distillbench.training.runtime import Runtime
 
 
 def _say(line: str) -> None:
     print(line, flush=True)
+
+
+@dataclass
+class _Job:
+    """A run ready to train: its model, the module that trains, per split what it sees, its loss."""
+
+    run: RunSpec
+    model: Classifier
+    module: torch.nn.Module
+    inputs: dict[str, torch.Tensor]
+    objective: Objective
+    prepare_seconds: float
 
 
 class RunExecutor:
@@ -41,32 +59,81 @@ class RunExecutor:
         self.store, self.models, self.inputs = store, models, inputs
 
     def train(self, run: RunSpec) -> None:
+        """Train ``run`` alone and save it."""
+        job = self._prepare(run)
+        result = fit(
+            job.module,
+            (job.inputs["train"], self.data.train.labels),
+            (job.inputs["val"], self.data.val.labels),
+            cfg=self.cfg.train,
+            optimizer=self._optimizer(run),
+            seed=run.seed,
+            runtime=self.runtime,
+            objective=job.objective,
+            augment=self.inputs.augmentation,
+            name=run.model,
+        )
+        self._save(job, result, group=None)
+
+    def train_group(self, runs: list[RunSpec]) -> None:
+        """Train ``runs`` (one architecture and optimiser setting, the same inputs) side by side as one
+        batched model, saving each as soon as it stops; runs that cannot be grouped train alone."""
+        if len(runs) == 1:
+            return self.train(runs[0])
+        jobs = [self._prepare(run) for run in runs]
+        if any(job.inputs["train"] is not jobs[0].inputs["train"] for job in jobs):
+            _say("these runs train on different inputs; training them one by one")
+            return self._train_alone(jobs)
+        members = [
+            GroupMember(job.module, job.run.seed, job.objective, f"{job.run.model} seed {job.run.seed}") for job in jobs
+        ]
+        names = [member.name for member in members]
+        _say(f"[group] training {len(runs)} runs as one batched model: {', '.join(names)}")
+        try:
+            fit_group(
+                members,
+                (jobs[0].inputs["train"], self.data.train.labels),
+                (jobs[0].inputs["val"], self.data.val.labels),
+                cfg=self.cfg.train,
+                optimizer=self._optimizer(runs[0]),
+                runtime=self.runtime,
+                augment=self.inputs.augmentation,
+                on_done=lambda index, result: self._save(jobs[index], result, group=names),
+            )
+        except NotGroupable as exc:
+            _say(f"[group] cannot be batched ({exc}); training the runs one by one")
+            self._train_alone(jobs)
+
+    def _train_alone(self, jobs: list[_Job]) -> None:
+        for job in jobs:
+            self.train(job.run)
+
+    def _optimizer(self, run: RunSpec) -> Callable[[list], torch.optim.Optimizer]:
+        spec = self.cfg.zoo[run.model]
+        return lambda params: build_optimizer(params, spec, self.runtime.fused_optimizer)
+
+    def _prepare(self, run: RunSpec) -> _Job:
+        """The run's model with its initial weights, what it trains on, and its objective."""
         key, seed = run.model, run.seed
         spec = self.cfg.zoo[key]
         self.store.start(key, seed)
         model = self.models.initial(key, seed)
         total, trainable = count_parameters(model)
         _say(f"[{key}] {spec.arch}, {total:,} parameters ({trainable:,} trainable), device {self.runtime.device}")
-        prepare_start = time.perf_counter()
+        started = time.perf_counter()
         inputs, module = self.inputs.training_inputs(key, model)
         objective = self.inputs.objective_for(key, seed, trains_on_images=module is model)
-        prepare_seconds = time.perf_counter() - prepare_start
-        splits = self.data.splits
-        result = fit(
-            module,
-            (inputs["train"], splits["train"].labels),
-            (inputs["val"], splits["val"].labels),
-            cfg=self.cfg.train,
-            optimizer=lambda params: build_optimizer(params, spec, self.runtime.fused_optimizer),
-            seed=seed,
-            runtime=self.runtime,
-            objective=objective,
-            augment=self.inputs.augmentation,
-            name=key,
-        )
-        test_logits = predict(module, inputs["test"], self.runtime)
+        return _Job(run, model, module, inputs, objective, time.perf_counter() - started)
+
+    def _save(self, job: _Job, result: FitResult, group: list[str] | None) -> None:
+        """Evaluate a trained run on the test split and write it through the store."""
+        run, model = job.run, job.model
+        key, seed = run.model, run.seed
+        spec = self.cfg.zoo[key]
+        test_logits = predict(job.module, job.inputs["test"], self.runtime)
         self.models.keep(key, seed, model)
         checkpoint = encode_checkpoint(model.state_dict())
+        total, trainable = count_parameters(model)
         self.store.save(
             key,
             seed,
@@ -94,15 +161,16 @@ class RunExecutor:
                 "epochs_trained": result.epochs_trained,
                 "best_epoch": result.best_epoch,
                 "train_seconds": result.train_seconds,
-                "prepare_seconds": prepare_seconds,
+                "prepare_seconds": job.prepare_seconds,
+                "trained_with": group,  # the runs of its batched group (history seconds are the group's)
                 "efficiency": self._efficiency(model, len(checkpoint)),
                 "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             },
             test_logits=test_logits.numpy(),
-            test_labels=splits["test"].labels.numpy(),
+            test_labels=self.data.test.labels.numpy(),
             class_names=self.data.class_names,
         )
-        accuracy = float((test_logits.argmax(1) == splits["test"].labels).float().mean())
+        accuracy = float((test_logits.argmax(1) == self.data.test.labels).float().mean())
         _say(f"[{key}] seed {seed} done: test accuracy {accuracy:.4f}, {result.train_seconds:.1f}s")
 
     def _weights_line(self, arch: str) -> str | None:

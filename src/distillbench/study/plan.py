@@ -68,6 +68,17 @@ class Plan:
         return groups
 
 
+def batch_groups(runs: Iterable[RunSpec], cfg: StudyConfig) -> list[list[RunSpec]]:
+    """``runs`` gathered into groups that can train as one batched model: the same architecture and
+    the same model settings apart from teachers, title and distillation method (so the same inputs
+    and optimiser); plan order kept, within and across groups."""
+    groups: dict[str, list[RunSpec]] = {}
+    for run in runs:
+        settings = cfg.zoo[run.model].model_dump(mode="json", exclude={"teachers", "title", "distill"})
+        groups.setdefault(json.dumps(settings, sort_keys=True), []).append(run)
+    return list(groups.values())
+
+
 def weights_source(cfg: StudyConfig, arch: str) -> str | None:
     """``weights.<arch>`` for a pretrained backbone (the config requires one), else None."""
     return cfg.weights[arch] if arch in BACKBONES else None

@@ -24,7 +24,7 @@ from distillbench.study.environment import describe_environment
 from distillbench.study.execute import RunExecutor
 from distillbench.study.inputs import RunInputs
 from distillbench.study.models import StudyModels
-from distillbench.study.plan import Planner, RunSpec, weights_source
+from distillbench.study.plan import Planner, RunSpec, batch_groups, weights_source
 from distillbench.study.resolve import check_names
 from distillbench.study.store import RunStore
 from distillbench.study.workers import ProcessExecutor, SerialExecutor, cpu_count, resolve_workers
@@ -110,12 +110,13 @@ class Study:
 
     def _executor(self, todo: int) -> SerialExecutor | ProcessExecutor:
         """``perf.workers`` local processes, or this process when one worker is all there is."""
+        grouping = (lambda runs: batch_groups(runs, self.cfg)) if self.perf.batched else None
         workers = resolve_workers(self.perf.workers, self.runtime.device, todo)
         if workers == 1:
-            return SerialExecutor(self.executor.train, self.models.forget_seed)
+            return SerialExecutor(self.executor.train_group, self.models.forget_seed, grouping)
         threads = max(1, (self.perf.threads or cpu_count()) // workers)
         print(f"Training on {workers} worker processes, {threads} torch thread(s) each", flush=True)
-        return ProcessExecutor(self.cfg, self.layout.root, self.data, workers, threads)
+        return ProcessExecutor(self.cfg, self.layout.root, self.data, workers, threads, grouping)
 
 
 def _check_writable(directory: Path, what: str) -> None:

@@ -48,20 +48,81 @@ def resolve_workers(workers: int | str, device: torch.device, runs: int) -> int:
     return max(1, min(int(workers), runs))
 
 
-class SerialExecutor:
-    """Trains the runs in plan order in this process; a seed's models leave memory after it."""
+Unit = list[RunSpec]  # what one worker trains at once: a run, or a batched group of runs
+Grouping = Callable[[list[RunSpec]], list[Unit]]
 
-    def __init__(self, train: Callable[[RunSpec], None], forget_seed: Callable[[int], None]):
-        self.train, self.forget_seed = train, forget_seed
+
+class Scheduler:
+    """The order in which runs train: each as soon as its teachers are done, earliest in the plan
+    first (so without batching, seed by seed). ``begin(run)`` judges a run when it becomes ready
+    (its teachers are final by then) and says whether it needs training; ``grouping`` (batched
+    groups) gathers every ready run that does into units, one unit per run otherwise."""
+
+    def __init__(self, plan: Plan, begin: Callable[[RunSpec], bool], grouping: Grouping | None):
+        self.plan, self.begin, self.grouping = plan, begin, grouping
+        self.done: set[RunKey] = set()
+        self.training: set[RunKey] = set()
+        self.to_train: list[RunSpec] = []  # judged, waiting for a worker (batched mode)
+
+    @property
+    def finished(self) -> bool:
+        return len(self.done) == len(self.plan.runs)
+
+    def next_unit(self) -> Unit | None:
+        """The next unit to train, or None while nothing more is ready."""
+        while True:
+            ready = [run for run in self.plan.ready(self.done) if run.key not in self.training]
+            waiting = {run.key for run in self.to_train}
+            fresh = [run for run in ready if run.key not in waiting]
+            if self.grouping is None:
+                fresh = fresh[:1]  # judge one at a time: the log follows the training order
+            if not fresh:
+                break
+            for run in fresh:
+                if self.begin(run):
+                    self.to_train.append(run)
+                else:
+                    self.done.add(run.key)  # may make its students ready: look again
+            if self.grouping is None and self.to_train:
+                break
+        if not self.to_train:
+            return None
+        unit = self.grouping(self.to_train)[0] if self.grouping is not None else self.to_train[:1]
+        keys = {run.key for run in unit}
+        self.to_train = [run for run in self.to_train if run.key not in keys]
+        self.training |= keys
+        return unit
+
+    def completed(self, unit: Unit) -> None:
+        for run in unit:
+            self.training.discard(run.key)
+            self.done.add(run.key)
+
+    def seed_complete(self, seed: int) -> bool:
+        return all(run.key in self.done for run in self.plan.runs if run.seed == seed)
+
+
+class SerialExecutor:
+    """Trains the units one after another in this process; a seed's models leave memory once all
+    its runs are done."""
+
+    def __init__(
+        self, train: Callable[[Unit], None], forget_seed: Callable[[int], None], grouping: Grouping | None = None
+    ):
+        self.train, self.forget_seed, self.grouping = train, forget_seed, grouping
 
     def execute(self, plan: Plan, begin: Callable[[RunSpec], bool]) -> None:
-        """Each run in plan order: ``begin(run)`` says whether it needs training (a finished run
-        is judged once its teachers are final), and it is trained here if so."""
-        for index, run in enumerate(plan.runs):
-            if begin(run):
-                self.train(run)
-            if index + 1 == len(plan.runs) or plan.runs[index + 1].seed != run.seed:
-                self.forget_seed(run.seed)
+        schedule = Scheduler(plan, begin, self.grouping)
+        forgotten: set[int] = set()
+        while (unit := schedule.next_unit()) is not None:
+            self.train(unit)
+            schedule.completed(unit)
+            for seed in {run.seed for run in plan.runs} - forgotten:
+                if schedule.seed_complete(seed):
+                    self.forget_seed(seed)
+                    forgotten.add(seed)
+        if not schedule.finished:  # cannot happen with a valid plan: every teacher is in it
+            raise RuntimeError("runs are left whose teachers are not in the plan")
 
 
 class _PrefixedLines(io.TextIOBase):
@@ -96,10 +157,11 @@ def _worker(cfg: StudyConfig, out: Path, data: StudyData, threads: int, channel:
 
         torch.set_num_threads(threads)
         executor = run_executor(cfg, out, data)
-        while (run := channel.recv()) is not None:
-            stdout.prefix = stderr.prefix = f"{run.model} seed {run.seed} | "
+        while (unit := channel.recv()) is not None:
+            run = unit[0]
+            stdout.prefix = stderr.prefix = f"{run.model} seed {run.seed}{' +' if len(unit) > 1 else ''} | "
             try:
-                executor.train(run)
+                executor.train_group(unit)
                 outcome = None
             except UserError as exc:
                 outcome = ("error", str(exc))
@@ -115,25 +177,36 @@ def _worker(cfg: StudyConfig, out: Path, data: StudyData, threads: int, channel:
 class ProcessExecutor:
     """Trains the runs on ``workers`` spawned processes, each run as soon as its teachers are done."""
 
-    def __init__(self, cfg: StudyConfig, out: Path, data: StudyData, workers: int, threads_per_worker: int):
+    def __init__(
+        self,
+        cfg: StudyConfig,
+        out: Path,
+        data: StudyData,
+        workers: int,
+        threads_per_worker: int,
+        grouping: Grouping | None = None,
+    ):
         self.cfg, self.out, self.data = cfg, out, data
-        self.workers, self.threads = workers, threads_per_worker
+        self.workers, self.threads, self.grouping = workers, threads_per_worker, grouping
         self.context = mp.get_context("spawn")  # fork would copy torch's thread pools mid-use
 
     def execute(self, plan: Plan, begin: Callable[[RunSpec], bool]) -> None:
-        """Like ``SerialExecutor.execute``, with up to ``workers`` runs training at once."""
-        done: set[RunKey] = set()
-        busy: dict[Connection, RunSpec] = {}
+        """Like ``SerialExecutor.execute``, with up to ``workers`` units training at once."""
+        schedule = Scheduler(plan, begin, self.grouping)
+        busy: dict[Connection, Unit] = {}
         pool = [self._start_worker() for _ in range(self.workers)]
         idle = [channel for _, channel in pool]
         try:
             while True:
-                self._dispatch(plan, begin, done, busy, idle)
+                while idle and (unit := schedule.next_unit()) is not None:
+                    channel = idle.pop()
+                    channel.send(unit)
+                    busy[channel] = unit
                 if not busy:
                     break
                 # A worker's channel turns readable with its outcome, or at EOF if the process died.
                 for channel in wait(list(busy)):
-                    run = busy.pop(channel)
+                    unit = busy.pop(channel)
                     try:
                         outcome = channel.recv()
                     except EOFError:
@@ -141,10 +214,10 @@ class ProcessExecutor:
                         process.join()
                         outcome = ("died", process.exitcode)
                     if outcome is not None:
-                        raise _failure(run, outcome)
-                    done.add(run.key)
+                        raise _failure(unit, outcome)
+                    schedule.completed(unit)
                     idle.append(channel)
-            if len(done) < len(plan.runs):  # cannot happen with a valid plan: every teacher is in it
+            if not schedule.finished:  # cannot happen with a valid plan: every teacher is in it
                 raise RuntimeError("runs are left whose teachers are not in the plan")
             for _, channel in pool:
                 channel.send(None)
@@ -156,34 +229,6 @@ class ProcessExecutor:
                     process.join()
                 channel.close()
 
-    def _dispatch(
-        self,
-        plan: Plan,
-        begin: Callable[[RunSpec], bool],
-        done: set[RunKey],
-        busy: dict[Connection, RunSpec],
-        idle: list[Connection],
-    ) -> None:
-        """Start ready runs on idle workers; a run found finished counts as done at once, which may
-        make its students ready, so look again until nothing changes."""
-        training = {run.key for run in busy.values()}
-        changed = True
-        while changed:
-            changed = False
-            for run in plan.ready(done):
-                if run.key in training:
-                    continue
-                if not idle:
-                    return
-                if begin(run):
-                    channel = idle.pop()
-                    channel.send(run)
-                    busy[channel] = run
-                    training.add(run.key)
-                else:
-                    done.add(run.key)
-                    changed = True
-
     def _start_worker(self) -> tuple[mp.Process, Connection]:
         parent, child = self.context.Pipe()
         process = self.context.Process(
@@ -194,9 +239,9 @@ class ProcessExecutor:
         return process, parent
 
 
-def _failure(run: RunSpec, outcome: tuple[str, object]) -> BaseException:
+def _failure(unit: Unit, outcome: tuple[str, object]) -> BaseException:
     kind, detail = outcome
-    where = f"{run.model} (seed {run.seed})"
+    where = " + ".join(f"{run.model} (seed {run.seed})" for run in unit)
     if kind == "error":
         return UserError(f"{where} failed: {detail} Finished runs are saved; fix this and run again to resume.")
     if kind == "died":

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from distillbench.config import TrainConfig
 from distillbench.data.augment import Augmentation
 from distillbench.errors import UserError
+from distillbench.training.grouped import GroupedModel, load_member
 from distillbench.training.optim import EarlyStopping
 from distillbench.training.randomness import derive_seed, global_rng, stream_generator
 from distillbench.training.runtime import Runtime
@@ -58,6 +59,39 @@ def evaluate(
     """(mean cross-entropy, accuracy) on hard labels."""
     logits = predict(module, inputs, runtime, batch_size)
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+
+
+def _history_row(
+    epoch: int,
+    n: int,
+    loss_sum: torch.Tensor,
+    ce_sum: torch.Tensor,
+    correct: torch.Tensor,
+    val_loss: float,
+    val_acc: float,
+    lr: float,
+    seconds: float,
+) -> dict[str, float]:
+    return {
+        "epoch": epoch,
+        "train_loss": loss_sum.item() / n,
+        "train_ce": ce_sum.item() / n,
+        "train_accuracy": correct.item() / n,
+        "val_loss": val_loss,
+        "val_accuracy": val_acc,
+        "lr": lr,
+        "seconds": seconds,
+    }
+
+
+def _say_epoch(name: str, epochs: int, row: dict[str, float], improved: bool) -> None:
+    eta = row["seconds"] * (epochs - row["epoch"])
+    print(
+        f"[{name}] epoch {row['epoch']:>2}/{epochs}  loss {row['train_loss']:.4f}  acc {row['train_accuracy']:.4f}"
+        f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}  {row['seconds']:6.1f}s"
+        f"{'  *best' if improved else ''}  (eta <= {eta:.0f}s)",
+        flush=True,
+    )
 
 
 @dataclass
@@ -147,25 +181,11 @@ def fit(
             bar.close()
             val_loss, val_acc = evaluate(module, val_x, val_y, runtime, cfg.eval_batch_size)
             seconds = time.perf_counter() - epoch_start
-            row = {
-                "epoch": epoch,
-                "train_loss": loss_sum.item() / n,
-                "train_ce": ce_sum.item() / n,
-                "train_accuracy": correct.item() / n,
-                "val_loss": val_loss,
-                "val_accuracy": val_acc,
-                "lr": steps_optimizer.param_groups[0]["lr"],
-                "seconds": seconds,
-            }
+            lr = steps_optimizer.param_groups[0]["lr"]
+            row = _history_row(epoch, n, loss_sum, ce_sum, correct, val_loss, val_acc, lr, seconds)
             result.history.append(row)
             improved = stopping.update(epoch, val_loss, module)
-            eta = seconds * (cfg.epochs - epoch)
-            print(
-                f"[{name}] epoch {epoch:>2}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_accuracy']:.4f}"
-                f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  {seconds:6.1f}s"
-                f"{'  *best' if improved else ''}  (eta <= {eta:.0f}s)",
-                flush=True,
-            )
+            _say_epoch(name, cfg.epochs, row, improved)
             if stopping.should_stop:
                 print(f"[{name}] early stop: val_loss has not improved for {stopping.stale} epochs", flush=True)
                 break
@@ -174,3 +194,101 @@ def fit(
         result.epochs_trained = len(result.history)
         result.train_seconds = time.perf_counter() - started
         return result
+
+
+@dataclass
+class GroupMember:
+    """One run of a group: its own module (initial weights in; its best weights out), seed
+    (batch order, augmentation and dropout streams), objective and name for the log."""
+
+    module: nn.Module
+    seed: int
+    objective: Objective
+    name: str
+
+
+def fit_group(
+    members: list[GroupMember],
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    *,
+    cfg: TrainConfig,
+    optimizer: OptimizerFactory,
+    runtime: Runtime | None = None,
+    augment: Augmentation | None = None,
+    on_done: Callable[[int, FitResult], None] = lambda index, result: None,
+) -> list[FitResult]:
+    """Train ``members`` (the same architecture and optimiser settings, the same inputs) side by
+    side as one ``GroupedModel``; each computes what ``fit`` would give it alone, up to float
+    summation order. A member that stops early is restored to its best weights and handed to
+    ``on_done`` at once (the group keeps computing it, unused, until all are done). Raises
+    ``NotGroupable`` if the members' structure cannot be grouped."""
+    runtime = runtime or Runtime()
+    device, count = runtime.device, len(members)
+    orders = [stream_generator(member.seed, "order") for member in members]
+    dropouts = [stream_generator(member.seed, "dropout", device) for member in members]
+    group = GroupedModel([m.module for m in members], dropouts, channels_last=runtime.channels_last)
+    group = group.to(device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
+    with global_rng(None, device):  # nothing here draws from torch's global RNG; nothing is disturbed
+        x, y = train[0].to(device), train[1].to(device)
+        val_x, val_y = val
+        steps_optimizer = optimizer(list(group.parameters()))
+        scaler = torch.amp.GradScaler(device.type, enabled=runtime.precision == "fp16")
+        n, batch_size = len(y), cfg.batch_size
+        steps = (n + batch_size - 1) // batch_size
+        stoppings = [EarlyStopping(member.module, cfg.patience) for member in members]
+        results = [FitResult() for _ in members]
+        active = list(range(count))
+        started = time.perf_counter()
+
+        def finish(index: int) -> None:
+            stoppings[index].restore(members[index].module)
+            result = results[index]
+            result.best_epoch, result.epochs_trained = stoppings[index].best_epoch, len(result.history)
+            result.train_seconds = time.perf_counter() - started
+            on_done(index, result)
+
+        for epoch in range(1, cfg.epochs + 1):
+            epoch_start = time.perf_counter()
+            group.train()
+            order = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
+            loss_sum = torch.zeros(count, device=device)
+            ce_sum = torch.zeros(count, device=device)
+            correct = torch.zeros(count, device=device, dtype=torch.long)
+            for step in range(steps):
+                idx = order[:, step * batch_size : (step + 1) * batch_size]  # [members, batch]
+                xb, yb = x[idx], y[idx]
+                if augment is not None:
+                    xb = torch.stack([augment(xb[m], orders[m]) for m in range(count)])
+                with runtime.autocast():
+                    logits = group(xb).float()  # [members, batch, classes]
+                losses = torch.stack(
+                    [members[m].objective(idx[m], runtime.to_device(xb[m]), yb[m], logits[m]) for m in range(count)]
+                )
+                steps_optimizer.zero_grad(set_to_none=True)
+                scaler.scale(losses.sum()).backward()  # each member's weights get its own gradient
+                scaler.step(steps_optimizer)
+                scaler.update()
+                logits = logits.detach()
+                loss_sum += losses.detach() * idx.shape[1]
+                ce_sum += F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view_as(yb).sum(1)
+                correct += (logits.argmax(2) == yb).sum(1)
+            seconds = time.perf_counter() - epoch_start
+            lr = steps_optimizer.param_groups[0]["lr"]
+            for m in list(active):
+                member = members[m]
+                load_member(member.module, group, m)
+                val_loss, val_acc = evaluate(member.module, val_x, val_y, runtime, cfg.eval_batch_size)
+                row = _history_row(epoch, n, loss_sum[m], ce_sum[m], correct[m], val_loss, val_acc, lr, seconds)
+                results[m].history.append(row)
+                _say_epoch(member.name, cfg.epochs, row, stoppings[m].update(epoch, val_loss, member.module))
+                if stoppings[m].should_stop:
+                    stale = stoppings[m].stale
+                    print(f"[{member.name}] early stop: val_loss has not improved for {stale} epochs", flush=True)
+                    active.remove(m)
+                    finish(m)
+            if not active:
+                break
+        for m in active:
+            finish(m)
+    return results

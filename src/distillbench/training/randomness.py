@@ -26,9 +26,10 @@ def derive_seed(seed: int, stream: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def stream_generator(seed: int, stream: str) -> torch.Generator:
-    """A CPU generator for ``stream`` of a run with ``seed``."""
-    return torch.Generator(device="cpu").manual_seed(derive_seed(seed, stream))
+def stream_generator(seed: int, stream: str, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on ``device`` for ``stream`` of a run with ``seed``: it draws what torch's global
+    generator on that device draws after ``global_rng(derive_seed(seed, stream), device)``."""
+    return torch.Generator(device=device).manual_seed(derive_seed(seed, stream))
 
 
 @contextlib.contextmanager
