@@ -1,8 +1,8 @@
 """The plan: every run of the config, teachers first, with identities that change when (and only
-when) what the run depends on changes; ``ready`` and ``by_architecture`` for executors."""
+when) what the run depends on changes; ``ready`` and ``batch_groups`` for executors."""
 
 from distillbench.config import load_config
-from distillbench.study.plan import Plan, Planner
+from distillbench.study.plan import Planner, batch_groups
 from distillbench.training.runtime import Runtime
 
 NO_WEIGHTS = ["weights.resnet50=none", "weights.vgg16=none", "seeds=[0,1]"]
@@ -34,13 +34,15 @@ def test_ready_runs_are_those_whose_teachers_are_done():
     assert not {run.key for run in plan.ready(done)} & done
 
 
-def test_groups_are_runs_of_one_architecture():
-    plan = _planner().plan()
-    groups = Plan.by_architecture(plan.runs)
-    assert list(groups) == ["small_cnn", "resnet50", "vgg16"]
-    assert [run.key for run in groups["small_cnn"]] == [
-        ("small_cnn", 0), ("kd_resnet50", 0), ("kd_ensemble", 0), ("small_cnn", 1), ("kd_resnet50", 1), ("kd_ensemble", 1),
-    ]  # fmt: skip
+def test_batch_groups_are_runs_of_one_architecture_and_optimiser():
+    planner = _planner("zoo.kd_ensemble.lr=0.002")
+    groups = batch_groups(planner.plan().runs, planner.cfg)
+    assert [[run.key for run in group] for group in groups] == [
+        [("small_cnn", 0), ("kd_resnet50", 0), ("small_cnn", 1), ("kd_resnet50", 1)],  # teachers/distill may differ
+        [("resnet50", 0), ("resnet50", 1)],
+        [("vgg16", 0), ("vgg16", 1)],
+        [("kd_ensemble", 0), ("kd_ensemble", 1)],  # another learning rate: another optimiser
+    ]
 
 
 def test_identity_follows_what_a_run_depends_on():

@@ -54,9 +54,11 @@ class RunExecutor:
         store: RunStore,
         models: StudyModels,
         inputs: RunInputs,
+        time_efficiency: bool = True,
     ):
         self.cfg, self.data, self.runtime = cfg, data, runtime
         self.store, self.models, self.inputs = store, models, inputs
+        self.time_efficiency = time_efficiency
 
     def train(self, run: RunSpec) -> None:
         """Train ``run`` alone and save it."""
@@ -155,7 +157,7 @@ class RunExecutor:
                 "precision": self.runtime.precision,
                 "channels_last": self.runtime.channels_last,
                 "fused_optimizer": self.runtime.fused_optimizer,
-                "compile": self.runtime.compile,
+                "compile": self.runtime.compile and group is None,  # batched groups run eagerly
                 "params": total,
                 "trainable_params": trainable,
                 "epochs_trained": result.epochs_trained,
@@ -163,7 +165,7 @@ class RunExecutor:
                 "train_seconds": result.train_seconds,
                 "prepare_seconds": job.prepare_seconds,
                 "trained_with": group,  # the runs of its batched group (history seconds are the group's)
-                "efficiency": self._efficiency(model, len(checkpoint)),
+                "efficiency": self.efficiency(model, len(checkpoint)) if self.time_efficiency else None,
                 "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             },
             test_logits=test_logits.numpy(),
@@ -177,7 +179,8 @@ class RunExecutor:
         source = weights_source(self.cfg, arch)
         return describe_weights(BACKBONES[arch], source) if source is not None else None
 
-    def _efficiency(self, model: Classifier, checkpoint_bytes: int) -> dict[str, Any] | None:
+    def efficiency(self, model: Classifier, checkpoint_bytes: int) -> dict[str, Any] | None:
+        """The efficiency record (``evaluation.efficiency``), timed with this process's threads."""
         if not self.cfg.evaluation.efficiency:
             return None
         return measure_efficiency(model, self.data.image_shape, checkpoint_bytes, self.cfg.evaluation.latency_repeats)

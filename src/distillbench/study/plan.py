@@ -7,7 +7,7 @@ hashes are checked there too, since they are known only once the teachers have t
 
 The plan lists runs seed by seed, teachers before their students, which is the order a serial
 executor follows: after the first seed a complete single-seed study is on disk. ``ready`` and
-``by_architecture`` give an executor what it can run at once and what it can train as one group.
+``batch_groups`` give an executor what it can run at once and what it can train as one group.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from distillbench.config import StudyConfig, training_order
 from distillbench.models import BACKBONES
 from distillbench.training.runtime import Runtime
 
-# Part of every fingerprint: runs written by code whose results differ (before this version: bf16
-# logits, frozen BatchNorm training on the cached path, randomness shared with earlier runs, no
-# checkpoint hashes) are stale, and retrained rather than reused.
-IDENTITY_VERSION = 2
+# Part of every fingerprint: runs written by code whose results differ are stale, and retrained
+# rather than reused. 2: float32 logits, frozen BatchNorm kept frozen on the cached path, per-run
+# random streams, checkpoint hashes. 3: dropout masks drawn by dropout_scale on every device (CUDA
+# used F.dropout's kernel), so that batched groups reproduce them.
+IDENTITY_VERSION = 3
 
 RunKey = tuple[str, int]  # (model key, seed)
 
@@ -58,14 +59,6 @@ class Plan:
         """The runs not in ``done`` whose teachers all are: what can run now, in plan order."""
         done = set(done)
         return [run for run in self.runs if run.key not in done and all(need in done for need in run.needs)]
-
-    @staticmethod
-    def by_architecture(runs: Iterable[RunSpec]) -> dict[str, list[RunSpec]]:
-        """``runs`` grouped by architecture (plan order kept): the runs one batched model could train."""
-        groups: dict[str, list[RunSpec]] = {}
-        for run in runs:
-            groups.setdefault(run.arch or run.model, []).append(run)
-        return groups
 
 
 def batch_groups(runs: Iterable[RunSpec], cfg: StudyConfig) -> list[list[RunSpec]]:

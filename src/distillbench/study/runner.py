@@ -32,15 +32,16 @@ from distillbench.training.cache import TensorCache
 from distillbench.training.runtime import Runtime
 
 
-def run_executor(cfg: StudyConfig, out: Path, data: StudyData) -> RunExecutor:
-    """What trains one run of the study in ``out``: in this process, or in a worker process."""
+def run_executor(cfg: StudyConfig, out: Path, data: StudyData, time_efficiency: bool = True) -> RunExecutor:
+    """What trains one run of the study in ``out``: in this process, or in a worker process
+    (``time_efficiency=False``: the parent times efficiency once no other run shares the CPU)."""
     runtime = Runtime.resolve(cfg.perf.effective(), cfg.device)
     perf = cfg.perf.effective()
     store = RunStore(Path(out))
     cache = TensorCache(perf.cache_dir if perf.disk_cache else None)
     models = StudyModels(cfg, runtime, store, data.image_shape, len(data.class_names))
     inputs = RunInputs(cfg, data, runtime, models, cache, AUGMENTATIONS[cfg.train.augment])
-    return RunExecutor(cfg, data, runtime, store, models, inputs)
+    return RunExecutor(cfg, data, runtime, store, models, inputs, time_efficiency)
 
 
 class Study:
@@ -90,9 +91,24 @@ class Study:
         started = time.perf_counter()
         missing = sum(self.store.state(run)[0] != "finished" for run in self.plan.runs)
         self._executor(missing).execute(self.plan, self._begin)
+        self._time_efficiency()
         results = finish_study(self.layout.root)
         print(f"Study finished in {time.perf_counter() - started:.1f}s; report: {self.layout.report}", flush=True)
         return results
+
+    def _time_efficiency(self) -> None:
+        """Efficiency of finished runs that lack it (trained on workers, or interrupted before it),
+        timed here, alone on the CPU, and added to their run.json."""
+        if not self.cfg.evaluation.efficiency:
+            return
+        for run in self.plan.runs:
+            record = self.store.record(run.model, run.seed)
+            if record is not None and record.get("efficiency") is None:
+                model = self.models.trained_model(run.model, run.seed)
+                checkpoint = self.layout.run(run.model, run.seed).model.stat().st_size
+                efficiency = self.executor.efficiency(model, checkpoint)
+                self.store.update_record(run.model, run.seed, efficiency=efficiency)
+                self.models.forget_seed(run.seed)
 
     def _where(self, run: RunSpec) -> str:
         seeds, per_seed = self.cfg.seeds, len(self.plan.runs) // len(self.cfg.seeds)

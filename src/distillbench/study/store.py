@@ -112,6 +112,13 @@ class RunStore:
         )
         write_bytes(paths.predictions, buffer.getvalue())  # last: its presence means finished
 
+    def update_record(self, key: str, seed: int, **changes: Any) -> None:
+        """Add ``changes`` to a finished run's ``run.json`` (atomically; its identity unchanged)."""
+        record = self.record(key, seed)
+        if not record:
+            raise ValueError(f"{key} seed {seed} has no finished run to update")
+        write_json(self.layout.run(key, seed).record, {**record, **changes})
+
     # ---- reading runs --------------------------------------------------------------------------
     def record(self, key: str, seed: int) -> dict[str, Any] | None:
         """A finished run's ``run.json`` (``{}`` if unreadable); None if the run has not finished."""

@@ -14,6 +14,7 @@ run, as always: the next ``run`` trains what is not finished.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sys
@@ -148,25 +149,33 @@ class _PrefixedLines(io.TextIOBase):
 
 
 def _worker(cfg: StudyConfig, out: Path, data: StudyData, threads: int, channel: Connection) -> None:
-    """A worker process: train each run it is sent, answering None, or (kind, message) on failure;
-    stop when sent None. One process serves many runs, so torch is imported once per worker."""
+    """A worker process: train each unit it is sent, answering None, or (kind, message) on failure;
+    stop when sent None. One process serves many units, so torch is imported once per worker."""
     stdout, stderr = _PrefixedLines(sys.__stdout__, ""), _PrefixedLines(sys.__stderr__, "")
     sys.stdout, sys.stderr = stdout, stderr
     try:
-        from distillbench.study.runner import run_executor
+        try:
+            from distillbench.study.runner import run_executor
 
-        torch.set_num_threads(threads)
-        executor = run_executor(cfg, out, data)
+            torch.set_num_threads(threads)
+            # Efficiency is timed by the parent once training is over: here other workers share the CPU.
+            executor, failed = run_executor(cfg, out, data, time_efficiency=False), None
+        except UserError as exc:  # e.g. a name registered in the parent only: answered for the first unit
+            executor, failed = None, ("error", f"a worker could not start: {exc}")
+        except Exception:
+            executor, failed = None, ("bug", traceback.format_exc())
         while (unit := channel.recv()) is not None:
             run = unit[0]
             stdout.prefix = stderr.prefix = f"{run.model} seed {run.seed}{' +' if len(unit) > 1 else ''} | "
-            try:
-                executor.train_group(unit)
-                outcome = None
-            except UserError as exc:
-                outcome = ("error", str(exc))
-            except Exception:  # a bug: the parent shows the worker's traceback
-                outcome = ("bug", traceback.format_exc())
+            outcome = failed
+            if executor is not None:
+                try:
+                    executor.train_group(unit)
+                except UserError as exc:
+                    outcome = ("error", str(exc))
+                except Exception:  # a bug: the parent shows the worker's traceback
+                    outcome = ("bug", traceback.format_exc())
+                executor.models.trained.clear()  # teachers are read back from disk when needed again
             channel.send(outcome)
     except (KeyboardInterrupt, EOFError, BrokenPipeError):  # Ctrl-C, or the parent is gone: stop quietly
         pass
@@ -194,14 +203,18 @@ class ProcessExecutor:
         """Like ``SerialExecutor.execute``, with up to ``workers`` units training at once."""
         schedule = Scheduler(plan, begin, self.grouping)
         busy: dict[Connection, Unit] = {}
-        pool = [self._start_worker() for _ in range(self.workers)]
-        idle = [channel for _, channel in pool]
+        pool: list[tuple[mp.Process, Connection]] = []
         try:
+            pool += [self._start_worker() for _ in range(self.workers)]
+            idle = [channel for _, channel in pool]
             while True:
                 while idle and (unit := schedule.next_unit()) is not None:
                     channel = idle.pop()
-                    channel.send(unit)
                     busy[channel] = unit
+                    try:
+                        channel.send(unit)
+                    except BrokenPipeError:  # the worker is gone: its outcome reads as EOF below
+                        pass
                 if not busy:
                     break
                 # A worker's channel turns readable with its outcome, or at EOF if the process died.
@@ -219,11 +232,13 @@ class ProcessExecutor:
                     idle.append(channel)
             if not schedule.finished:  # cannot happen with a valid plan: every teacher is in it
                 raise RuntimeError("runs are left whose teachers are not in the plan")
+        finally:  # idle workers are told to stop; after a failure or Ctrl-C, busy ones are stopped
             for _, channel in pool:
-                channel.send(None)
-        finally:  # after a failure or Ctrl-C, the workers still training are stopped
+                if channel not in busy:
+                    with contextlib.suppress(OSError):
+                        channel.send(None)
             for process, channel in pool:
-                process.join(timeout=10 if not busy else 0)
+                process.join(timeout=10 if channel not in busy else 0)
                 if process.is_alive():
                     process.terminate()
                     process.join()

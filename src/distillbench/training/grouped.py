@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distillbench.models.classifier import Classifier, Float32Linear
-from distillbench.models.layers import dropout_scale
+from distillbench.models.layers import Dropout, dropout_scale
 
 
 class NotGroupable(ValueError):
@@ -108,17 +108,23 @@ def _group_layer(layers: list[nn.Module], generators: list[torch.Generator]) -> 
     first = layers[0]
     if any(type(layer) is not type(first) or repr(layer) != repr(first) for layer in layers):
         raise NotGroupable("members of different structure")
-    if isinstance(first, nn.Conv2d):
+    if any(not p.requires_grad for layer in layers for p in layer.parameters()):
+        raise NotGroupable(f"a frozen {type(first).__name__} in the trainable part")
+    if type(first) is nn.Conv2d:
+        if first.padding_mode != "zeros" or isinstance(first.padding, str):
+            raise NotGroupable("a convolution with non-zero or named padding")
         return _GroupedConv2d(layers)
-    if isinstance(first, nn.Linear):
+    if type(first) in (nn.Linear, Float32Linear):
+        if first.bias is None:
+            raise NotGroupable("a linear layer without bias")
         return _GroupedLinear(layers)
-    if isinstance(first, nn.Dropout):
+    if type(first) is Dropout:  # its masks are dropout_scale's, which the group reproduces per member
         return _GroupedDropout(first.p, generators)
-    if isinstance(first, nn.Flatten):
+    if type(first) is nn.Flatten:
         if (first.start_dim, first.end_dim) != (1, -1):
             raise NotGroupable("a Flatten other than Flatten(1, -1)")
         return _GroupedFlatten(len(layers))
-    if isinstance(first, (nn.ReLU, nn.MaxPool2d)):  # per channel: the same on members' channel blocks
+    if type(first) in (nn.ReLU, nn.MaxPool2d):  # per channel: the same on members' channel blocks
         return first
     raise NotGroupable(f"a {type(first).__name__} layer")
 

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from distillbench.config import TrainConfig
 from distillbench.data.augment import Augmentation
 from distillbench.errors import UserError
-from distillbench.training.grouped import GroupedModel, load_member
+from distillbench.training.grouped import GroupedModel, NotGroupable, load_member
 from distillbench.training.optim import EarlyStopping
 from distillbench.training.randomness import derive_seed, global_rng, stream_generator
 from distillbench.training.runtime import Runtime
@@ -224,6 +224,8 @@ def fit_group(
     ``on_done`` at once (the group keeps computing it, unused, until all are done). Raises
     ``NotGroupable`` if the members' structure cannot be grouped."""
     runtime = runtime or Runtime()
+    if runtime.precision == "fp16":  # one GradScaler would skip every member's step when one overflows
+        raise NotGroupable("fp16 training: each run needs its own loss scaler")
     device, count = runtime.device, len(members)
     orders = [stream_generator(member.seed, "order") for member in members]
     dropouts = [stream_generator(member.seed, "dropout", device) for member in members]
@@ -273,12 +275,14 @@ def fit_group(
                 loss_sum += losses.detach() * idx.shape[1]
                 ce_sum += F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view_as(yb).sum(1)
                 correct += (logits.argmax(2) == yb).sum(1)
-            seconds = time.perf_counter() - epoch_start
+            training_seconds = time.perf_counter() - epoch_start
             lr = steps_optimizer.param_groups[0]["lr"]
             for m in list(active):
                 member = members[m]
+                validation_start = time.perf_counter()
                 load_member(member.module, group, m)
                 val_loss, val_acc = evaluate(member.module, val_x, val_y, runtime, cfg.eval_batch_size)
+                seconds = training_seconds + time.perf_counter() - validation_start  # the group's step time
                 row = _history_row(epoch, n, loss_sum[m], ce_sum[m], correct[m], val_loss, val_acc, lr, seconds)
                 results[m].history.append(row)
                 _say_epoch(member.name, cfg.epochs, row, stoppings[m].update(epoch, val_loss, member.module))
