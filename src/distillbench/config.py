@@ -88,7 +88,11 @@ class ModelDef(_Strict):
     teachers: list[str] = Field(
         default_factory=list, description="Model keys whose averaged logits this student distils."
     )
-    distill: str = Field("kd", description="Distillation method, when teachers are given.")
+    distill: str | dict[str, Any] = Field(
+        "kd",
+        description="Distillation method, when teachers are given: a name (kd takes the kd: section) or "
+        "{method: NAME, PARAM: VALUE, ...}; methods, aggregations and their parameters are in the README.",
+    )
 
 
 def _paper_zoo() -> dict[str, ModelDef]:
@@ -140,6 +144,14 @@ class EvaluationConfig(_Strict):
     bootstrap_resamples: int = Field(10_000, ge=100, description="Paired bootstrap resamples of the test set.")
     efficiency: bool = Field(True, description="Measure MACs, CPU latency (batch 1) and throughput (batch 256).")
     latency_repeats: int = Field(30, ge=1, description="Timed batch-1 forward passes (median reported).")
+    scratch: str = Field(
+        "small_cnn",
+        description="The student architecture trained without a teacher: the baseline of the report's "
+        "'Which distillation works here' section (shown when students use more than one method).",
+    )
+    kd_reference: str = Field(
+        "kd_resnet50", description="The student whose method (plain kd) the other methods are compared against."
+    )
 
 
 class PerfConfig(_Strict):
@@ -236,6 +248,11 @@ class StudyConfig(_Strict):
                     )
             if comparison.a == comparison.b:
                 raise ValueError(f"comparisons.{number}: a and b are both {comparison.a!r}")
+        for field in ("scratch", "kd_reference"):
+            if getattr(self.evaluation, field) not in self.zoo:
+                raise ValueError(
+                    f"evaluation.{field}: unknown model {getattr(self.evaluation, field)!r}; known: {', '.join(self.zoo)}"
+                )
         for key in self.models:
             if key not in self.zoo:
                 raise ValueError(f"models: unknown model {key!r}; known: {', '.join(self.zoo)}")

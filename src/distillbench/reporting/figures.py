@@ -250,3 +250,34 @@ def per_class_accuracy(per_class: dict[str, dict[str, float]], overall: float, t
     ax.spines[["top", "right"]].set_visible(False)
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     return _png(fig)
+
+
+def difference_forest(
+    names: Sequence[str],
+    differences: Sequence[float],
+    seed_intervals: Sequence[Sequence[float] | None],
+    image_intervals: Sequence[Sequence[float] | None],
+    reference: str,
+) -> bytes:
+    """Each model's test-accuracy difference from ``reference`` (points), with the 95% interval over
+    seeds (thick) and over test images (thin); the zero line marks no difference."""
+    count = len(names)
+    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.42 * count))
+    rows = np.arange(count)[::-1]
+    for row, diff, seeds, images in zip(rows, differences, seed_intervals, image_intervals):
+        above = seeds is not None and images is not None and min(seeds[0], images[0]) > 0
+        below = seeds is not None and images is not None and max(seeds[1], images[1]) < 0
+        color = PALETTE[2] if above else PALETTE[3] if below else "dimgrey"
+        if images is not None:
+            ax.plot([100 * images[0], 100 * images[1]], [row, row], color=color, linewidth=1.2, alpha=0.8)
+        if seeds is not None:
+            ax.plot([100 * seeds[0], 100 * seeds[1]], [row, row], color=color, linewidth=4.5, alpha=0.45,
+                    solid_capstyle="butt")  # fmt: skip
+        ax.plot(100 * diff, row, "o", color=color, markersize=6, zorder=3)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(rows, names)
+    ax.set_xlabel(f"Test accuracy minus {reference} (points)")
+    ax.set_title(f"Difference from {reference}: thick 95% CI over seeds, thin over test images", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)

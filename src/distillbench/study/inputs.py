@@ -8,6 +8,8 @@ images and teachers see the very batch the student sees.
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Callable
 
 import torch
@@ -18,7 +20,7 @@ from distillbench.models.classifier import Classifier
 from distillbench.study.models import StudyModels
 from distillbench.study.plan import RunKey
 from distillbench.training.cache import TensorCache, cache_key, hash_module
-from distillbench.training.distill import DISTILLERS
+from distillbench.training.distill import resolve_method
 from distillbench.training.loop import Objective, cross_entropy_objective, predict
 from distillbench.training.runtime import Runtime
 
@@ -104,21 +106,27 @@ class RunInputs:
         spec = self.cfg.zoo[key]
         if not spec.teachers:
             return cross_entropy_objective
-        distill, kd = DISTILLERS[spec.distill], self.cfg.kd
-        if self.perf.cache_teacher_logits and self.augmentation is None:
-            soft = torch.stack([self.logits(t, seed, "train") for t in spec.teachers]).mean(0)
-            soft = soft.to(self.runtime.device)
-            return lambda idx, x, y, logits: distill(logits, soft[idx], y, kd)
+        method = resolve_method(spec.distill, self.cfg.kd, f"zoo.{key}.distill")
+        steps = math.ceil(len(self.data.train) / self.cfg.train.batch_size)
+        calls = itertools.count()  # one call per training step: the epoch, for warm-ups
+
+        def epoch() -> int:
+            return next(calls) // steps + 1
+
+        if self.perf.cache_teacher_logits and self.augmentation is None or method.needs_all_teacher_logits:
+            teachers = torch.stack([self.logits(t, seed, "train") for t in spec.teachers])  # [K, N, C]
+            teachers = method.prepare(teachers, self.data.train.labels).to(self.runtime.device)
+            return lambda idx, x, y, logits: method.loss(logits, teachers[:, idx], y, epoch())
         if self.perf.cache_teacher_logits:
             self._say_uncached(key, "teacher logits", "teachers")
-        teachers = [self.models.trained_model(t, seed) for t in spec.teachers]
+        models = [self.models.trained_model(t, seed) for t in spec.teachers]
         # The student's batch is the teachers' input unless the student trains on cached activations.
         images = None if trains_on_images else self.data.train.images.to(self.runtime.device)
 
         def objective(idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
             batch = x if images is None else images[idx]
             with torch.no_grad(), self.runtime.autocast():
-                soft = torch.stack([t(batch).float() for t in teachers]).mean(0)
-            return distill(logits, soft, y, kd)
+                teachers = torch.stack([t(batch).float() for t in models])
+            return method.loss(logits, teachers, y, epoch())
 
         return objective

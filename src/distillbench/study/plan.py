@@ -20,12 +20,14 @@ from pathlib import Path
 
 from distillbench.config import StudyConfig, training_order
 from distillbench.models import BACKBONES
+from distillbench.training.distill import DistillMethod, resolve_method
 from distillbench.training.runtime import Runtime
 
 # Part of every fingerprint: runs written by code whose results differ are stale, and retrained
 # rather than reused. 2: float32 logits, frozen BatchNorm kept frozen on the cached path, per-run
 # random streams, checkpoint hashes. 3: dropout masks drawn by dropout_scale on every device (CUDA
-# used F.dropout's kernel), so that batched groups reproduce them.
+# used F.dropout's kernel), so that batched groups reproduce them; the resolved distillation method
+# (its parameters, kd's from the kd: section) in place of the kd: section.
 IDENTITY_VERSION = 3
 
 RunKey = tuple[str, int]  # (model key, seed)
@@ -106,6 +108,9 @@ class Planner:
             self._file_hashes[path] = _file_sha256(path)
         return f"file:{self._file_hashes[path]}"
 
+    def _method(self, key: str) -> DistillMethod:
+        return resolve_method(self.cfg.zoo[key].distill, self.cfg.kd, f"zoo.{key}.distill")
+
     def fingerprint(self, key: str, seed: int) -> str:
         """Hash of everything a run's result depends on; a finished run is reused only if equal."""
         if (key, seed) not in self._fingerprints:
@@ -121,7 +126,8 @@ class Planner:
                 "fused_optimizer": self.runtime.fused_optimizer,
                 "compile": self.runtime.compile,
                 "weights": self._weights_identity(spec.arch),
-                "kd": self.cfg.kd.model_dump(mode="json") if spec.teachers else None,
+                # The method with every parameter resolved: kd's defaults come from the kd: section.
+                "distill": self._method(key).model_dump(mode="json") if spec.teachers else None,
                 "teachers": [self.fingerprint(t, seed) for t in spec.teachers],
             }
             digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

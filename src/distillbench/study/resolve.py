@@ -14,7 +14,7 @@ from distillbench.config import StudyConfig, describe_source, invalid_config, lo
 from distillbench.data import DATASETS
 from distillbench.data.augment import AUGMENTATIONS
 from distillbench.models import ARCHITECTURES, BACKBONES
-from distillbench.training.distill import DISTILLERS
+from distillbench.training.distill import resolve_method
 
 
 def unresolved_names(cfg: StudyConfig) -> list[str]:
@@ -27,8 +27,17 @@ def unresolved_names(cfg: StudyConfig) -> list[str]:
     for key, spec in cfg.zoo.items():
         if spec.arch not in ARCHITECTURES:
             problems.append(f"zoo.{key}.arch: unknown architecture {spec.arch!r}; known: {', '.join(ARCHITECTURES)}")
-        if spec.teachers and spec.distill not in DISTILLERS:
-            problems.append(f"zoo.{key}.distill: unknown method {spec.distill!r}; known: {', '.join(DISTILLERS)}")
+        if spec.teachers:
+            try:
+                method = resolve_method(spec.distill, cfg.kd, f"zoo.{key}.distill")
+            except ValueError as exc:
+                problems.append(str(exc))
+                continue
+            if method.needs_all_teacher_logits and cfg.train.augment != "none":
+                problems.append(
+                    f"zoo.{key}.distill: {method.method} uses the teachers' logits of the whole training set, "
+                    f"which do not exist under train.augment={cfg.train.augment}; use train.augment=none"
+                )
     for arch in cfg.weights:
         if arch not in BACKBONES:
             problems.append(f"weights.{arch}: not a pretrained backbone; backbones are {', '.join(sorted(BACKBONES))}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from distillbench.atomic import write_json
-from distillbench.config import ComparisonDef, EvaluationConfig, load_config
+from distillbench.config import ComparisonDef, EvaluationConfig, StudyConfig, load_config
 from distillbench.errors import UserError
 from distillbench.evaluation.calibration import (
     bins_to_json,
@@ -220,13 +221,63 @@ def collect_results(root: Path) -> dict[str, Any]:
         "evaluation": evaluation.model_dump(mode="json"),
     }
     compared = [entry for spec in cfg.comparisons if (entry := _comparison(spec, runs, results, evaluation))]
-    return {
+    output = {
         "schema_version": SCHEMA_VERSION,
         "study": study,
         "models": results,
         "teachers": teachers,
         "comparisons": compared,
     }
+    methods = _distillation_methods(cfg, runs, results)
+    if methods:
+        output["distillation"] = methods
+    return output
+
+
+def describe_method(distill: str | dict[str, Any]) -> str:
+    """A student's method in a few words: its name, its aggregation if not the mean of logits, and
+    the parameters it sets."""
+    if isinstance(distill, str):
+        return distill
+    name = distill.get("method", "kd")
+    params = [f"{k}={v}" for k, v in distill.items() if k not in ("method", "aggregation")]
+    aggregation = distill.get("aggregation")
+    words = name + (f" · {aggregation}" if aggregation and aggregation != "mean_logits" else "")
+    return words + (f" ({', '.join(params)})" if params else "")
+
+
+def _distillation_methods(
+    cfg: StudyConfig, runs: dict[str, dict[int, SavedRun]], results: dict[str, Any]
+) -> list[dict[str, Any]] | None:
+    """One entry per finished student (and the scratch baseline), sorted by accuracy: the method,
+    and its difference from the scratch model and from the plain-KD reference, each with the
+    seed-aware intervals and verdict; None unless students use more than one method."""
+    students = [key for key in results if cfg.zoo[key].teachers]
+    if len({json.dumps(cfg.zoo[key].distill, sort_keys=True) for key in students}) < 2:
+        return None
+    scratch, reference = cfg.evaluation.scratch, cfg.evaluation.kd_reference
+    entries = []
+    for key in [scratch, *students] if scratch in results else students:
+        spec, entry = cfg.zoo[key], results[key]
+        row = {
+            "model": key,
+            "title": entry["title"],
+            "method": describe_method(spec.distill) if spec.teachers else "none (trained from scratch)",
+            "teachers": spec.teachers,
+            "test_accuracy": entry["test_accuracy"],
+            "test_accuracy_std": entry["test_accuracy_std"],
+            "ece": entry["calibration"]["ece"],
+            "teacher_agreement": entry.get("teacher_agreement"),
+        }
+        for name, other in (("vs_scratch", scratch), ("vs_kd", reference)):
+            if other != key and other in runs:
+                compared = _comparison(
+                    ComparisonDef(a=key, b=other, claim=f"{entry['title']} is more accurate than {results[other]['title']}"),
+                    runs, results, cfg.evaluation,
+                )  # fmt: skip
+                row[name] = {k: compared[k] for k in ("accuracy_diff", "ci95_seeds", "ci95_images", "outcome")}
+        entries.append(row)
+    return sorted(entries, key=lambda row: -row["test_accuracy"])
 
 
 def finish_study(root: Path) -> dict[str, Any]:

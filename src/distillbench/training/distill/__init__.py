@@ -1,0 +1,33 @@
+"""Distillation methods, found by name (``zoo.<student>.distill``), and the ways to combine several
+teachers (``aggregation``).
+
+A method is one file holding one ``DistillMethod`` subclass (its typed parameters and its loss) and
+one ``@register_method`` line; an aggregation is one function and one ``@register_aggregation``
+line. The study resolves a student's ``distill`` setting to a method instance with
+``resolve_method`` (``study.resolve``), which raises the one-paragraph error naming a bad method,
+aggregation or parameter.
+"""
+
+from distillbench.training.distill import aggregate, controls, dist, dkd, kd, lskd  # noqa: F401  (registrations)
+from distillbench.training.distill.base import (
+    AGGREGATIONS,
+    METHODS,
+    DistillMethod,
+    Target,
+    register_aggregation,
+    register_method,
+    resolve_method,
+)
+from distillbench.training.distill.kd import KD, kd_loss
+
+__all__ = [
+    "AGGREGATIONS",
+    "KD",
+    "METHODS",
+    "DistillMethod",
+    "Target",
+    "kd_loss",
+    "register_aggregation",
+    "register_method",
+    "resolve_method",
+]

@@ -1,0 +1,120 @@
+"""What every distillation method shares: typed parameters, the teachers' aggregation, the loss."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from distillbench.config import KDConfig
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an aggregation makes of several teachers' logits ``[K, B, C]``: one target (``logits``,
+    ``[B, C]``), or per-teacher, per-sample weights (``weights``, ``[K, B]``, summing to 1 over the
+    teachers) for a weighted mean of the per-teacher losses."""
+
+    logits: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+
+
+Aggregation = Callable[[torch.Tensor, torch.Tensor, float], Target]  # (teachers, labels, temperature)
+AGGREGATIONS: dict[str, Aggregation] = {}
+METHODS: dict[str, type[DistillMethod]] = {}
+
+
+def register_aggregation(name: str) -> Callable[[Aggregation], Aggregation]:
+    def register(function: Aggregation) -> Aggregation:
+        if name in AGGREGATIONS:
+            raise ValueError(f"aggregation {name!r} is already registered")
+        AGGREGATIONS[name] = function
+        return function
+
+    return register
+
+
+def register_method(cls: type[DistillMethod]) -> type[DistillMethod]:
+    """Register a method under the value of its ``method`` field's default."""
+    name = cls.model_fields["method"].default
+    if name in METHODS:
+        raise ValueError(f"distillation method {name!r} is already registered")
+    METHODS[name] = cls
+    return cls
+
+
+class DistillMethod(BaseModel):
+    """A distillation loss with its parameters. Subclasses define ``method`` (its registered name,
+    as the field's default), their parameters, and ``sample_loss`` (per sample) or, for a loss over
+    the batch, ``batch_loss`` with ``per_sample = False``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str
+    temperature: float = Field(4.0, gt=0)
+    aggregation: str = Field("mean_logits", description="How several teachers combine (AGGREGATIONS).")
+
+    per_sample: ClassVar[bool] = True  # False: the loss is defined over a batch (no per-sample weights)
+    needs_all_teacher_logits: ClassVar[bool] = False  # True: ``prepare`` needs the whole training set's
+
+    def prepare(self, teachers: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Called once with every training image's teacher logits ``[K, N, C]`` (cached path);
+        returns the logits to distil (controls change them). Default: unchanged."""
+        return teachers
+
+    def sample_loss(
+        self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, epoch: int
+    ) -> torch.Tensor:
+        """Per-sample loss ``[B]`` against one teacher's (or an aggregated) logits."""
+        raise NotImplementedError
+
+    def batch_loss(
+        self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, epoch: int
+    ) -> torch.Tensor:
+        return self.sample_loss(student, teacher, labels, epoch).mean()
+
+    def loss(self, student: torch.Tensor, teachers: torch.Tensor, labels: torch.Tensor, epoch: int) -> torch.Tensor:
+        """The training loss of ``student`` logits ``[B, C]`` given the teachers' ``[K, B, C]``;
+        ``epoch`` counts from 1 (warm-ups)."""
+        target = AGGREGATIONS[self.aggregation](teachers.float(), labels, self.temperature)
+        if target.logits is not None:
+            return self.batch_loss(student, target.logits, labels, epoch)
+        if self.per_sample:
+            losses = torch.stack([self.sample_loss(student, t, labels, epoch) for t in teachers.float()])
+            return (target.weights * losses).sum(0).mean()
+        # A batch loss takes only equal weights (mean_kl): the mean of the per-teacher losses.
+        return torch.stack([self.batch_loss(student, t, labels, epoch) for t in teachers.float()]).mean()
+
+
+def _problem(error: ValidationError) -> list[str]:
+    return [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
+
+
+def resolve_method(distill: str | dict[str, Any], kd: KDConfig, where: str) -> DistillMethod:
+    """The method a student's ``distill`` setting names: a name (``kd`` takes the global ``kd:``
+    section) or a mapping ``{method: NAME, PARAM: VALUE, ...}``. Raises ``ValueError`` with one
+    ``where.PARAM: problem`` line per problem."""
+    settings = {"method": distill} if isinstance(distill, str) else dict(distill)
+    name = settings.get("method")
+    if name not in METHODS:
+        raise ValueError(f"{where}: unknown distillation method {name!r}; known: {', '.join(METHODS)}")
+    cls = METHODS[name]
+    if name == "kd":  # the global kd: section is kd's default
+        settings = {**kd.model_dump(), **settings}
+    try:
+        method = cls(**settings)
+    except ValidationError as exc:
+        raise ValueError("; ".join(f"{where}.{line}" for line in _problem(exc))) from None
+    if method.aggregation not in AGGREGATIONS:
+        raise ValueError(
+            f"{where}.aggregation: unknown aggregation {method.aggregation!r}; known: {', '.join(AGGREGATIONS)}"
+        )
+    if not method.per_sample and method.aggregation in {"entropy_weighted", "confidence_weighted"}:
+        raise ValueError(
+            f"{where}.aggregation: {name} is a loss over the batch, so it cannot weight teachers per sample; "
+            "use mean_logits, mean_probs, standardized_mean or mean_kl"
+        )
+    return method
