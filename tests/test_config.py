@@ -123,7 +123,7 @@ def test_a_mapping_override_merges_into_its_section():
         ),
         ("weights.small_cnn=imagenet", r"weights\.small_cnn: not a pretrained backbone"),
         ("train.augment=mixup", r"train\.augment: unknown augmentation 'mixup'; known: none, crop_flip"),
-        ("zoo.kd_resnet50.distill=dkd", r"zoo\.kd_resnet50\.distill: unknown method 'dkd'; known: kd"),
+        ("zoo.kd_resnet50.distill=dkdd", r"zoo\.kd_resnet50\.distill: unknown distillation method 'dkdd'; known: kd, "),
     ],
 )
 def test_names_are_resolved_against_the_registries(override, message):

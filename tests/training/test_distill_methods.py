@@ -59,13 +59,13 @@ def test_dkd(epoch):
 
 
 def test_lskd():
-    t, alpha = 2.0, 0.9
+    t, ce_weight, kd_weight = 2.0, 0.1, 9.0
 
     def standardize(z):
         return (z - z.mean(1, keepdims=True)) / z.std(1, ddof=1, keepdims=True)
 
     soft = t * t * _kl(_softmax(standardize(TEACHER) / t), _softmax(standardize(STUDENT) / t))
-    expected = np.mean(alpha * soft + (1 - alpha) * _ce(STUDENT))
+    expected = np.mean(ce_weight * _ce(STUDENT) + kd_weight * soft)
     assert _loss("lskd") == pytest.approx(expected, rel=1e-5)
 
 
@@ -148,6 +148,8 @@ def test_shuffled_teacher_gives_each_image_another_images_soft_labels():
     assert sorted(shuffled[0, :, 0].tolist()) == list(range(50))  # a permutation of the same soft labels
     assert (shuffled[0, :, 0] != teachers[0, :, 0]).float().mean() > 0.9
     torch.testing.assert_close(method.prepare(teachers, torch.zeros(50, dtype=torch.long)), shuffled)  # seeded
+    other_run = method.prepare(teachers, torch.zeros(50, dtype=torch.long), seed=1)
+    assert not torch.equal(other_run, shuffled)  # each run (seed) draws its own permutation
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -177,10 +179,25 @@ def test_bad_settings_are_named(distill, message):
         resolve_method(distill, KDConfig(), "zoo.s.distill")
 
 
-def test_kd_takes_the_global_section_as_default():
+def test_kd_and_its_controls_take_the_global_section_as_default():
     method = resolve_method({"method": "kd", "alpha": 0.9}, KDConfig(temperature=5.0, alpha=0.1), "s")
     assert (method.temperature, method.alpha) == (5.0, 0.9)
     assert resolve_method("kd", KDConfig(temperature=7.0), "s").temperature == 7.0
+    for control in ("label_smoothing", "shuffled_teacher"):  # the same KD as the reference they control
+        assert resolve_method(control, KDConfig(temperature=7.0, scale_by_t2=True), "s").temperature == 7.0
+    assert resolve_method("dkd", KDConfig(temperature=7.0), "s").temperature == 4.0  # its own default
+
+
+def test_mean_kl_and_mean_probs_give_kd_the_same_gradient():
+    """Averaging KL(q_k || p) over teachers differs from KL(mean q || p) by a constant: for kd the two
+    aggregations train identically (the README says so), unlike for dkd or lskd."""
+    grads = {}
+    for aggregation in ("mean_kl", "mean_probs"):
+        student = torch.tensor(STUDENT, requires_grad=True)
+        method = resolve_method({"method": "kd", "aggregation": aggregation}, KDConfig(), "s")
+        method.loss(student, torch.tensor(np.stack([TEACHER, OTHER])), torch.tensor(LABELS), 1).backward()
+        grads[aggregation] = student.grad
+    torch.testing.assert_close(grads["mean_kl"], grads["mean_probs"])
 
 
 def test_a_bad_method_parameter_stops_the_cli_with_its_name(capsys):

@@ -115,7 +115,7 @@ class RunInputs:
 
         if self.perf.cache_teacher_logits and self.augmentation is None or method.needs_all_teacher_logits:
             teachers = torch.stack([self.logits(t, seed, "train") for t in spec.teachers])  # [K, N, C]
-            teachers = method.prepare(teachers, self.data.train.labels).to(self.runtime.device)
+            teachers = method.prepare(teachers, self.data.train.labels, seed).to(self.runtime.device)
             return lambda idx, x, y, logits: method.loss(logits, teachers[:, idx], y, epoch())
         if self.perf.cache_teacher_logits:
             self._say_uncached(key, "teacher logits", "teachers")

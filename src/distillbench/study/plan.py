@@ -26,8 +26,8 @@ from distillbench.training.runtime import Runtime
 # Part of every fingerprint: runs written by code whose results differ are stale, and retrained
 # rather than reused. 2: float32 logits, frozen BatchNorm kept frozen on the cached path, per-run
 # random streams, checkpoint hashes. 3: dropout masks drawn by dropout_scale on every device (CUDA
-# used F.dropout's kernel), so that batched groups reproduce them; the resolved distillation method
-# (its parameters, kd's from the kd: section) in place of the kd: section.
+# used F.dropout's kernel), so that batched groups reproduce them; and the fingerprint holds the
+# resolved distillation method (its parameters; kd's from the kd: section) in place of the kd: section.
 IDENTITY_VERSION = 3
 
 RunKey = tuple[str, int]  # (model key, seed)

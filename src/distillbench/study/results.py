@@ -22,6 +22,7 @@ from distillbench.evaluation.metrics import classification_metrics
 from distillbench.evaluation.significance import mean_std_ci, paired_comparison
 from distillbench.study.layout import RunLayout
 from distillbench.study.store import RunStore, SavedRun
+from distillbench.training.distill import resolve_method
 
 SCHEMA_VERSION = 2  # docs/results-schema.md; 2: models under "models", stale runs, two comparison intervals
 CALIBRATION_METRICS = ("ece", "nll", "brier")
@@ -253,7 +254,11 @@ def _distillation_methods(
     and its difference from the scratch model and from the plain-KD reference, each with the
     seed-aware intervals and verdict; None unless students use more than one method."""
     students = [key for key in results if cfg.zoo[key].teachers]
-    if len({json.dumps(cfg.zoo[key].distill, sort_keys=True) for key in students}) < 2:
+    methods = {
+        json.dumps(resolve_method(cfg.zoo[key].distill, cfg.kd, key).model_dump(mode="json"), sort_keys=True)
+        for key in students
+    }
+    if len(methods) < 2:
         return None
     scratch, reference = cfg.evaluation.scratch, cfg.evaluation.kd_reference
     entries = []
@@ -275,7 +280,8 @@ def _distillation_methods(
                     ComparisonDef(a=key, b=other, claim=f"{entry['title']} is more accurate than {results[other]['title']}"),
                     runs, results, cfg.evaluation,
                 )  # fmt: skip
-                row[name] = {k: compared[k] for k in ("accuracy_diff", "ci95_seeds", "ci95_images", "outcome")}
+                if compared is not None:  # None: no seed that both finished
+                    row[name] = {k: compared[k] for k in ("accuracy_diff", "ci95_seeds", "ci95_images", "outcome")}
         entries.append(row)
     return sorted(entries, key=lambda row: -row["test_accuracy"])
 

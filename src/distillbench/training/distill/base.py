@@ -58,11 +58,12 @@ class DistillMethod(BaseModel):
     aggregation: str = Field("mean_logits", description="How several teachers combine (AGGREGATIONS).")
 
     per_sample: ClassVar[bool] = True  # False: the loss is defined over a batch (no per-sample weights)
+    defaults_from_kd_section: ClassVar[bool] = False  # True: unset parameters come from the kd: section
     needs_all_teacher_logits: ClassVar[bool] = False  # True: ``prepare`` needs the whole training set's
 
-    def prepare(self, teachers: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Called once with every training image's teacher logits ``[K, N, C]`` (cached path);
-        returns the logits to distil (controls change them). Default: unchanged."""
+    def prepare(self, teachers: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """Called once per run (``seed``) with every training image's teacher logits ``[K, N, C]``
+        (cached path); returns the logits to distil (controls change them). Default: unchanged."""
         return teachers
 
     def sample_loss(
@@ -102,7 +103,7 @@ def resolve_method(distill: str | dict[str, Any], kd: KDConfig, where: str) -> D
     if name not in METHODS:
         raise ValueError(f"{where}: unknown distillation method {name!r}; known: {', '.join(METHODS)}")
     cls = METHODS[name]
-    if name == "kd":  # the global kd: section is kd's default
+    if cls.defaults_from_kd_section:  # kd and the controls built on it: the kd: section is the default
         settings = {**kd.model_dump(), **settings}
     try:
         method = cls(**settings)

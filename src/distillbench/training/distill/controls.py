@@ -1,12 +1,12 @@
 """Controls, so that a gain from distillation can be attributed.
 
-- ``label_smoothing`` (Yuan et al., CVPR 2020, "Revisiting Knowledge Distillation via Label
-  Smoothing Regularization"): KD's loss with the teacher replaced by smoothed labels, (1 - eps) on
-  the label and eps spread evenly over the other classes, eps matched to the teachers' softened
-  predictions' average mass off the label on the training set. What KD gives beyond it is knowledge
-  of the image, not regularisation.
-- ``shuffled_teacher``: KD from the soft labels of *another* training image (a fixed random
-  permutation): the authors' notebook did this by accident. A gain that survives it is
+- ``label_smoothing``: KD's loss (same temperature and weights) with the teacher replaced by a
+  uniform "virtual teacher", (1 - eps) on the label and eps spread evenly over the other classes,
+  eps matched to the teachers' softened predictions' average mass off the label on the training set:
+  the teacher-free KD of Yuan et al. (CVPR 2020, "Revisiting Knowledge Distillation via Label
+  Smoothing Regularization"). What KD gives beyond it is knowledge of the image, not regularisation.
+- ``shuffled_teacher``: KD from the soft labels of *another* training image (a random permutation,
+  seeded per run): the authors' notebook did this by accident. A gain that survives it is
   regularisation, not the teacher's knowledge of the image.
 """
 
@@ -35,7 +35,7 @@ class LabelSmoothing(KD):
             raise RuntimeError("label_smoothing: prepare() must see the teachers' training logits first")
         return self._smoothing
 
-    def prepare(self, teachers: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def prepare(self, teachers: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> torch.Tensor:
         target = AGGREGATIONS["mean_probs"](teachers.float(), labels, self.temperature).logits
         on_label = F.softmax(target / self.temperature, dim=-1).gather(1, labels[:, None])
         self._smoothing = float(1.0 - on_label.mean())
@@ -54,10 +54,12 @@ class LabelSmoothing(KD):
 @register_method
 class ShuffledTeacher(KD):
     method: Literal["shuffled_teacher"] = "shuffled_teacher"
-    seed: int = Field(0, description="Seeds the permutation of the training images' soft labels.")
+    seed: int = Field(0, description="Mixed with the run's seed to seed the permutation of the soft labels.")
 
     needs_all_teacher_logits: ClassVar[bool] = True
 
-    def prepare(self, teachers: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        permutation = torch.randperm(teachers.shape[1], generator=torch.Generator().manual_seed(self.seed))
+    def prepare(self, teachers: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        # A permutation per run, so the interval over seeds includes the permutation's own chance.
+        generator = torch.Generator().manual_seed(1_000_003 * self.seed + seed)
+        permutation = torch.randperm(teachers.shape[1], generator=generator)
         return teachers[:, permutation.to(teachers.device)]

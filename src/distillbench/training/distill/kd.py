@@ -3,7 +3,7 @@ loss = alpha * [T^2] * KL(softmax(z_t / T) || softmax(z_s / T)) + (1 - alpha) * 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,7 @@ class KD(DistillMethod):
     """Hinton et al. (2015). Its defaults come from the study's ``kd:`` section."""
 
     method: Literal["kd"] = "kd"
+    defaults_from_kd_section: ClassVar[bool] = True
     temperature: float = Field(3.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the soft-target term.")
     scale_by_t2: bool = False
