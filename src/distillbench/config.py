@@ -69,15 +69,35 @@ class ModelDef(_Strict):
         description="A registered architecture: small_cnn, resnet50, vgg16, ... (checked by study.resolve)"
     )
     title: str | None = Field(None, description="The model's name in the report; the key if null.")
-    lr: float = Field(gt=0, description="Adam learning rate.")
-    adam_eps: float = Field(1e-7, gt=0, description="Keras' Adam epsilon by default.")
+    lr: float = Field(gt=0, description="Learning rate (the peak, with a schedule).")
+    adam_eps: float = Field(1e-7, gt=0, description="Adam/AdamW epsilon; Keras' 1e-7 by default.")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="adam (the paper), adamw, or sgd.")
+    weight_decay: float = Field(0.0, ge=0, description="L2 (adam, sgd) or decoupled (adamw) weight decay.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only.")
+    nesterov: bool = Field(False, description="sgd only: Nesterov momentum.")
+    schedule: Literal["constant", "cosine", "one_cycle"] = Field(
+        "constant",
+        description="Learning rate per step: constant (the paper), cosine decay after a linear warm-up, or "
+        "one_cycle (torch's OneCycleLR, peak lr).",
+    )
+    warmup_epochs: float = Field(0.0, ge=0, description="cosine: epochs of linear warm-up from 0 to lr.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Of the cross-entropy on the labels.")
+    epochs: int | None = Field(None, ge=1, description="This model's epochs; null: train.epochs.")
+    batch_size: int | None = Field(None, ge=1, description="This model's batch size; null: train.batch_size.")
+    augment: str | None = Field(None, description="This model's augmentation (a name); null: train.augment.")
+    input_size: int | None = Field(
+        None,
+        ge=8,
+        description="Resize images (on the device, antialiased bilinear, in the frozen prefix: part of every "
+        "cache key) to this many pixels per side; null: the data's size.",
+    )
     init: Literal["keras", "torch"] = Field(
         "keras", description="From-scratch layers: Glorot-uniform kernels and zero biases, or torch's."
     )
-    trainable_layers: int = Field(
+    trainable_layers: Annotated[int, Field(ge=0)] | Literal["all"] = Field(
         0,
-        ge=0,
-        description="Backbones: how many trailing weight-holding layers train; the rest is frozen.",
+        description="Backbones: how many trailing weight-holding layers train (the rest is frozen), or all: "
+        "full fine-tuning, BatchNorm included.",
     )
     input_norm: Literal["none", "imagenet", "keras_notebook"] = Field(
         "none",

@@ -22,8 +22,8 @@ def test_augmented_study_falls_back_to_on_the_fly_and_says_so(tmp_path, cifar_di
     assert main(args) == 0
     log = capsys.readouterr().out
     for key in ("resnet50", "vgg16"):
-        assert f"[{key}] train.augment=crop_flip: cached frozen-layer activations do not apply" in log
-    assert "[kd_resnet50] train.augment=crop_flip: cached teacher logits do not apply" in log
+        assert f"[{key}] augment=crop_flip: cached frozen-layer activations do not apply" in log
+    assert "[kd_resnet50] augment=crop_flip: cached teacher logits do not apply" in log
     assert not cache.exists() or not any(cache.iterdir())  # no activation or logit was cached
     results = json.loads((out / "results.json").read_text())
     assert results["study"]["train"]["augment"] == "crop_flip"
@@ -42,3 +42,36 @@ def test_augmented_study_falls_back_to_on_the_fly_and_says_so(tmp_path, cifar_di
         teacher_logits = study.models.trained_model("resnet50", 0)(batch).float()
     expected = kd_loss(student_logits, teacher_logits, labels, cfg.kd)
     torch.testing.assert_close(objective(idx, batch, labels, student_logits), expected, rtol=2e-2, atol=1e-3)
+
+
+def test_a_strong_teacher_recipe_and_a_student_augmented_alone(tmp_path, cifar_dir, weight_files, capsys):
+    """ResNet50 fully fine-tuned at 64 px with SGD and a cosine schedule, a student with its own
+    crop_flip: the teacher runs online on the student's augmented 32 px view, resized to 64 px."""
+    out = tmp_path / "out"
+    sets = ["models=[kd_resnet50]", "train.epochs=2", "data.train_limit=200", "data.val_size=40",
+            "data.test_limit=50", "evaluation.efficiency=false", "zoo.resnet50.input_size=64",
+            "zoo.resnet50.trainable_layers=all", "zoo.resnet50.optimizer=sgd", "zoo.resnet50.lr=0.01",
+            "zoo.resnet50.schedule=cosine", "zoo.resnet50.batch_size=32", "zoo.kd_resnet50.augment=crop_flip"]  # fmt: skip
+    args = study_args(cifar_dir, weight_files, tmp_path / "cache", out, *sets)
+    assert main(args) == 0
+    log = capsys.readouterr().out
+    assert "[kd_resnet50] augment=crop_flip: cached teacher logits do not apply" in log
+    assert "[resnet50] augment=" not in log  # the teacher trains on plain images (caches apply to it)
+    teacher_run = json.loads((out / "runs" / "resnet50" / "seed-0" / "run.json").read_text())
+    assert teacher_run["trainable_params"] == teacher_run["params"]  # every weight trains
+    history = (out / "runs" / "resnet50" / "seed-0" / "history.csv").read_text().splitlines()
+    assert len(history) == 3 and float(history[-1].split(",")[6]) == 0.0  # cosine reached 0 at the end
+
+    cfg = load_config(None, [item for flag, item in zip(args, args[1:]) if flag == "--set"] + [f"data.dir={cifar_dir}"])
+    study = Study(cfg, out, load_study_data(cfg.data))
+    objective = study.inputs.objective_for("kd_resnet50", 0, trains_on_images=True)
+    teacher = study.models.trained_model("resnet50", 0)
+    seen = []
+    teacher.body[0][0].register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[-2:]))
+    batch = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)  # the student's (augmented) view
+    labels, student_logits = torch.randint(0, 10, (8,)), torch.randn(8, 10)
+    loss = objective(torch.arange(8), batch, labels, student_logits)
+    assert seen == [torch.Size([64, 64])]  # the teacher saw the student's batch, resized to its own size
+    with torch.no_grad():
+        expected = kd_loss(student_logits, teacher(batch).float(), labels, cfg.kd)
+    torch.testing.assert_close(loss, expected, rtol=2e-2, atol=1e-3)

@@ -1,9 +1,10 @@
-"""Training-time augmentations of uint8 image batches, found by name (``train.augment``).
+"""Training-time augmentations of uint8 image batches, found by name (``train.augment``, or a
+model's own ``augment``); ``a+b`` applies ``a`` then ``b``.
 
-Each is one batched tensor operation on the device that holds the batch, with its randomness drawn
-from the training loop's seeded generator, so a run is reproducible. Add one with
-``register_augmentation``. Any augmentation other than ``none`` makes cached frozen-layer
-activations and teacher logits invalid for training; the study then computes them on the fly.
+Each runs on the device that holds the batch, with its randomness drawn from the training loop's
+seeded generator, so a run is reproducible. Add one with ``register_augmentation``. Any
+augmentation other than ``none`` makes cached frozen-layer activations and teacher logits invalid
+for training; the study then computes them on the fly.
 """
 
 from __future__ import annotations
@@ -20,6 +21,42 @@ AUGMENTATIONS: dict[str, Augmentation | None] = {"none": None}
 
 def register_augmentation(name: str, augmentation: Augmentation) -> None:
     AUGMENTATIONS[name] = augmentation
+
+
+def unknown_augmentations(name: str) -> list[str]:
+    """The parts of ``name`` (``a+b``) that no augmentation is registered as."""
+    return [part for part in name.split("+") if part not in AUGMENTATIONS]
+
+
+def augmentation_named(name: str) -> Augmentation | None:
+    """The augmentation ``name`` names; parts joined by ``+`` are applied left to right."""
+    parts = [AUGMENTATIONS[part] for part in name.split("+") if AUGMENTATIONS[part] is not None]
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+
+    def composed(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        for part in parts:
+            images = part(images, generator)
+        return images
+
+    return composed
+
+
+def torchvision_policy(transform: Callable[[torch.Tensor], torch.Tensor]) -> Augmentation:
+    """A ``torchvision.transforms.v2`` transform applied to each uint8 image of a batch on its own
+    (independent draws per image). v2 draws from torch's global RNG: here it is seeded from the
+    loop's generator and restored afterwards, so the run stays reproducible."""
+
+    def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        devices = [images.device.index or 0] if images.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return torch.stack([transform(image) for image in images])
+
+    return augment
 
 
 def crop_flip(images: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor, pad: int) -> torch.Tensor:
@@ -43,4 +80,14 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int 
     return crop_flip(images, shifts, flips, pad)
 
 
+def _register_torchvision_policies() -> None:
+    from torchvision.transforms import v2
+
+    # Müller & Hutter, ICCV 2021: one random op of random strength per image.
+    register_augmentation("trivial_augment", torchvision_policy(v2.TrivialAugmentWide()))
+    # Zhong et al., AAAI 2020: a random rectangle erased (zeros) with probability 0.25.
+    register_augmentation("random_erasing", torchvision_policy(v2.RandomErasing(p=0.25)))
+
+
 register_augmentation("crop_flip", random_crop_flip)
+_register_torchvision_policies()

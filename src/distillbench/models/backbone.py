@@ -45,9 +45,14 @@ def _weight_layers(stage: nn.Module) -> list[nn.Module]:
     return [m for m in stage.modules() if any(True for _ in m.parameters(recurse=False))]
 
 
-def split_stages(stages: list[nn.Module], trainable_layers: int, what: str) -> tuple[list[nn.Module], list[nn.Module]]:
-    """Freeze all but the last ``trainable_layers`` weight layers; cut before the first that trains."""
+def split_stages(
+    stages: list[nn.Module], trainable_layers: int | str, what: str
+) -> tuple[list[nn.Module], list[nn.Module]]:
+    """Freeze all but the last ``trainable_layers`` weight layers (``all``: none frozen); cut before
+    the first that trains."""
     layers = [(index, layer) for index, stage in enumerate(stages) for layer in _weight_layers(stage)]
+    if trainable_layers == "all":
+        trainable_layers = len(layers)
     if trainable_layers > len(layers):
         raise UserError(
             f"{what}: trainable_layers={trainable_layers}, but the backbone has only {len(layers)} "
@@ -80,8 +85,11 @@ def build_backbone(
     net = backbone.network()
     load_backbone_weights(net, backbone, weights or "none")
     stages = backbone.stages(net)
+    if spec.input_size is not None:  # the stages see the resized image
+        image_shape = (image_shape[0], spec.input_size, spec.input_size)
     head = backbone.head(_output_features(stages, image_shape), num_classes)
     if spec.init == "keras":
         keras_init_(head)
     prefix, suffix = split_stages(stages, spec.trainable_layers, backbone.name)
-    return Classifier(nn.Sequential(Preprocess(spec.input_norm), *prefix), nn.Sequential(*suffix, *head))
+    preprocess = Preprocess(spec.input_norm, spec.input_size)
+    return Classifier(nn.Sequential(preprocess, *prefix), nn.Sequential(*suffix, *head))

@@ -8,6 +8,7 @@ layers) is deterministic, so its output can be computed once per split and cache
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -18,7 +19,8 @@ INPUT_NORMS = ("none", "imagenet", "keras_notebook")
 
 
 class Preprocess(nn.Module):
-    """uint8 pixels -> float in [0, 1], then one of ``INPUT_NORMS``:
+    """uint8 pixels -> float in [0, 1], resized to ``size`` x ``size`` if given (antialiased
+    bilinear), then one of ``INPUT_NORMS``:
 
     - ``none``: the [0, 1] pixels themselves (the paper's text);
     - ``imagenet``: ImageNet mean/std normalisation, what torchvision's weights were trained on;
@@ -31,11 +33,11 @@ class Preprocess(nn.Module):
     module's repr) differ.
     """
 
-    def __init__(self, norm: str = "none"):
+    def __init__(self, norm: str = "none", size: int | None = None):
         super().__init__()
         if norm not in INPUT_NORMS:
             raise ValueError(f"unknown input normalisation {norm!r}; known: {', '.join(INPUT_NORMS)}")
-        self.norm = norm
+        self.norm, self.size = norm, size
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if norm != "none" else ((0.0,) * 3, (1.0,) * 3)
         if norm == "keras_notebook":
             mean, std = (0.0,) * 3, tuple(255.0 * s for s in IMAGENET_STD)
@@ -44,10 +46,14 @@ class Preprocess(nn.Module):
 
     def extra_repr(self) -> str:
         # The buffers are not saved with the model: their values must show in the repr cache keys hash.
-        return f"norm={self.norm!r}, mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+        size = f", size={self.size}" if self.size is not None else ""
+        return f"norm={self.norm!r}, mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}{size}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x
+        if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
+            # Per batch, on the batch's device: the upsampled set is never stored.
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
         if self.norm == "none":
             return x
         if self.norm == "keras_notebook":

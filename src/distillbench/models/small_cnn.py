@@ -23,7 +23,9 @@ def small_cnn_body(image_shape: ImageShape, num_classes: int) -> nn.Sequential:
 
 
 def build_small_cnn(spec: ModelDef, weights: str | None, image_shape: ImageShape, num_classes: int) -> Classifier:
+    if spec.input_size is not None:
+        image_shape = (image_shape[0], spec.input_size, spec.input_size)
     body = small_cnn_body(image_shape, num_classes)
     if spec.init == "keras":
         keras_init_(body)
-    return Classifier(nn.Sequential(Preprocess(spec.input_norm)), body)
+    return Classifier(nn.Sequential(Preprocess(spec.input_norm, spec.input_size)), body)

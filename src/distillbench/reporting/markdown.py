@@ -124,7 +124,7 @@ def _warnings(study: dict[str, Any]) -> list[str]:
     return notes
 
 
-def _setup(study: dict[str, Any]) -> list[str]:
+def _setup(study: dict[str, Any], recipes: list[str]) -> list[str]:
     train, kd, seeds = study.get("train") or {}, study.get("kd") or {}, study.get("seeds") or []
     evaluation = study.get("evaluation") or {}
     return [
@@ -140,6 +140,7 @@ def _setup(study: dict[str, Any]) -> list[str]:
             if train.get("patience")
             else "no early stopping, weights of the best validation epoch restored."
         ),
+        *recipes,
         f"- **Distillation:** T = {kd.get('temperature')}, alpha = {kd.get('alpha')}, "
         f"soft term scaled by T^2: {kd.get('scale_by_t2')}.",
         f"- **Statistics:** mean ± sample std over seeds, 95% Student-t interval of the mean; paired "
@@ -149,6 +150,35 @@ def _setup(study: dict[str, Any]) -> list[str]:
         "confidence bins.",
         "",
     ]
+
+
+PAPER_RECIPE = {"optimizer": "adam", "weight_decay": 0.0, "schedule": "constant", "label_smoothing": 0.0,
+                "input_size": None, "augment": "none"}  # fmt: skip
+
+
+def _recipe_lines(results: dict[str, Any]) -> list[str]:
+    """One line per model whose training departs from the paper's recipe (Adam, constant rate, no
+    augmentation, the data's size); none for a paper study."""
+    lines = []
+    for key in model_keys(results):
+        entry = results["models"][key]
+        recipe = entry.get("recipe")
+        if not recipe or all(recipe.get(k) == v for k, v in PAPER_RECIPE.items()):
+            continue
+        optimizer = recipe["optimizer"] + (" (Nesterov)" if recipe["optimizer"] == "sgd" and recipe["nesterov"] else "")
+        schedule = {"constant": "constant", "one_cycle": "one-cycle"}.get(recipe["schedule"], "cosine")
+        if recipe["schedule"] == "cosine" and recipe["warmup_epochs"]:
+            schedule += f" after {recipe['warmup_epochs']:g} warm-up epoch(s)"
+        size = f"{recipe['input_size']} px" if recipe["input_size"] else "the data's size"
+        online = " Its teachers ran online on its augmented batches (each at its own input size)." if recipe[
+            "teachers_online"] else ""  # fmt: skip
+        lines.append(
+            f"  - {entry['title']}: {optimizer}, lr {recipe['lr']:g} ({schedule}), weight decay "
+            f"{recipe['weight_decay']:g}, label smoothing {recipe['label_smoothing']:g}, {recipe['epochs']} epochs of "
+            f"batch {recipe['batch_size']}, trainable layers {recipe['trainable_layers']}, input {size} "
+            f"({recipe['input_norm']} normalisation), augmentation {recipe['augment']}.{online}"
+        )
+    return ["- **Per-model training** (where it differs from the paper's):", *lines] if lines else []
 
 
 def _augmentation_words(augment: str) -> str:
@@ -417,7 +447,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     study, keys = results["study"], model_keys(results)
     out = [f"# distillbench study: {study.get('name')}", ""]
     out += [*_warnings(study), ""] if _warnings(study) else []
-    out += _setup(study)
+    out += _setup(study, _recipe_lines(results))
     if study.get("stale_runs"):
         out += [
             f"> **Stale runs, not shown:** {'; '.join(study['stale_runs'])}. They were trained for another "

@@ -22,8 +22,8 @@ from distillbench.study.models import StudyModels
 from distillbench.study.plan import RunSpec, weights_source
 from distillbench.study.store import RunStore, encode_checkpoint
 from distillbench.training.grouped import NotGroupable
-from distillbench.training.loop import FitResult, GroupMember, Objective, fit, fit_group, predict
-from distillbench.training.optim import build_optimizer
+from distillbench.training.loop import FitResult, GroupMember, Objective, ScheduleFactory, fit, fit_group, predict
+from distillbench.training.optim import build_optimizer, build_schedule
 from distillbench.training.runtime import Runtime
 
 
@@ -67,13 +67,14 @@ class RunExecutor:
             job.module,
             (job.inputs["train"], self.data.train.labels),
             (job.inputs["val"], self.data.val.labels),
-            cfg=self.cfg.train,
+            cfg=self.inputs.train_config(run.model),
             optimizer=self._optimizer(run),
             seed=run.seed,
             runtime=self.runtime,
             objective=job.objective,
-            augment=self.inputs.augmentation,
+            augment=self.inputs.augmentation(run.model),
             name=run.model,
+            schedule=self._schedule(run),
         )
         self._save(job, result, group=None)
 
@@ -96,11 +97,12 @@ class RunExecutor:
                 members,
                 (jobs[0].inputs["train"], self.data.train.labels),
                 (jobs[0].inputs["val"], self.data.val.labels),
-                cfg=self.cfg.train,
+                cfg=self.inputs.train_config(runs[0].model),
                 optimizer=self._optimizer(runs[0]),
                 runtime=self.runtime,
-                augment=self.inputs.augmentation,
+                augment=self.inputs.augmentation(runs[0].model),
                 on_done=lambda index, result: self._save(jobs[index], result, group=names),
+                schedule=self._schedule(runs[0]),
             )
         except NotGroupable as exc:
             _say(f"[group] cannot be batched ({exc}); training the runs one by one")
@@ -113,6 +115,25 @@ class RunExecutor:
     def _optimizer(self, run: RunSpec) -> Callable[[list], torch.optim.Optimizer]:
         spec = self.cfg.zoo[run.model]
         return lambda params: build_optimizer(params, spec, self.runtime.fused_optimizer)
+
+    def _recipe(self, run: RunSpec) -> dict[str, Any]:
+        """How this model trained, for the report: its optimiser, schedule, budget, input pipeline,
+        and whether its teachers ran online on its augmented batches."""
+        spec, train = self.cfg.zoo[run.model], self.inputs.train_config(run.model)
+        augment = self.inputs.augment_name(run.model)
+        fields = ("optimizer", "lr", "weight_decay", "momentum", "nesterov", "schedule", "warmup_epochs",
+                  "label_smoothing", "trainable_layers", "input_size", "input_norm")  # fmt: skip
+        return {
+            **{name: getattr(spec, name) for name in fields},
+            "epochs": train.epochs,
+            "batch_size": train.batch_size,
+            "augment": augment,
+            "teachers_online": bool(spec.teachers) and augment != "none",
+        }
+
+    def _schedule(self, run: RunSpec) -> ScheduleFactory:
+        spec = self.cfg.zoo[run.model]
+        return lambda optimizer, steps, epochs: build_schedule(optimizer, spec, steps, epochs)
 
     def _prepare(self, run: RunSpec) -> _Job:
         """The run's model with its initial weights, what it trains on, and its objective."""
@@ -165,6 +186,7 @@ class RunExecutor:
                 "train_seconds": result.train_seconds,
                 "prepare_seconds": job.prepare_seconds,
                 "trained_with": group,  # the runs of its batched group (history seconds are the group's)
+                "recipe": self._recipe(run),
                 "efficiency": self.efficiency(model, len(checkpoint)) if self.time_efficiency else None,
                 "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             },

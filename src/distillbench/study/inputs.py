@@ -14,14 +14,15 @@ from collections.abc import Callable
 
 import torch
 
-from distillbench.config import StudyConfig
+from distillbench.config import StudyConfig, TrainConfig
 from distillbench.data import StudyData
+from distillbench.data.augment import Augmentation, augmentation_named
 from distillbench.models.classifier import Classifier
 from distillbench.study.models import StudyModels
 from distillbench.study.plan import RunKey
 from distillbench.training.cache import TensorCache, cache_key, hash_module
 from distillbench.training.distill import resolve_method
-from distillbench.training.loop import Objective, cross_entropy_objective, predict
+from distillbench.training.loop import Objective, predict, smoothed_cross_entropy
 from distillbench.training.runtime import Runtime
 
 
@@ -39,14 +40,26 @@ class RunInputs:
         runtime: Runtime,
         models: StudyModels,
         cache: TensorCache,
-        augmentation: Callable | None,
         log: Callable[[str], None] = _say,
     ):
         self.cfg, self.data, self.runtime, self.models, self.cache = cfg, data, runtime, models, cache
         self.perf = cfg.perf.effective()
-        self.augmentation = augmentation
         self.log = log
         self._model_hashes: dict[RunKey, str] = {}
+
+    def augment_name(self, key: str) -> str:
+        """The model's augmentation: its own ``augment``, else ``train.augment``."""
+        return self.cfg.zoo[key].augment or self.cfg.train.augment
+
+    def augmentation(self, key: str) -> Augmentation | None:
+        return augmentation_named(self.augment_name(key))
+
+    def train_config(self, key: str) -> TrainConfig:
+        """``train:`` with the model's own epochs and batch size where it sets them."""
+        spec, train = self.cfg.zoo[key], self.cfg.train
+        return train.model_copy(
+            update={"epochs": spec.epochs or train.epochs, "batch_size": spec.batch_size or train.batch_size}
+        )
 
     def _infer(self, module: torch.nn.Module, inputs: torch.Tensor, desc: str | None = None) -> torch.Tensor:
         return predict(module, inputs, self.runtime, desc=desc)
@@ -90,13 +103,14 @@ class RunInputs:
     def training_inputs(self, key: str, model: Classifier) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
         """``inputs_for``, except that with augmentation every model trains on images: an augmented
         batch is new each step, so no cached activation of it exists."""
-        if self.augmentation is not None and self.perf.cache_features and not model.prefix_is_trivial:
+        augmented = self.augmentation(key) is not None
+        if augmented and self.perf.cache_features and not model.prefix_is_trivial:
             self._say_uncached(key, "frozen-layer activations", "frozen layers")
-        return self.inputs_for(key, model, cached=self.augmentation is None)
+        return self.inputs_for(key, model, cached=not augmented)
 
     def _say_uncached(self, key: str, cached: str, runs: str) -> None:
         self.log(
-            f"[{key}] train.augment={self.cfg.train.augment}: cached {cached} do not apply to augmented "
+            f"[{key}] augment={self.augment_name(key)}: cached {cached} do not apply to augmented "
             f"batches, so the {runs} run on every batch"
         )
 
@@ -105,22 +119,24 @@ class RunInputs:
         (the naive path, and any augmentation: teachers must see the batch the student sees)."""
         spec = self.cfg.zoo[key]
         if not spec.teachers:
-            return cross_entropy_objective
+            return smoothed_cross_entropy(spec.label_smoothing)
         method = resolve_method(spec.distill, self.cfg.kd, f"zoo.{key}.distill")
-        steps = math.ceil(len(self.data.train) / self.cfg.train.batch_size)
+        steps = math.ceil(len(self.data.train) / self.train_config(key).batch_size)
         calls = itertools.count()  # one call per training step: the epoch, for warm-ups
 
         def epoch() -> int:
             return next(calls) // steps + 1
 
-        if self.perf.cache_teacher_logits and self.augmentation is None or method.needs_all_teacher_logits:
+        augmented = self.augmentation(key) is not None
+        if self.perf.cache_teacher_logits and not augmented or method.needs_all_teacher_logits:
             teachers = torch.stack([self.logits(t, seed, "train") for t in spec.teachers])  # [K, N, C]
             teachers = method.prepare(teachers, self.data.train.labels, seed).to(self.runtime.device)
             return lambda idx, x, y, logits: method.loss(logits, teachers[:, idx], y, epoch())
         if self.perf.cache_teacher_logits:
             self._say_uncached(key, "teacher logits", "teachers")
         models = [self.models.trained_model(t, seed) for t in spec.teachers]
-        # The student's batch is the teachers' input unless the student trains on cached activations.
+        # The student's batch (its augmented view, resized by each teacher's own prefix) is the
+        # teachers' input, unless the student trains on cached activations.
         images = None if trains_on_images else self.data.train.images.to(self.runtime.device)
 
         def objective(idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from distillbench.config import StudyConfig, describe_source, invalid_config, load_config, training_order
 from distillbench.data import DATASETS
-from distillbench.data.augment import AUGMENTATIONS
+from distillbench.data.augment import AUGMENTATIONS, unknown_augmentations
 from distillbench.models import ARCHITECTURES, BACKBONES
 from distillbench.training.distill import resolve_method
 
@@ -22,8 +22,14 @@ def unresolved_names(cfg: StudyConfig) -> list[str]:
     problems = []
     if cfg.data.dataset not in DATASETS:
         problems.append(f"data.dataset: unknown dataset {cfg.data.dataset!r}; known: {', '.join(DATASETS)}")
-    if cfg.train.augment not in AUGMENTATIONS:
-        problems.append(f"train.augment: unknown augmentation {cfg.train.augment!r}; known: {', '.join(AUGMENTATIONS)}")
+    known = ", ".join(AUGMENTATIONS)
+    for where, name in [("train.augment", cfg.train.augment)] + [
+        (f"zoo.{key}.augment", spec.augment) for key, spec in cfg.zoo.items() if spec.augment is not None
+    ]:
+        if unknown_augmentations(name):
+            problems.append(
+                f"{where}: unknown augmentation {unknown_augmentations(name)[0]!r}; known: {known} (a+b: both)"
+            )
     for key, spec in cfg.zoo.items():
         if spec.arch not in ARCHITECTURES:
             problems.append(f"zoo.{key}.arch: unknown architecture {spec.arch!r}; known: {', '.join(ARCHITECTURES)}")
@@ -33,10 +39,16 @@ def unresolved_names(cfg: StudyConfig) -> list[str]:
             except ValueError as exc:
                 problems.append(str(exc))
                 continue
-            if method.needs_all_teacher_logits and cfg.train.augment != "none":
+            augment = spec.augment or cfg.train.augment
+            if method.needs_all_teacher_logits and augment != "none":
                 problems.append(
                     f"zoo.{key}.distill: {method.method} uses the teachers' logits of the whole training set, "
-                    f"which do not exist under train.augment={cfg.train.augment}; use train.augment=none"
+                    f"which do not exist under augment={augment}; use augment none for this student"
+                )
+            if spec.label_smoothing:
+                problems.append(
+                    f"zoo.{key}.label_smoothing: applies to models trained without a teacher; a student's loss "
+                    "is its distillation method's (set its parameters in distill)"
                 )
     for arch in cfg.weights:
         if arch not in BACKBONES:

@@ -94,6 +94,7 @@ def _model_entry(
         "title": first.get("title", key),
         "arch": first["arch"],
         "teachers": first["teachers"],
+        **({"recipe": first["recipe"]} if "recipe" in first else {}),
         "weights": first["weights"],
     }
     if teacher_logits:

@@ -16,7 +16,6 @@ import torch
 from distillbench.atomic import write_json, write_text
 from distillbench.config import StudyConfig, config_to_yaml
 from distillbench.data import StudyData, load_study_data
-from distillbench.data.augment import AUGMENTATIONS
 from distillbench.errors import UserError
 from distillbench.models import BACKBONES
 from distillbench.models.weights import check_backbone_weights
@@ -40,7 +39,7 @@ def run_executor(cfg: StudyConfig, out: Path, data: StudyData, time_efficiency: 
     store = RunStore(Path(out))
     cache = TensorCache(perf.cache_dir if perf.disk_cache else None)
     models = StudyModels(cfg, runtime, store, data.image_shape, len(data.class_names))
-    inputs = RunInputs(cfg, data, runtime, models, cache, AUGMENTATIONS[cfg.train.augment])
+    inputs = RunInputs(cfg, data, runtime, models, cache)
     return RunExecutor(cfg, data, runtime, store, models, inputs, time_efficiency)
 
 

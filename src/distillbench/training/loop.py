@@ -28,10 +28,23 @@ from distillbench.training.runtime import Runtime
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 # trainable parameters -> optimiser (``optim.build_optimizer`` with a model's config bound)
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
+# (optimiser, steps per epoch, epochs) -> a per-step schedule or None (``optim.build_schedule``, bound)
+ScheduleFactory = Callable[[torch.optim.Optimizer, int, int], "torch.optim.lr_scheduler.LRScheduler | None"]
+
+
+def _no_schedule(optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int) -> None:
+    return None
 
 
 def cross_entropy_objective(idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y)
+
+
+def smoothed_cross_entropy(label_smoothing: float) -> Objective:
+    """Cross-entropy on the labels smoothed by ``label_smoothing`` (0: ``cross_entropy_objective``)."""
+    if not label_smoothing:
+        return cross_entropy_objective
+    return lambda idx, x, y, logits: F.cross_entropy(logits, y, label_smoothing=label_smoothing)
 
 
 @torch.inference_mode()
@@ -114,6 +127,7 @@ def fit(
     objective: Objective = cross_entropy_objective,
     augment: Augmentation | None = None,
     name: str = "model",
+    schedule: ScheduleFactory = _no_schedule,
 ) -> FitResult:
     """Train ``module`` in place and leave it holding the weights of its best validation epoch.
 
@@ -138,6 +152,7 @@ def fit(
         scaler = torch.amp.GradScaler(device.type, enabled=runtime.precision == "fp16")
         n, batch_size = len(y), cfg.batch_size
         steps = (n + batch_size - 1) // batch_size
+        scheduler = schedule(steps_optimizer, steps, cfg.epochs)
         step_module = torch.compile(module) if runtime.compile else module
         compile_failed = (torch._dynamo.exc.BackendCompilerFailed,) if runtime.compile else ()
         result = FitResult()
@@ -174,6 +189,8 @@ def fit(
                     ) from None
                 scaler.step(steps_optimizer)
                 scaler.update()
+                if scheduler is not None:
+                    scheduler.step()
                 logits = logits.detach()
                 loss_sum += loss.detach() * len(idx)  # stays on the device: no host sync per step
                 ce_sum += F.cross_entropy(logits, yb, reduction="sum")
@@ -217,6 +234,7 @@ def fit_group(
     runtime: Runtime | None = None,
     augment: Augmentation | None = None,
     on_done: Callable[[int, FitResult], None] = lambda index, result: None,
+    schedule: ScheduleFactory = _no_schedule,
 ) -> list[FitResult]:
     """Train ``members`` (the same architecture and optimiser settings, the same inputs) side by
     side as one ``GroupedModel``; each computes what ``fit`` would give it alone, up to float
@@ -238,6 +256,7 @@ def fit_group(
         scaler = torch.amp.GradScaler(device.type, enabled=runtime.precision == "fp16")
         n, batch_size = len(y), cfg.batch_size
         steps = (n + batch_size - 1) // batch_size
+        scheduler = schedule(steps_optimizer, steps, cfg.epochs)  # one lr for all: the members share a setting
         stoppings = [EarlyStopping(member.module, cfg.patience) for member in members]
         results = [FitResult() for _ in members]
         active = list(range(count))
@@ -271,6 +290,8 @@ def fit_group(
                 scaler.scale(losses.sum()).backward()  # each member's weights get its own gradient
                 scaler.step(steps_optimizer)
                 scaler.update()
+                if scheduler is not None:
+                    scheduler.step()
                 logits = logits.detach()
                 loss_sum += losses.detach() * idx.shape[1]
                 ce_sum += F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view_as(yb).sum(1)

@@ -13,9 +13,38 @@ from distillbench.config import ModelDef
 
 
 def build_optimizer(params: Iterable[nn.Parameter], spec: ModelDef, fused: bool = False) -> torch.optim.Optimizer:
-    """The optimiser ``spec`` asks for: Adam with its learning rate and epsilon (Keras' 1e-7 by
-    default); ``fused``: one kernel per step over all weights (CPU too, torch >= 2.4)."""
-    return torch.optim.Adam(list(params), lr=spec.lr, eps=spec.adam_eps, fused=fused or None)
+    """The optimiser ``spec`` asks for by name (adam, adamw, sgd) with its learning rate, epsilon
+    (Keras' 1e-7 by default), weight decay and momentum; ``fused``: one kernel per step over all
+    weights (CPU too, torch >= 2.4)."""
+    params, fused = list(params), fused or None
+    if spec.optimizer == "adam":
+        return torch.optim.Adam(params, lr=spec.lr, eps=spec.adam_eps, weight_decay=spec.weight_decay, fused=fused)
+    if spec.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=spec.lr, eps=spec.adam_eps, weight_decay=spec.weight_decay, fused=fused)
+    return torch.optim.SGD(
+        params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=spec.weight_decay, fused=fused
+    )
+
+
+def build_schedule(
+    optimizer: torch.optim.Optimizer, spec: ModelDef, steps_per_epoch: int, epochs: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The learning-rate schedule ``spec`` asks for, stepped once per training step: None for
+    constant; cosine decay to 0 after ``warmup_epochs`` of linear warm-up; or torch's OneCycleLR."""
+    total = steps_per_epoch * epochs
+    if spec.schedule == "constant":
+        return None
+    if spec.schedule == "one_cycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.lr, total_steps=total)
+    warmup = round(spec.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:  # the lr of the step about to run, relative to spec.lr
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 class EarlyStopping:

@@ -1,0 +1,107 @@
+"""The per-model training recipe: optimisers by name, learning-rate schedules, label smoothing,
+full fine-tuning, and the resize in the frozen prefix."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distillbench.config import ModelDef, TrainConfig
+from distillbench.data.augment import augmentation_named, unknown_augmentations
+from distillbench.evaluation.efficiency import count_macs
+from distillbench.models import build_model
+from distillbench.models.classifier import Preprocess
+from distillbench.training.cache import hash_module
+from distillbench.training.loop import fit, smoothed_cross_entropy
+from distillbench.training.optim import build_optimizer, build_schedule
+
+
+def _params() -> list[nn.Parameter]:
+    return [nn.Parameter(torch.zeros(3))]
+
+
+@pytest.mark.parametrize(
+    "name, kind, options",
+    [("adam", torch.optim.Adam, {}), ("adamw", torch.optim.AdamW, {"weight_decay": 0.05}),
+     ("sgd", torch.optim.SGD, {"momentum": 0.8, "nesterov": True, "weight_decay": 5e-4})],
+)  # fmt: skip
+def test_optimisers_by_name(name, kind, options):
+    optimizer = build_optimizer(_params(), ModelDef(arch="small_cnn", lr=0.1, optimizer=name, **options))
+    assert type(optimizer) is kind
+    group = optimizer.param_groups[0]
+    assert group["lr"] == 0.1 and all(group[k] == v for k, v in options.items())
+
+
+def test_cosine_schedule_with_warmup_by_hand():
+    spec = ModelDef(arch="small_cnn", lr=1.0, schedule="cosine", warmup_epochs=1)
+    optimizer = build_optimizer(_params(), spec)
+    schedule = build_schedule(optimizer, spec, steps_per_epoch=4, epochs=3)  # 12 steps, 4 of warm-up
+    lrs = []
+    for _ in range(12):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    expected = [0.25, 0.5, 0.75, 1.0] + [0.5 * (1 + math.cos(math.pi * k / 8)) for k in range(8)]
+    assert lrs == pytest.approx(expected)
+
+
+def test_one_cycle_peaks_at_the_learning_rate():
+    spec = ModelDef(arch="small_cnn", lr=0.4, schedule="one_cycle")
+    optimizer = build_optimizer(_params(), spec)
+    schedule = build_schedule(optimizer, spec, steps_per_epoch=10, epochs=2)
+    lrs = []
+    for _ in range(20):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert max(lrs) == pytest.approx(0.4, rel=0.02) and lrs[0] < 0.05 and lrs[-1] < 0.01
+
+
+def test_fit_steps_the_schedule_every_batch():
+    spec = ModelDef(arch="small_cnn", lr=1e-3, schedule="cosine")
+    model = build_model(spec, None, (3, 32, 32), 10)
+    images, labels = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (64,))
+    result = fit(model, (images, labels), (images[:16], labels[:16]), cfg=TrainConfig(epochs=2, batch_size=16,
+                 patience=None), optimizer=lambda p: build_optimizer(p, spec), seed=0,
+                 schedule=lambda o, steps, epochs: build_schedule(o, spec, steps, epochs))  # fmt: skip
+    # After epoch 1 (4 of 8 steps) cosine is at half; after epoch 2 it has reached 0.
+    assert [row["lr"] for row in result.history] == pytest.approx([5e-4, 0.0], abs=1e-12)
+
+
+def test_label_smoothing_is_torchs():
+    logits, labels = torch.randn(5, 10), torch.randint(0, 10, (5,))
+    loss = smoothed_cross_entropy(0.1)(None, None, labels, logits)
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, labels, label_smoothing=0.1).item())
+
+
+def test_full_fine_tuning_trains_every_backbone_weight_and_batchnorm():
+    model = build_model(ModelDef(arch="resnet50", lr=1e-4, trainable_layers="all"), "none", (3, 32, 32), 10)
+    assert all(p.requires_grad for p in model.parameters())
+    assert model.prefix_is_trivial  # nothing frozen: no cached prefix
+    model.train()
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(m.training for m in norms)
+
+
+def test_input_size_resizes_in_the_prefix_and_scales_macs_with_its_square():
+    small = build_model(ModelDef(arch="resnet50", lr=1e-4), "none", (3, 32, 32), 10).eval()
+    large = build_model(ModelDef(arch="resnet50", lr=1e-4, input_size=64), "none", (3, 32, 32), 10).eval()
+    ratio = count_macs(large, (3, 32, 32)) / count_macs(small, (3, 32, 32))
+    assert ratio == pytest.approx(4.0, rel=0.01)  # every convolution sees 4x the pixels; the head is tiny
+    assert hash_module(small.prefix) != hash_module(large.prefix)  # the size is part of every cache key
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    resized = Preprocess("none", 64)(images)
+    expected = F.interpolate(images.float() / 255, size=(64, 64), mode="bilinear", antialias=True)
+    assert resized.shape == (2, 3, 64, 64) and torch.allclose(resized, expected)
+
+
+def test_torchvision_policies_are_reproducible_and_per_image():
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    augment = augmentation_named("crop_flip+trivial_augment+random_erasing")
+    first = augment(images, torch.Generator().manual_seed(3))
+    again = augment(images, torch.Generator().manual_seed(3))
+    assert first.dtype == torch.uint8 and first.shape == images.shape and torch.equal(first, again)
+    assert not torch.equal(first, augment(images, torch.Generator().manual_seed(4)))
+    assert augmentation_named("none") is None and unknown_augmentations("crop_flip+mixup") == ["mixup"]
