@@ -108,6 +108,13 @@ class ModelDef(_Strict):
     teachers: list[str] = Field(
         default_factory=list, description="Model keys whose averaged logits this student distils."
     )
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> ModelDef:
+        if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov: Nesterov momentum needs momentum > 0")
+        return self
+
     distill: str | dict[str, Any] = Field(
         "kd",
         description="Distillation method, when teachers are given: a name (kd takes the kd: section) or "

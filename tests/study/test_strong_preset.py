@@ -19,6 +19,7 @@ def test_strong_preset_values():
         assert spec.input_norm == "imagenet" and "crop_flip" in spec.augment
     assert all(cfg.zoo[key].augment == "crop_flip" for key in ("small_cnn", "kd_resnet50", "kd_ensemble"))
     assert cfg.models == ["small_cnn", "resnet50", "vgg16", "kd_resnet50", "kd_ensemble"]
+    assert cfg.seeds == [0] and all("32x32" not in c.claim for c in cfg.comparisons)
 
 
 def test_strong_study_at_a_tiny_size(tmp_path, cifar_dir, weight_files, cache_dir, capsys):

@@ -105,3 +105,11 @@ def test_torchvision_policies_are_reproducible_and_per_image():
     assert first.dtype == torch.uint8 and first.shape == images.shape and torch.equal(first, again)
     assert not torch.equal(first, augment(images, torch.Generator().manual_seed(4)))
     assert augmentation_named("none") is None and unknown_augmentations("crop_flip+mixup") == ["mixup"]
+
+
+def test_nesterov_without_momentum_is_refused_by_the_config():
+    from distillbench.config import load_config
+    from distillbench.errors import UserError
+
+    with pytest.raises(UserError, match="Nesterov momentum needs momentum > 0"):
+        load_config(None, ["zoo.resnet50.optimizer=sgd", "zoo.resnet50.nesterov=true", "zoo.resnet50.momentum=0"])

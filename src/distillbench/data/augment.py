@@ -85,7 +85,7 @@ def _register_torchvision_policies() -> None:
 
     # Müller & Hutter, ICCV 2021: one random op of random strength per image.
     register_augmentation("trivial_augment", torchvision_policy(v2.TrivialAugmentWide()))
-    # Zhong et al., AAAI 2020: a random rectangle erased (zeros) with probability 0.25.
+    # Zhong et al., AAAI 2020 (there p 0.5 and random values): a random rectangle set to 0, p 0.25.
     register_augmentation("random_erasing", torchvision_policy(v2.RandomErasing(p=0.25)))
 
 

@@ -53,7 +53,8 @@ class Preprocess(nn.Module):
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x
         if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
             # Per batch, on the batch's device: the upsampled set is never stored.
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+            shrinks = self.size < max(x.shape[-2:])  # antialiasing matters only when shrinking
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=shrinks, align_corners=False)
         if self.norm == "none":
             return x
         if self.norm == "keras_notebook":

@@ -152,18 +152,19 @@ def _setup(study: dict[str, Any], recipes: list[str]) -> list[str]:
     ]
 
 
-PAPER_RECIPE = {"optimizer": "adam", "weight_decay": 0.0, "schedule": "constant", "label_smoothing": 0.0,
-                "input_size": None, "augment": "none"}  # fmt: skip
-
-
 def _recipe_lines(results: dict[str, Any]) -> list[str]:
-    """One line per model whose training departs from the paper's recipe (Adam, constant rate, no
-    augmentation, the data's size); none for a paper study."""
+    """One line per model whose training departs from the study's line above it (Adam, constant
+    rate, the study's epochs, batch size and augmentation, the data's size, no layer of a backbone
+    trained); none for a paper study."""
+    train = results["study"].get("train") or {}
+    usual = {"optimizer": "adam", "weight_decay": 0.0, "schedule": "constant", "label_smoothing": 0.0,
+             "input_size": None, "trainable_layers": 0, "augment": train.get("augment", "none"),
+             "epochs": train.get("epochs"), "batch_size": train.get("batch_size")}  # fmt: skip
     lines = []
     for key in model_keys(results):
         entry = results["models"][key]
         recipe = entry.get("recipe")
-        if not recipe or all(recipe.get(k) == v for k, v in PAPER_RECIPE.items()):
+        if not recipe or all(recipe.get(k) == v for k, v in usual.items()):
             continue
         optimizer = recipe["optimizer"] + (" (Nesterov)" if recipe["optimizer"] == "sgd" and recipe["nesterov"] else "")
         schedule = {"constant": "constant", "one_cycle": "one-cycle"}.get(recipe["schedule"], "cosine")
@@ -178,7 +179,7 @@ def _recipe_lines(results: dict[str, Any]) -> list[str]:
             f"batch {recipe['batch_size']}, trainable layers {recipe['trainable_layers']}, input {size} "
             f"({recipe['input_norm']} normalisation), augmentation {recipe['augment']}.{online}"
         )
-    return ["- **Per-model training** (where it differs from the paper's):", *lines] if lines else []
+    return ["- **Per-model training** (models that differ from the line above):", *lines] if lines else []
 
 
 def _augmentation_words(augment: str) -> str:

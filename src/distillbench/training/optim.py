@@ -30,12 +30,16 @@ def build_schedule(
     optimizer: torch.optim.Optimizer, spec: ModelDef, steps_per_epoch: int, epochs: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
     """The learning-rate schedule ``spec`` asks for, stepped once per training step: None for
-    constant; cosine decay to 0 after ``warmup_epochs`` of linear warm-up; or torch's OneCycleLR."""
+    constant; cosine decay to 0 after ``warmup_epochs`` of linear warm-up; or torch's OneCycleLR
+    (its rise lasts ``warmup_epochs``, or 30% of the steps; the momentum stays as configured)."""
     total = steps_per_epoch * epochs
     if spec.schedule == "constant":
         return None
-    if spec.schedule == "one_cycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.lr, total_steps=total)
+    if spec.schedule == "one_cycle":  # warm-up: warmup_epochs if set, else torch's 30%; momentum as configured
+        warmup_share = min(0.9, spec.warmup_epochs / epochs) if spec.warmup_epochs else 0.3
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=spec.lr, total_steps=total, pct_start=warmup_share, cycle_momentum=False
+        )
     warmup = round(spec.warmup_epochs * steps_per_epoch)
 
     def factor(step: int) -> float:  # the lr of the step about to run, relative to spec.lr
