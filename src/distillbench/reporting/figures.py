@@ -89,13 +89,23 @@ def accuracy_vs_cost(
         )
         return over_label or over_marker
 
-    for i, name in enumerate(names):
-        radius_points = np.sqrt(sizes[i] / np.pi)
-        left = log_macs[i] + (radius_points + 4) * decades_per_point
-        height = percent[i]
-        while collides(left, height, i):  # lift the label until it covers no other label or marker
-            height += 9
-        placed.append((left, height))
+    # Models of one cost (e.g. many small-CNN students) share a marker position: more than three
+    # of them get one label naming the best, not a stack of labels.
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i in range(len(names)):
+        groups.setdefault((macs[i], params[i]), []).append(i)
+    labels: dict[int, str] = {}
+    for members in groups.values():
+        if len(members) > 3:
+            best = max(members, key=lambda j: accuracies[j])
+            spread = [100 * accuracies[j] for j in members]
+            labels[best] = (f"{len(members)} models, {params[best] / 1e6:.2f}M params each: "
+                            f"{min(spread):.1f}-{max(spread):.1f}%\nbest: {names[best]}")  # fmt: skip
+        else:
+            labels.update(
+                {j: f"{names[j]}\n{params[j] / 1e6:.2f}M params, {100 * accuracies[j]:.1f}%" for j in members}
+            )
+    for i in range(len(names)):
         ax.scatter(
             macs[i], 100 * accuracies[i], s=sizes[i], color=PALETTE[i % 10], edgecolor="black", alpha=0.75, zorder=3
         )
@@ -110,8 +120,15 @@ def accuracy_vs_cost(
             capsize=3,
             zorder=4,
         )
-        ax.annotate(f"{name}\n{params[i] / 1e6:.2f}M params, {100 * accuracies[i]:.1f}%", (macs[i], 100 * accuracies[i]),
-                    xytext=(10**left, height), textcoords="data",
+        if i not in labels:
+            continue
+        radius_points = np.sqrt(sizes[i] / np.pi)
+        left = log_macs[i] + (radius_points + 4) * decades_per_point
+        height = percent[i]
+        while collides(left, height, i):  # lift the label until it covers no other label or marker
+            height += 9
+        placed.append((left, height))
+        ax.annotate(labels[i], (macs[i], 100 * accuracies[i]), xytext=(10**left, height), textcoords="data",
                     va="center", fontsize=8,
                     arrowprops=dict(arrowstyle="-", color="grey", linewidth=0.6) if height != percent[i] else None)  # fmt: skip
     top = max(100 * (a + s) for a, s in zip(accuracies, stds))
