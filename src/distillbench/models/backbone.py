@@ -25,7 +25,7 @@ from torchvision.models import WeightsEnum
 
 from distillbench.config import ModelDef
 from distillbench.errors import UserError
-from distillbench.models.classifier import Classifier, Preprocess, keras_init_
+from distillbench.models.classifier import Classifier, Preprocess, keras_init_, seen_shape
 from distillbench.models.weights import load_backbone_weights
 
 ImageShape = tuple[int, int, int]  # (channels, height, width) of the study's images
@@ -85,9 +85,7 @@ def build_backbone(
     net = backbone.network()
     load_backbone_weights(net, backbone, weights or "none")
     stages = backbone.stages(net)
-    if spec.input_size is not None:  # the stages see the resized image
-        image_shape = (image_shape[0], spec.input_size, spec.input_size)
-    head = backbone.head(_output_features(stages, image_shape), num_classes)
+    head = backbone.head(_output_features(stages, seen_shape(image_shape, spec.input_size)), num_classes)
     if spec.init == "keras":
         keras_init_(head)
     prefix, suffix = split_stages(stages, spec.trainable_layers, backbone.name)

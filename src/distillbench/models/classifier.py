@@ -62,6 +62,11 @@ class Preprocess(nn.Module):
         return (x - self.mean) / self.std
 
 
+def seen_shape(image_shape: tuple[int, int, int], size: int | None) -> tuple[int, int, int]:
+    """(channels, height, width) a model's layers see: the images', resized by ``Preprocess(size=...)``."""
+    return image_shape if size is None else (image_shape[0], size, size)
+
+
 class Float32Linear(nn.Linear):
     """A linear layer computed in float32 even under autocast: the logits layer. bf16 logits have 8
     significant bits, and about 0.5% of test images got exact top-2 ties, all broken toward the

@@ -6,7 +6,7 @@ from torch import nn
 
 from distillbench.config import ModelDef
 from distillbench.models.backbone import ImageShape
-from distillbench.models.classifier import Classifier, Float32Linear, Preprocess, keras_init_
+from distillbench.models.classifier import Classifier, Float32Linear, Preprocess, keras_init_, seen_shape
 from distillbench.models.layers import Dropout
 
 
@@ -23,9 +23,7 @@ def small_cnn_body(image_shape: ImageShape, num_classes: int) -> nn.Sequential:
 
 
 def build_small_cnn(spec: ModelDef, weights: str | None, image_shape: ImageShape, num_classes: int) -> Classifier:
-    if spec.input_size is not None:
-        image_shape = (image_shape[0], spec.input_size, spec.input_size)
-    body = small_cnn_body(image_shape, num_classes)
+    body = small_cnn_body(seen_shape(image_shape, spec.input_size), num_classes)
     if spec.init == "keras":
         keras_init_(body)
     return Classifier(nn.Sequential(Preprocess(spec.input_norm, spec.input_size)), body)

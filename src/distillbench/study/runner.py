@@ -34,8 +34,8 @@ from distillbench.training.runtime import Runtime
 def run_executor(cfg: StudyConfig, out: Path, data: StudyData, time_efficiency: bool = True) -> RunExecutor:
     """What trains one run of the study in ``out``: in this process, or in a worker process
     (``time_efficiency=False``: the parent times efficiency once no other run shares the CPU)."""
-    runtime = Runtime.resolve(cfg.perf.effective(), cfg.device)
     perf = cfg.perf.effective()
+    runtime = Runtime.resolve(perf, cfg.device)
     store = RunStore(Path(out))
     cache = TensorCache(perf.cache_dir if perf.disk_cache else None)
     models = StudyModels(cfg, runtime, store, data.image_shape, len(data.class_names))

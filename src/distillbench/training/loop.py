@@ -204,13 +204,21 @@ def fit(
             improved = stopping.update(epoch, val_loss, module)
             _say_epoch(name, cfg.epochs, row, improved)
             if stopping.should_stop:
-                print(f"[{name}] early stop: val_loss has not improved for {stopping.stale} epochs", flush=True)
+                _say_early_stop(name, stopping)
                 break
-        stopping.restore(module)
-        result.best_epoch = stopping.best_epoch
-        result.epochs_trained = len(result.history)
-        result.train_seconds = time.perf_counter() - started
-        return result
+        return _finish(result, stopping, module, started)
+
+
+def _finish(result: FitResult, stopping: EarlyStopping, module: nn.Module, started: float) -> FitResult:
+    """Restore ``module`` to its best epoch's weights and complete ``result``."""
+    stopping.restore(module)
+    result.best_epoch, result.epochs_trained = stopping.best_epoch, len(result.history)
+    result.train_seconds = time.perf_counter() - started
+    return result
+
+
+def _say_early_stop(name: str, stopping: EarlyStopping) -> None:
+    print(f"[{name}] early stop: val_loss has not improved for {stopping.stale} epochs", flush=True)
 
 
 @dataclass
@@ -253,7 +261,6 @@ def fit_group(
         x, y = train[0].to(device), train[1].to(device)
         val_x, val_y = val
         steps_optimizer = optimizer(list(group.parameters()))
-        scaler = torch.amp.GradScaler(device.type, enabled=runtime.precision == "fp16")
         n, batch_size = len(y), cfg.batch_size
         steps = (n + batch_size - 1) // batch_size
         scheduler = schedule(steps_optimizer, steps, cfg.epochs)  # one lr for all: the members share a setting
@@ -263,11 +270,7 @@ def fit_group(
         started = time.perf_counter()
 
         def finish(index: int) -> None:
-            stoppings[index].restore(members[index].module)
-            result = results[index]
-            result.best_epoch, result.epochs_trained = stoppings[index].best_epoch, len(result.history)
-            result.train_seconds = time.perf_counter() - started
-            on_done(index, result)
+            on_done(index, _finish(results[index], stoppings[index], members[index].module, started))
 
         for epoch in range(1, cfg.epochs + 1):
             epoch_start = time.perf_counter()
@@ -287,9 +290,8 @@ def fit_group(
                     [members[m].objective(idx[m], runtime.to_device(xb[m]), yb[m], logits[m]) for m in range(count)]
                 )
                 steps_optimizer.zero_grad(set_to_none=True)
-                scaler.scale(losses.sum()).backward()  # each member's weights get its own gradient
-                scaler.step(steps_optimizer)
-                scaler.update()
+                losses.sum().backward()  # each member's weights get its own gradient
+                steps_optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
                 logits = logits.detach()
@@ -308,8 +310,7 @@ def fit_group(
                 results[m].history.append(row)
                 _say_epoch(member.name, cfg.epochs, row, stoppings[m].update(epoch, val_loss, member.module))
                 if stoppings[m].should_stop:
-                    stale = stoppings[m].stale
-                    print(f"[{member.name}] early stop: val_loss has not improved for {stale} epochs", flush=True)
+                    _say_early_stop(member.name, stoppings[m])
                     active.remove(m)
                     finish(m)
             if not active:
