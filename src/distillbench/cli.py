@@ -6,8 +6,12 @@ import argparse
 import sys
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from distillbench.errors import UserError
+
+if TYPE_CHECKING:
+    from distillbench.config import StudyConfig
 
 EPILOG = """\
 examples:
@@ -16,6 +20,8 @@ examples:
   distillbench run --config configs/paper.yaml --set train.epochs=5 --set models=[small_cnn,resnet50]
   distillbench run --seeds 1                           one seed per model, as the paper did (default: 3)
   distillbench report results/paper                    rebuild report + figures from saved runs
+  distillbench sweep --grid kd.temperature=[1,3,6] --grid kd.alpha=[0.3,0.7] --out results/kd-sweep
+  distillbench sweep --config configs/kd-sweep.yaml --executor ray --address auto
 
 offline smoke test (generated data and random backbones; never CIFAR-10 results):
   distillbench synth-data data/synthetic --train 2000 --test 500
@@ -23,6 +29,25 @@ offline smoke test (generated data and random backbones; never CIFAR-10 results)
   distillbench run --data-dir data/synthetic --set weights.resnet50=data/weights/resnet50.pt \\
       --set weights.vgg16=data/weights/vgg16.pt --set train.epochs=2 --out results/smoke
 """
+
+
+def _study_options(parser: argparse.ArgumentParser) -> None:
+    """The options ``run`` and ``sweep`` share."""
+    parser.add_argument("--config", type=Path, help="study preset (YAML); default: the paper's protocol")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override any config field by dotted path, value in YAML (repeatable): "
+        "train.epochs=5, models=[small_cnn,vgg16], weights.vgg16=PATH, kd.alpha=0.7",
+    )  # fmt: skip
+    parser.add_argument(
+        "--data-dir", type=Path, help="extracted cifar-10-batches-py directory (sets data.dir); no download"
+    )
+    parser.add_argument(
+        "--seeds", type=int, metavar="N",
+        help="train every model with seeds 0..N-1 (sets seeds; default: the config's, [0, 1, 2])",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, help="output directory (default: results/<study name>)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="sets device")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,24 +68,33 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--config", type=Path, help="study preset (YAML); default: the paper's protocol")
-    run.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override any config field by dotted path, value in YAML (repeatable): "
-        "train.epochs=5, models=[small_cnn,vgg16], weights.vgg16=PATH, kd.alpha=0.7",
-    )  # fmt: skip
-    run.add_argument(
-        "--data-dir", type=Path, help="extracted cifar-10-batches-py directory (sets data.dir); no download"
+    _study_options(run)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="train a grid of study variants (sweep.axes or --grid), select each model's setting on validation "
+        "accuracy, report heatmaps (resumes a stopped one)",
+        description="Every combination of the axes' values is a study (a grid point); runs shared by points "
+        "(teachers do not depend on kd.*) train once. Each model's setting is selected on validation accuracy "
+        "only; the test set is read once, for the selected point. Writes sweep.json, sweep.md/html and heatmaps. "
+        "Run again with the same --out to resume.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument(
-        "--seeds", type=int, metavar="N",
-        help="train every model with seeds 0..N-1 (sets seeds; default: the config's, [0, 1, 2])",
+    _study_options(sweep)
+    sweep.add_argument(
+        "--grid", action="append", default=[], metavar="KEY=[V1,V2,...]",
+        help="an axis of the grid: a config key and its values in YAML (repeatable; sets sweep.axes.KEY), "
+        "e.g. --grid kd.temperature=[1,3,6]",
     )  # fmt: skip
-    run.add_argument("--out", type=Path, help="output directory (default: results/<study name>)")
-    run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="sets device")
+    sweep.add_argument("--executor", choices=["local", "ray"], help="sets sweep.executor (default: local)")
+    sweep.add_argument(
+        "--address", metavar="auto|HOST:PORT",
+        help="ray: the cluster to use (sets sweep.address); default: start Ray on this machine",
+    )  # fmt: skip
 
     report = commands.add_parser("report", help="rebuild results.json, report.md and figures from saved runs")
-    report.add_argument("out", type=Path, help="a study's output directory")
+    report.add_argument("out", type=Path, help="a study's or a sweep's output directory")
 
     synth = commands.add_parser(
         "synth-data", help="write generated, learnable data in CIFAR-10's on-disk format (for tests, benchmarks)"
@@ -77,11 +111,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args: argparse.Namespace) -> None:
+def _study_config(args: argparse.Namespace, extra: list[str] = ()) -> StudyConfig:
+    """The config the study options (and ``extra`` --set items) give."""
     from distillbench.study.resolve import load_study_config
-    from distillbench.study.runner import Study
 
-    overrides = list(args.overrides)
+    overrides = list(args.overrides) + list(extra)
     if args.data_dir is not None:
         overrides.append(f"data.dir={args.data_dir}")
     if args.device is not None:
@@ -90,15 +124,44 @@ def _run(args: argparse.Namespace) -> None:
         if args.seeds < 1:
             raise UserError(f"--seeds {args.seeds}: give a number of seeds >= 1, e.g. --seeds 3.")
         overrides.append(f"seeds={list(range(args.seeds))}")
-    cfg = load_study_config(args.config, overrides)
+    return load_study_config(args.config, overrides)
+
+
+def _run(args: argparse.Namespace) -> None:
+    from distillbench.study.runner import Study
+
+    cfg = _study_config(args)
     out = args.out if args.out is not None else Path("results") / cfg.name
     Study(cfg, out).run()
 
 
-def _report(args: argparse.Namespace) -> None:
-    from distillbench.study.layout import RunLayout
-    from distillbench.study.results import finish_study
+def _sweep(args: argparse.Namespace) -> None:
+    from distillbench.study.sweep import Sweep
 
+    extra = []
+    for axis in args.grid:
+        key, sep, values = axis.partition("=")
+        if not sep or not key.strip() or not values.strip().startswith("["):
+            raise UserError(f"--grid {axis!r}: expected KEY=[V1,V2,...], e.g. --grid kd.temperature=[1,3,6].")
+        extra.append(f"sweep.axes={{{key.strip()}: {values}}}")  # the key stays whole: it holds dots
+    if args.executor is not None:
+        extra.append(f"sweep.executor={args.executor}")
+    if args.address is not None:
+        extra.append(f"sweep.address={args.address}")
+    cfg = _study_config(args, extra)
+    out = args.out if args.out is not None else Path("results") / f"{cfg.name}-sweep"
+    Sweep(cfg, out).run()
+
+
+def _report(args: argparse.Namespace) -> None:
+    from distillbench.study.layout import RunLayout, SweepLayout
+    from distillbench.study.results import finish_study
+    from distillbench.study.sweep import finish_sweep
+
+    if SweepLayout(args.out).config.is_file():
+        finish_sweep(args.out)
+        print(f"Sweep report rebuilt: {SweepLayout(args.out).report}")
+        return
     finish_study(args.out)
     print(f"Report rebuilt: {RunLayout(args.out).report}")
 
@@ -119,7 +182,13 @@ def _random_weights(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"run": _run, "report": _report, "synth-data": _synth, "random-weights": _random_weights}
+    handlers = {
+        "run": _run,
+        "sweep": _sweep,
+        "report": _report,
+        "synth-data": _synth,
+        "random-weights": _random_weights,
+    }
     try:
         handlers[args.command](args)
     except UserError as exc:

@@ -215,6 +215,15 @@ class PerfConfig(_Strict):
         description="Runs trained at once, each in its own process, teachers before their students; auto: one "
         "per CPU (at most 8) on CPU, one on a GPU. Results do not depend on it beyond float tolerance.",
     )
+    cpus_per_run: float = Field(
+        1.0, gt=0, description="Ray executor: CPUs a run's task asks for (its torch threads: the whole part, >= 1)."
+    )
+    gpus_per_run: float | None = Field(
+        None,
+        ge=0,
+        description="Ray executor: GPUs a run's task asks for; fractions let small runs share a GPU (0.25: four "
+        "at once); null: 1 where the cluster has GPUs and device is not cpu, else 0.",
+    )
 
     def effective(self) -> PerfConfig:
         """The switches actually in force: ``naive`` overrides every optimisation."""
@@ -232,6 +241,53 @@ class PerfConfig(_Strict):
                 batched=False,
             )
         )
+
+
+# Axes a sweep may not vary: the data (validation scores over different splits do not compare), the
+# seeds (the replicates of every point), and what changes where or how fast a run trains, not its result.
+FIXED_IN_SWEEPS = ("data", "seeds", "perf", "device", "name", "evaluation", "comparisons", "sweep", "tracking")
+
+
+class SweepConfig(_Strict):
+    """A grid over config keys for ``distillbench sweep``: every combination of the axes' values is a
+    study variant (a point); points are compared on validation accuracy only."""
+
+    axes: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="Dotted config key -> the values it takes, e.g. {kd.temperature: [1, 3, 6], kd.alpha: [0.3, 0.7]}.",
+    )
+    executor: Literal["local", "ray"] = Field(
+        "local", description="local: this machine (perf.workers, perf.batched); ray: tasks on a Ray cluster."
+    )
+    address: str | None = Field(
+        None, description="ray: the cluster, auto or HOST:PORT; null starts a Ray instance on this machine."
+    )
+
+    @model_validator(mode="after")
+    def _check_axes(self) -> SweepConfig:
+        for key, values in self.axes.items():
+            if key.split(".")[0] in FIXED_IN_SWEEPS:
+                raise ValueError(
+                    f"axes.{key}: a sweep cannot vary {key.split('.')[0]} (fixed across points: "
+                    f"{', '.join(FIXED_IN_SWEEPS)}); vary model, training or distillation keys"
+                )
+            if not values:
+                raise ValueError(f"axes.{key}: no values; give at least one, e.g. [1, 2]")
+            if len({repr(v) for v in values}) != len(values):
+                raise ValueError(f"axes.{key}: {values} repeats a value")
+        return self
+
+
+class TrackingConfig(_Strict):
+    """Experiment tracking of every run (params, per-epoch and final metrics, report figures)."""
+
+    backend: Literal["none", "mlflow"] = Field("none", description="mlflow: needs pip install -e '.[mlflow]'.")
+    uri: str | None = Field(
+        None,
+        description="MLflow tracking URI; null: a local store in ./mlruns (sqlite:///mlruns/mlflow.db, artifacts "
+        "in ./mlruns/artifacts).",
+    )
+    experiment: str | None = Field(None, description="MLflow experiment; null: the study's name.")
 
 
 class StudyConfig(_Strict):
@@ -253,6 +309,8 @@ class StudyConfig(_Strict):
     comparisons: list[ComparisonDef] = Field(default_factory=_paper_comparisons)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     perf: PerfConfig = Field(default_factory=PerfConfig)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
     def _check_references(self) -> StudyConfig:
@@ -401,6 +459,17 @@ def parse_override(text: str) -> tuple[str, Any]:
     except yaml.YAMLError as exc:
         raise UserError(f"--set {text!r}: the value is not valid YAML ({exc}).") from None
     return key.strip(), value
+
+
+def with_values(cfg: StudyConfig, values: dict[str, Any], source: str) -> StudyConfig:
+    """``cfg`` with each dotted key set to its value (as ``--set`` does), validated; errors name ``source``."""
+    raw = cfg.model_dump(mode="json")
+    for key, value in values.items():
+        _set_dotted(raw, key, value)
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise invalid_config(_problems(exc), source) from None
 
 
 def load_config(path: Path | None = None, overrides: list[str] = ()) -> StudyConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 
@@ -297,4 +298,40 @@ def difference_forest(
     ax.set_title(f"Difference from {reference}: thick 95% CI over seeds, thin over test images", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
+def sweep_heatmap(
+    values: np.ndarray,
+    rows: Sequence[Any],
+    columns: Sequence[Any],
+    row_label: str,
+    column_label: str,
+    selected: tuple[int, int] | None,
+    title: str,
+) -> bytes:
+    """Mean validation accuracy (%) over a grid of two axes, each cell annotated, NaN cells
+    (unfinished) blank, the selected cell outlined."""
+    fig, ax = plt.subplots(figsize=(1.6 + 1.05 * len(columns), 1.5 + 0.75 * len(rows)))
+    percent = 100 * values
+    finite = percent[np.isfinite(percent)]
+    low, high = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+    image = ax.imshow(np.ma.masked_invalid(percent), cmap="viridis", vmin=low, vmax=high if high > low else low + 1,
+                      aspect="auto")  # fmt: skip
+    middle = (low + high) / 2
+    for (i, j), value in np.ndenumerate(percent):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=9,
+                    color="white" if value < middle else "black")  # fmt: skip
+        else:
+            ax.text(j, i, "-", ha="center", va="center", fontsize=9, color="grey")
+    if selected is not None:
+        i, j = selected
+        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
+    ax.set_xticks(range(len(columns)), [str(c) for c in columns])
+    ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+    ax.set_xlabel(column_label)
+    ax.set_ylabel(row_label)
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, label="mean validation accuracy (%)", shrink=0.85)
     return _png(fig)

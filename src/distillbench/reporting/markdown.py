@@ -83,7 +83,7 @@ def write_figures(root: Path, results: dict[str, Any]) -> None:
         ))  # fmt: skip
 
 
-def _table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
+def markdown_table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
     align = align or "l" + "r" * (len(header) - 1)
     rule = ["---:" if a == "r" else ":---" for a in align]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
@@ -91,13 +91,13 @@ def _table(header: list[str], rows: list[list[str]], align: str | None = None) -
     return "\n".join(lines)
 
 
-def _pm(mean: float, std: float | None, scale: float = 100, digits: int = 2) -> str:
+def plus_minus(mean: float, std: float | None, scale: float = 100, digits: int = 2) -> str:
     """``mean ± std`` (scaled), or just the mean for one seed."""
     text = f"{scale * mean:.{digits}f}"
     return text if std is None else f"{text} ± {scale * std:.{digits}f}"
 
 
-def _interval(
+def interval_text(
     ci: list[float] | None, scale: float = 100, digits: int = 2, bounds: tuple[float, float] | None = None
 ) -> str:
     """``[low, high]``, scaled; ``bounds`` clips an interval that runs past what is possible (an
@@ -108,7 +108,7 @@ def _interval(
     return f"[{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
 
 
-def _warnings(study: dict[str, Any]) -> list[str]:
+def data_warnings(study: dict[str, Any]) -> list[str]:
     notes = []
     if study.get("synthetic_data"):
         notes.append(
@@ -194,8 +194,8 @@ def _accuracy_section(results: dict[str, Any], keys: list[str]) -> list[str]:
     rows = [
         [
             r["title"],
-            _pm(r["test_accuracy"], r["test_accuracy_std"]),
-            _interval(r["test_accuracy_ci95"], bounds=(0, 1)),
+            plus_minus(r["test_accuracy"], r["test_accuracy_std"]),
+            interval_text(r["test_accuracy_ci95"], bounds=(0, 1)),
             ", ".join(f"{100 * s['test_accuracy']:.2f}" for s in r["seeds"]),
             ", ".join(f"{s['epochs_trained']} ({s['best_epoch']})" for s in r["seeds"]),
             f"{r['train_seconds']:.1f}",
@@ -206,8 +206,8 @@ def _accuracy_section(results: dict[str, Any], keys: list[str]) -> list[str]:
     for name, teacher in results["teachers"].items():
         rows.append([
             f"*{name} teacher ({' + '.join(teacher['members'])}, mean logits)*",
-            _pm(teacher["test_accuracy"], teacher["test_accuracy_std"]),
-            _interval(teacher["test_accuracy_ci95"], bounds=(0, 1)),
+            plus_minus(teacher["test_accuracy"], teacher["test_accuracy_std"]),
+            interval_text(teacher["test_accuracy_ci95"], bounds=(0, 1)),
             ", ".join(f"{100 * s['test_accuracy']:.2f}" for s in teacher["seeds"]),
             "-", "-", "-",
         ])  # fmt: skip
@@ -223,7 +223,7 @@ def _accuracy_section(results: dict[str, Any], keys: list[str]) -> list[str]:
     return [
         "## Table 1: test accuracy",
         "",
-        _table(header, rows),
+        markdown_table(header, rows),
         "",
         "![Overall test accuracy](figures/accuracy.png)",
         "",
@@ -240,8 +240,8 @@ def _comparisons_section(results: dict[str, Any]) -> list[str]:
             c["claim"],
             f"{titles[c['a']]} − {titles[c['b']]}",
             f"{100 * c['accuracy_diff']:+.2f}",
-            _interval(c["ci95_seeds"]),
-            _interval(c["ci95_images"]),
+            interval_text(c["ci95_seeds"]),
+            interval_text(c["ci95_images"]),
             ", ".join(f"{p:.2g}" for p in c["mcnemar_p"]),
             f"**{c['outcome']}**",
         ]
@@ -259,7 +259,7 @@ def _comparisons_section(results: dict[str, Any]) -> list[str]:
         "given per seed. (The authors' notebook differs from the paper's text in ways that matter for "
         "these claims; the README's section on the notebook lists them.)",
         "",
-        _table(
+        markdown_table(
             [
                 "Paper's claim",
                 "a − b",
@@ -287,11 +287,11 @@ def _distillation_section(results: dict[str, Any]) -> list[str]:
         c = row.get(name)
         if c is None:
             return ["", "", ""]
-        return [f"{100 * c['accuracy_diff']:+.2f}", f"{_interval(c['ci95_seeds'])} / {_interval(c['ci95_images'])}",
+        return [f"{100 * c['accuracy_diff']:+.2f}", f"{interval_text(c['ci95_seeds'])} / {interval_text(c['ci95_images'])}",
                 c["outcome"]]  # fmt: skip
 
     rows = [
-        [row["title"], row["method"], _pm(row["test_accuracy"], row["test_accuracy_std"]), *versus(row, "vs_scratch"),
+        [row["title"], row["method"], plus_minus(row["test_accuracy"], row["test_accuracy_std"]), *versus(row, "vs_scratch"),
          *versus(row, "vs_kd"), f"{100 * row['ece']:.2f}",
          "" if row["teacher_agreement"] is None else f"{100 * row['teacher_agreement']:.1f}"]
         for row in methods
@@ -309,7 +309,7 @@ def _distillation_section(results: dict[str, Any]) -> list[str]:
         "smoothing and the shuffled teacher are controls: a method that does not beat them gains from "
         "regularisation, not from the teacher's knowledge of the image.",
         "",
-        _table(
+        markdown_table(
             [
                 "Student",
                 "Method",
@@ -356,7 +356,7 @@ def _per_class_section(results: dict[str, Any], keys: list[str], class_names: li
         + (f", averaged over {seeds} seeds" if seeds > 1 else "")
         + ". Per-class accuracy is correct / support of the class, which is by definition the class's recall.",
         "",
-        _table(header, rows),
+        markdown_table(header, rows),
         "",
     ]
 
@@ -365,9 +365,9 @@ def _calibration_section(results: dict[str, Any], keys: list[str]) -> list[str]:
     def row(title: str, calibration: dict[str, Any], agreement: str) -> list[str]:
         return [
             title,
-            _pm(calibration["ece"], calibration["ece_std"]),
-            _pm(calibration["nll"], calibration["nll_std"], scale=1, digits=3),
-            _pm(calibration["brier"], calibration["brier_std"], scale=1, digits=3),
+            plus_minus(calibration["ece"], calibration["ece_std"]),
+            plus_minus(calibration["nll"], calibration["nll_std"], scale=1, digits=3),
+            plus_minus(calibration["brier"], calibration["brier_std"], scale=1, digits=3),
             agreement,
         ]
 
@@ -396,7 +396,7 @@ def _calibration_section(results: dict[str, Any], keys: list[str]) -> list[str]:
         "vector and the one-hot label, summed over classes (0 best, 2 worst). Agreement: top-1 agreement "
         "of a student with its (seed-matched) teacher, %.",
         "",
-        _table(["Model", "ECE (%)", "NLL", "Brier", "Agreement with teacher (%)"], rows),
+        markdown_table(["Model", "ECE (%)", "NLL", "Brier", "Agreement with teacher (%)"], rows),
         "",
         *(
             ["The paper says distillation gives better calibration; what our runs show:", "", *kd_lines, ""]
@@ -426,7 +426,7 @@ def _efficiency_section(results: dict[str, Any], keys: list[str]) -> list[str]:
         f"`torch.utils.flop_counter`). Latency and throughput: CPU, {threads} threads, fp32, median over "
         "seeds.",
         "",
-        _table(
+        markdown_table(
             [
                 "Model",
                 "Params",
@@ -447,7 +447,7 @@ def _efficiency_section(results: dict[str, Any], keys: list[str]) -> list[str]:
 def render_markdown(results: dict[str, Any]) -> str:
     study, keys = results["study"], model_keys(results)
     out = [f"# distillbench study: {study.get('name')}", ""]
-    out += [*_warnings(study), ""] if _warnings(study) else []
+    out += [*data_warnings(study), ""] if data_warnings(study) else []
     out += _setup(study, _recipe_lines(results))
     if study.get("stale_runs"):
         out += [
@@ -478,7 +478,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         out += [
             f"## {r['title']} (`{key}`)",
             "",
-            f"Test accuracy {_pm(r['test_accuracy'], r['test_accuracy_std'])}% {trained}.{teachers}",
+            f"Test accuracy {plus_minus(r['test_accuracy'], r['test_accuracy_std'])}% {trained}.{teachers}",
             "",
             f"![{r['title']} confusion matrix](figures/{names['confusion']})",
             f"![{r['title']} loss curves](figures/{names['loss']})",

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distillbench.reporting.markdown import FIGURES_DIR, REPORT_HTML, REPORT_MD
+from distillbench.reporting.sweep import SWEEP_HTML, SWEEP_MD
 
 
 @dataclass(frozen=True)
@@ -44,3 +45,21 @@ class RunLayout:
     def run(self, key: str, seed: int) -> ModelRunPaths:
         """One training run: model ``key`` with seed ``seed``."""
         return ModelRunPaths(self.root / "runs" / key / f"seed-{seed}")
+
+
+@dataclass(frozen=True)
+class SweepLayout:
+    """A sweep's directory: its config, one study directory per point, the pool of runs they share."""
+
+    root: Path
+
+    config = property(lambda self: self.root / "sweep.yaml")
+    results = property(lambda self: self.root / "sweep.json")
+    pool = property(lambda self: self.root / "runs")
+    report = property(lambda self: self.root / SWEEP_MD)
+    html_report = property(lambda self: self.root / SWEEP_HTML)
+    figures = property(lambda self: self.root / FIGURES_DIR)
+
+    def point(self, name: str) -> Path:
+        """The study directory of the grid point ``name``."""
+        return self.root / "points" / name

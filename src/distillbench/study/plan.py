@@ -79,21 +79,28 @@ def weights_source(cfg: StudyConfig, arch: str) -> str | None:
     return cfg.weights[arch] if arch in BACKBONES else None
 
 
+_FILE_HASHES: dict[tuple[Path, int, int], str] = {}  # (path, size, mtime): a sweep's points share them
+
+
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """sha256 of a file, hashed once per process while the file is unchanged (a VGG16 file is 0.5 GB)."""
+    stat = path.stat()
+    memo = (path.resolve(), stat.st_size, stat.st_mtime_ns)
+    if memo not in _FILE_HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(chunk)
+        _FILE_HASHES[memo] = digest.hexdigest()
+    return _FILE_HASHES[memo]
 
 
 class Planner:
-    """Fingerprints of a study's runs (memoised: a VGG16 weight file is 0.5 GB, hashed once)."""
+    """Fingerprints of a study's runs (memoised)."""
 
     def __init__(self, cfg: StudyConfig, data_fingerprint: str, runtime: Runtime):
         self.cfg, self.data_fingerprint, self.runtime = cfg, data_fingerprint, runtime
         self._fingerprints: dict[RunKey, str] = {}
-        self._file_hashes: dict[Path, str] = {}
 
     def _weights_identity(self, arch: str) -> str | None:
         source = weights_source(self.cfg, arch)
@@ -104,9 +111,7 @@ class Planner:
         path = Path(source).expanduser()
         if not path.is_file():
             return f"file:{path}"
-        if path not in self._file_hashes:
-            self._file_hashes[path] = _file_sha256(path)
-        return f"file:{self._file_hashes[path]}"
+        return f"file:{_file_sha256(path)}"
 
     def _method(self, key: str) -> DistillMethod:
         return resolve_method(self.cfg.zoo[key].distill, self.cfg.kd, f"zoo.{key}.distill")

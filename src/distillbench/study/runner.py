@@ -23,7 +23,7 @@ from distillbench.study.environment import describe_environment
 from distillbench.study.execute import RunExecutor
 from distillbench.study.inputs import RunInputs
 from distillbench.study.models import StudyModels
-from distillbench.study.plan import Planner, RunSpec, batch_groups, weights_source
+from distillbench.study.plan import Planner, RunKey, RunSpec, batch_groups, weights_source
 from distillbench.study.resolve import check_names
 from distillbench.study.store import RunStore
 from distillbench.study.workers import ProcessExecutor, SerialExecutor, cpu_count, resolve_workers
@@ -31,12 +31,20 @@ from distillbench.training.cache import TensorCache
 from distillbench.training.runtime import Runtime
 
 
-def run_executor(cfg: StudyConfig, out: Path, data: StudyData, time_efficiency: bool = True) -> RunExecutor:
-    """What trains one run of the study in ``out``: in this process, or in a worker process
-    (``time_efficiency=False``: the parent times efficiency once no other run shares the CPU)."""
+def run_executor(
+    cfg: StudyConfig,
+    out: Path,
+    data: StudyData,
+    time_efficiency: bool = True,
+    pool: Path | None = None,
+    fingerprints: dict[RunKey, str] | None = None,
+) -> RunExecutor:
+    """What trains one run of the study in ``out`` (its runs in ``pool`` if given, by the plan's
+    ``fingerprints``): in this process, or in a worker process (``time_efficiency=False``: the parent
+    times efficiency once no other run shares the CPU)."""
     perf = cfg.perf.effective()
     runtime = Runtime.resolve(perf, cfg.device)
-    store = RunStore(Path(out))
+    store = RunStore(Path(out), pool, fingerprints)
     cache = TensorCache(perf.cache_dir if perf.disk_cache else None)
     models = StudyModels(cfg, runtime, store, data.image_shape, len(data.class_names))
     inputs = RunInputs(cfg, data, runtime, models, cache)
@@ -44,15 +52,18 @@ def run_executor(cfg: StudyConfig, out: Path, data: StudyData, time_efficiency: 
 
 
 class Study:
-    """One study in one output directory. ``run()`` is safe to repeat: finished runs are kept."""
+    """One study in one output directory. ``run()`` is safe to repeat: finished runs are kept. With
+    ``pool`` (a sweep's point), its runs live in that shared directory, found by identity."""
 
-    def __init__(self, cfg: StudyConfig, out: Path, data: StudyData | None = None):
+    def __init__(self, cfg: StudyConfig, out: Path, data: StudyData | None = None, pool: Path | None = None):
         self.cfg = check_names(cfg)
         self.perf = cfg.perf.effective()
         if self.perf.threads:
             torch.set_num_threads(self.perf.threads)
         self.data = data if data is not None else load_study_data(cfg.data)
-        self.executor = run_executor(cfg, Path(out), self.data)
+        self.pool = pool
+        self.label = ""  # said before each run's line: a sweep's point
+        self.executor = run_executor(cfg, Path(out), self.data, pool=pool)
         self.runtime, self.store, self.models, self.inputs = (
             self.executor.runtime,
             self.executor.store,
@@ -62,12 +73,13 @@ class Study:
         self.layout = self.store.layout
         self.cache = self.inputs.cache
         self.plan = Planner(self.cfg, self.data.fingerprint, self.runtime).plan()
+        self.store.expect(list(self.plan.runs))
 
     def preflight(self) -> None:
         """Everything checkable before the first epoch, so a bad input stops the study at once rather
-        than after hours of training: the output and cache directories are writable, and every
-        backbone's weights exist (downloaded if need be) and fit their architecture. The data were
-        read and validated when the study was made."""
+        than after hours of training: the output and cache directories are writable, every backbone's
+        weights exist (downloaded if need be) and fit their architecture, and the tracking store (if
+        any) is usable. The data were read and validated when the study was made."""
         _check_writable(self.layout.root, "the output directory (--out)")
         if self.perf.disk_cache:
             _check_writable(self.cache.directory, "perf.cache_dir")
@@ -75,27 +87,50 @@ class Study:
             source = weights_source(self.cfg, arch)
             if source is not None:
                 check_backbone_weights(BACKBONES[arch], source)
+        if self.cfg.tracking.backend != "none":
+            from distillbench.study.tracking import check_tracking
+
+            check_tracking(self.cfg)
 
     def run(self) -> dict[str, Any]:
+        """Train what is not finished, then write results.json and the report."""
         from distillbench.study.results import finish_study
 
-        self.preflight()
+        started = time.perf_counter()
+        self.train()
+        results = finish_study(self.layout.root)
+        if self.cfg.tracking.backend != "none":
+            from distillbench.study.tracking import track_study
+
+            track_study(self.cfg, self.layout, self.store, list(self.plan.runs))
+        print(f"Study finished in {time.perf_counter() - started:.1f}s; report: {self.layout.report}", flush=True)
+        return results
+
+    def start(self, preflight: bool = True) -> None:
+        """Check the inputs (unless a sweep did for all its points) and write what the study's
+        directory holds before any run trains."""
+        if preflight:
+            self.preflight()
         config_text = config_to_yaml(self.cfg)
         # plan.json first: report judges each run against the fingerprints of the config it names.
         self.store.write_plan(config_text, list(self.plan.runs))
         write_text(self.layout.config, config_text)
         write_json(self.layout.environment, describe_environment(self.runtime.device))
+
+    def train(self) -> None:
+        """Every run of the plan finished on disk, efficiency included; no report."""
+        self.start()
         if self.data.synthetic:
             print(f"NOTE: the data is GENERATED, not a real dataset: {self.data.source}.", flush=True)
-        started = time.perf_counter()
-        missing = sum(self.store.state(run)[0] != "finished" for run in self.plan.runs)
-        self._executor(missing).execute(self.plan, self._begin)
-        self._time_efficiency()
-        results = finish_study(self.layout.root)
-        print(f"Study finished in {time.perf_counter() - started:.1f}s; report: {self.layout.report}", flush=True)
-        return results
+        self.execute()
+        self.time_efficiency()
 
-    def _time_efficiency(self) -> None:
+    def execute(self) -> None:
+        """Train the plan's unfinished runs on this machine (``perf.workers``, ``perf.batched``)."""
+        missing = sum(self.store.state(run)[0] != "finished" for run in self.plan.runs)
+        self._executor(missing).execute(self.plan, self.begin)
+
+    def time_efficiency(self) -> None:
         """Efficiency of finished runs that lack it (trained on workers, or interrupted before it),
         timed here, alone on the CPU, and added to their run.json."""
         if not self.cfg.evaluation.efficiency:
@@ -104,17 +139,23 @@ class Study:
             record = self.store.record(run.model, run.seed)
             if record is not None and record.get("efficiency") is None:
                 model = self.models.trained_model(run.model, run.seed)
-                checkpoint = self.layout.run(run.model, run.seed).model.stat().st_size
+                checkpoint = self.store.paths(run.model, run.seed).model.stat().st_size
                 efficiency = self.executor.efficiency(model, checkpoint)
                 self.store.update_record(run.model, run.seed, efficiency=efficiency)
                 self.models.forget_seed(run.seed)
 
+    def release(self) -> None:
+        """Free the models and cached tensors held in memory (a sweep's finished point)."""
+        self.models.trained.clear()
+        self.inputs.cache.memory.clear()
+
     def _where(self, run: RunSpec) -> str:
         seeds, per_seed = self.cfg.seeds, len(self.plan.runs) // len(self.cfg.seeds)
         number = self.plan.runs.index(run) % per_seed + 1
-        return f"seed {run.seed} ({seeds.index(run.seed) + 1}/{len(seeds)}), model {number}/{per_seed}: {run.model}"
+        where = f"seed {run.seed} ({seeds.index(run.seed) + 1}/{len(seeds)}), model {number}/{per_seed}: {run.model}"
+        return f"{self.label}: {where}" if self.label else where
 
-    def _begin(self, run: RunSpec) -> bool:
+    def begin(self, run: RunSpec) -> bool:
         """Whether ``run`` needs training, judged now (its teachers are final), said in the log."""
         state, why = self.store.state(run)
         if state == "finished":
@@ -131,7 +172,9 @@ class Study:
             return SerialExecutor(self.executor.train_group, self.models.forget_seed, grouping)
         threads = max(1, (self.perf.threads or cpu_count()) // workers)
         print(f"Training on {workers} worker processes, {threads} torch thread(s) each", flush=True)
-        return ProcessExecutor(self.cfg, self.layout.root, self.data, workers, threads, grouping)
+        return ProcessExecutor(
+            self.cfg, self.layout.root, self.data, workers, threads, grouping, self.pool, self.store.fingerprints
+        )
 
 
 def _check_writable(directory: Path, what: str) -> None:

@@ -10,6 +10,11 @@ as a result.
 
 ``plan.json`` records, when a study starts, every run it asks for with its fingerprint and teachers,
 and the sha256 of ``config.yaml``: ``report`` judges runs without loading the data or the weights.
+
+A study of a sweep keeps its runs in the sweep's shared *pool* instead of its own ``runs/``: there a
+run's directory is named by its identity (``<model>/seed-<s>-<fingerprint>``), so the points of a grid
+that need the same run (a teacher, which does not depend on ``kd.*``) find it trained once. plan.json
+names the pool, so ``report`` works on such a study too.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +34,8 @@ import torch
 
 from distillbench.atomic import write_bytes, write_json, write_text
 from distillbench.errors import UserError
-from distillbench.study.layout import RunLayout
-from distillbench.study.plan import RunSpec
+from distillbench.study.layout import ModelRunPaths, RunLayout
+from distillbench.study.plan import RunKey, RunSpec
 
 PLAN_FORMAT = 1
 
@@ -73,16 +79,47 @@ def _read_history(path: Path) -> list[dict[str, float]]:
         return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
-class RunStore:
-    """A study directory (``layout``): its runs, their state, and its plan."""
+RunFiles = dict[str, bytes]  # a finished run's files by name, as they travel to and from remote workers
 
-    def __init__(self, root: Path):
+
+class RunStore:
+    """A study directory (``layout``): its runs, their state, and its plan. With ``pool``, the runs
+    live in that shared directory, named by the fingerprints of the study's plan (``expect``)."""
+
+    def __init__(self, root: Path, pool: Path | None = None, fingerprints: dict[RunKey, str] | None = None):
         self.layout = RunLayout(Path(root))
+        self.pool = Path(pool) if pool is not None else None
+        self.fingerprints: dict[RunKey, str] = dict(fingerprints or {})
+
+    def expect(self, runs: list[RunSpec]) -> None:
+        """The study's runs and their identities: where a pooled store finds them."""
+        self.fingerprints.update({run.key: run.fingerprint for run in runs})
+
+    def paths(self, key: str, seed: int) -> ModelRunPaths:
+        """The directory of model ``key``'s run with ``seed``."""
+        if self.pool is None:
+            return self.layout.run(key, seed)
+        fingerprint = self.fingerprints.get((key, seed))
+        if fingerprint is None:
+            raise ValueError(f"{key} seed {seed} is not a run of this study's plan")
+        return ModelRunPaths(self.pool / key / f"seed-{seed}-{fingerprint[:16]}")
 
     # ---- writing a run -------------------------------------------------------------------------
     def start(self, key: str, seed: int) -> None:
         """From now on the run is unfinished, whatever was there before."""
-        self.layout.run(key, seed).predictions.unlink(missing_ok=True)
+        self.paths(key, seed).predictions.unlink(missing_ok=True)
+
+    def export_run(self, key: str, seed: int) -> RunFiles:
+        """A finished run's files, to send to a worker that has no access to this directory."""
+        paths = self.paths(key, seed)
+        return {path.name: path.read_bytes() for path in (paths.model, paths.history, paths.record, paths.predictions)}
+
+    def import_run(self, key: str, seed: int, files: RunFiles) -> None:
+        """Write a run trained elsewhere (``export_run``'s files), atomically, predictions last."""
+        self.start(key, seed)
+        paths = self.paths(key, seed)
+        for path in (paths.model, paths.history, paths.record, paths.predictions):
+            write_bytes(path, files[path.name])
 
     def save(
         self,
@@ -98,7 +135,7 @@ class RunStore:
     ) -> None:
         """Write a finished run: ``checkpoint`` (``encode_checkpoint``), history, ``run.json``
         (``record`` plus the checkpoint's sha256), and the test predictions last."""
-        paths = self.layout.run(key, seed)
+        paths = self.paths(key, seed)
         write_bytes(paths.model, checkpoint)
         write_text(paths.history, _history_csv(history))
         write_json(paths.record, {**record, "checkpoint_sha256": sha256_hex(checkpoint)})
@@ -117,18 +154,22 @@ class RunStore:
         record = self.record(key, seed)
         if not record:
             raise ValueError(f"{key} seed {seed} has no finished run to update")
-        write_json(self.layout.run(key, seed).record, {**record, **changes})
+        write_json(self.paths(key, seed).record, {**record, **changes})
 
     # ---- reading runs --------------------------------------------------------------------------
     def record(self, key: str, seed: int) -> dict[str, Any] | None:
         """A finished run's ``run.json`` (``{}`` if unreadable); None if the run has not finished."""
-        paths = self.layout.run(key, seed)
+        paths = self.paths(key, seed)
         if not paths.predictions.exists():
             return None
         try:
             return json.loads(paths.record.read_text())
         except (OSError, ValueError):
             return {}
+
+    def history(self, key: str, seed: int) -> list[dict[str, float]]:
+        """A finished run's per-epoch history (``history.csv``)."""
+        return _read_history(self.paths(key, seed).history)
 
     def checkpoint_sha256(self, key: str, seed: int) -> str:
         return self.record(key, seed)["checkpoint_sha256"]
@@ -156,7 +197,7 @@ class RunStore:
 
     def load_weights(self, key: str, seed: int, device: torch.device) -> dict[str, torch.Tensor]:
         """A finished run's ``model.pt``, or a one-paragraph error saying how to retrain it."""
-        path = self.layout.run(key, seed).model
+        path = self.paths(key, seed).model
         try:
             return torch.load(path, map_location=device, weights_only=True)
         except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
@@ -167,7 +208,7 @@ class RunStore:
 
     def load(self, key: str, seed: int) -> SavedRun | None:
         """The saved run of ``key`` with ``seed``; None if it has not finished."""
-        paths = self.layout.run(key, seed)
+        paths = self.paths(key, seed)
         if not paths.predictions.exists():
             return None
         try:
@@ -185,11 +226,14 @@ class RunStore:
 
     # ---- the plan ------------------------------------------------------------------------------
     def write_plan(self, config_text: str, runs: list[RunSpec]) -> None:
+        self.expect(runs)
+        pool = {"pool": os.path.relpath(self.pool, self.layout.root)} if self.pool is not None else {}
         write_json(
             self.layout.plan,
             {
                 "format": PLAN_FORMAT,
                 "config_sha256": sha256_hex(config_text.encode("utf-8")),
+                **pool,
                 "runs": [
                     {
                         "model": r.model,
@@ -224,7 +268,11 @@ class RunStore:
                 f"{layout.config} is not the config that {layout.plan} was made from (it was edited, or a run "
                 f"stopped while starting). {again}"
             )
-        return [
+        runs = [
             RunSpec(r["model"], int(r["seed"]), r["fingerprint"], tuple(r["teachers"]), r.get("arch"))
             for r in plan["runs"]
         ]
+        if plan.get("pool") is not None:
+            self.pool = Path(os.path.normpath(layout.root / plan["pool"]))
+        self.expect(runs)
+        return runs

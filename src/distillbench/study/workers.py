@@ -148,7 +148,15 @@ class _PrefixedLines(io.TextIOBase):
         return False
 
 
-def _worker(cfg: StudyConfig, out: Path, data: StudyData, threads: int, channel: Connection) -> None:
+def _worker(
+    cfg: StudyConfig,
+    out: Path,
+    data: StudyData,
+    threads: int,
+    channel: Connection,
+    pool: Path | None,
+    fingerprints: dict[RunKey, str],
+) -> None:
     """A worker process: train each unit it is sent, answering None, or (kind, message) on failure;
     stop when sent None. One process serves many units, so torch is imported once per worker."""
     stdout, stderr = _PrefixedLines(sys.__stdout__, ""), _PrefixedLines(sys.__stderr__, "")
@@ -159,7 +167,8 @@ def _worker(cfg: StudyConfig, out: Path, data: StudyData, threads: int, channel:
 
             torch.set_num_threads(threads)
             # Efficiency is timed by the parent once training is over: here other workers share the CPU.
-            executor, failed = run_executor(cfg, out, data, time_efficiency=False), None
+            executor = run_executor(cfg, out, data, time_efficiency=False, pool=pool, fingerprints=fingerprints)
+            failed = None
         except UserError as exc:  # e.g. a name registered in the parent only: answered for the first unit
             executor, failed = None, ("error", f"a worker could not start: {exc}")
         except Exception:
@@ -194,8 +203,11 @@ class ProcessExecutor:
         workers: int,
         threads_per_worker: int,
         grouping: Grouping | None = None,
+        pool: Path | None = None,
+        fingerprints: dict[RunKey, str] | None = None,
     ):
         self.cfg, self.out, self.data = cfg, out, data
+        self.pool, self.fingerprints = pool, dict(fingerprints or {})
         self.workers, self.threads, self.grouping = workers, threads_per_worker, grouping
         self.context = mp.get_context("spawn")  # fork would copy torch's thread pools mid-use
 
@@ -247,7 +259,9 @@ class ProcessExecutor:
     def _start_worker(self) -> tuple[mp.Process, Connection]:
         parent, child = self.context.Pipe()
         process = self.context.Process(
-            target=_worker, args=(self.cfg, self.out, self.data, self.threads, child), name="distillbench worker"
+            target=_worker,
+            args=(self.cfg, self.out, self.data, self.threads, child, self.pool, self.fingerprints),
+            name="distillbench worker",
         )
         process.start()
         child.close()  # the worker holds the only other end: its exit makes ours read EOF

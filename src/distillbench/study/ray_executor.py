@@ -1,0 +1,183 @@
+"""Runs as Ray tasks: a sweep's distinct runs trained across a Ray cluster, teachers before their
+students, with no filesystem shared between the driver and the workers.
+
+Every run becomes one task with its resource request (``perf.cpus_per_run``, ``perf.gpus_per_run``:
+fractions let several small students share a GPU). The data is put in Ray's object store once; a
+student's task receives its teachers' finished files (checkpoint, record, predictions) through the
+object store too, and computes the teachers' logits on its node (cached in that node's
+``perf.cache_dir``). A task trains in a temporary directory and returns its run's files; only the
+driver writes the sweep's directory, through the store. A task whose worker dies is retried by Ray
+(``MAX_RETRIES``): a task writes nothing outside its temporary directory, so a retry starts clean.
+
+Ray is an optional extra (``pip install -e '.[ray]'``); nodes need distillbench and its
+dependencies installed, at the driver's version.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distillbench.config import StudyConfig
+from distillbench.data import StudyData
+from distillbench.errors import UserError
+from distillbench.study.plan import Plan, RunKey, RunSpec
+from distillbench.study.store import RunFiles
+from distillbench.study.workers import Scheduler
+
+MAX_RETRIES = 3  # a task whose worker process or node dies is run again, this many times at most
+INSTALL_HINT = "pip install -e '.[ray]' (or pip install 'ray[default]>=2.9')"
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or the one-paragraph error saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError(
+            f"--executor ray needs Ray, an optional extra that is not installed: {INSTALL_HINT}. Or run the sweep "
+            "on this machine with --executor local."
+        ) from None
+    return ray
+
+
+def connect(address: str | None) -> tuple[Any, bool]:
+    """Ray connected to ``address`` (auto, HOST:PORT, or None: a Ray instance started on this
+    machine), and whether this call started the connection (and should end it)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray, False
+    fix = (
+        "Start the cluster (ray start --head on its head node), check the address (HOST:PORT of the head's GCS, "
+        "port 6379 by default), or run on this machine with --executor local."
+    )
+    if address not in (None, "auto", "local"):
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise UserError(f"--address {address}: expected auto or HOST:PORT, e.g. 10.0.0.5:6379.")
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError as exc:
+            raise UserError(f"The Ray cluster at {address} is unreachable ({exc.strerror or exc}). {fix}") from None
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=True, logging_level="WARNING")
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise UserError(f"Could not connect to a Ray cluster at {address}: {exc}. {fix}") from None
+    return ray, True
+
+
+def train_task(cfg: StudyConfig, data: StudyData, run: RunSpec, threads: int, *teachers: RunFiles) -> RunFiles:
+    """A Ray task: train ``run`` of the study ``cfg`` in a temporary directory holding its teachers'
+    files (in ``run.needs`` order), and return the run's files."""
+    from distillbench.study.runner import run_executor
+
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="distillbench-task-") as directory:
+        # Efficiency is timed by the driver once training is over: here other tasks share the node.
+        executor = run_executor(cfg, Path(directory), data, time_efficiency=False)
+        for (key, seed), files in zip(run.needs, teachers):
+            executor.store.import_run(key, seed, files)
+        executor.train(run)
+        return executor.store.export_run(run.model, run.seed)
+
+
+class RayExecutor:
+    """Trains a plan's runs as Ray tasks, each as soon as its teachers are done."""
+
+    def __init__(self, cfg: StudyConfig, data: StudyData, address: str | None):
+        self.ray, self.owns_connection = connect(address)
+        self.data = data
+        perf = cfg.perf
+        resources = self.ray.cluster_resources()
+        gpus = perf.gpus_per_run
+        if gpus is None:
+            gpus = 1.0 if cfg.device != "cpu" and resources.get("GPU", 0) > 0 else 0.0
+        for name, wanted in (("CPU", perf.cpus_per_run), ("GPU", gpus)):
+            if wanted > resources.get(name, 0):
+                raise UserError(
+                    f"Each run asks Ray for {wanted:g} {name}(s) (perf.{name.lower()}s_per_run), but the cluster has "
+                    f"{resources.get(name, 0):g}: no task could start. Lower perf.{name.lower()}s_per_run or add nodes."
+                )
+        self.threads = max(1, int(perf.cpus_per_run))
+        self.task = self.ray.remote(train_task)
+        self.resources = dict(num_cpus=perf.cpus_per_run, num_gpus=gpus, max_retries=MAX_RETRIES, retry_exceptions=False)
+        print(
+            f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; each run asks for "
+            f"{perf.cpus_per_run:g} CPU(s), {gpus:g} GPU(s)",
+            flush=True,
+        )
+
+    def execute(self, plan: Plan, begin: Callable[[RunSpec], bool], placed: dict[RunKey, tuple[Any, RunSpec]]) -> None:
+        """Train ``plan``'s runs; ``placed`` maps each to (its study, its run there): the study's
+        config trains it and the study's store receives its files."""
+        ray = self.ray
+        schedule = Scheduler(plan, begin, None)
+        data = ray.put(self.data)
+        shared: dict[RunKey, Any] = {}  # finished runs' files in the object store, for their students
+        pending: dict[Any, RunSpec] = {}
+        started = time.perf_counter()
+
+        def files_of(key: RunKey) -> Any:
+            if key not in shared:
+                study, run = placed[key]
+                shared[key] = ray.put(study.store.export_run(run.model, run.seed))
+            return shared[key]
+
+        try:
+            while True:
+                while (unit := schedule.next_unit()) is not None:
+                    study, run = placed[unit[0].key]
+                    teachers = [files_of(need) for need in unit[0].needs]
+                    task = self.task.options(name=f"{run.model} seed {run.seed}", **self.resources)
+                    pending[task.remote(study.cfg, data, run, self.threads, *teachers)] = unit[0]
+                if not pending:
+                    break
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    union_run = pending.pop(ref)
+                    study, run = placed[union_run.key]
+                    files = self._result(ref, study, run)
+                    study.store.import_run(run.model, run.seed, files)
+                    shared[union_run.key] = ray.put(files)
+                    schedule.completed([union_run])
+                    left = len(plan.runs) - len(schedule.done)
+                    print(
+                        f"[ray] {study.label}: {run.model} seed {run.seed} saved ({left} runs left, "
+                        f"{time.perf_counter() - started:.0f}s)",
+                        flush=True,
+                    )
+            if not schedule.finished:  # cannot happen with a valid plan: every teacher is in it
+                raise RuntimeError("runs are left whose teachers are not in the plan")
+        finally:  # after a failure or Ctrl-C, nothing more trains
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            if self.owns_connection:
+                ray.shutdown()
+
+    def _result(self, ref: Any, study: Any, run: RunSpec) -> RunFiles:
+        """The files a task returned, or its failure as the study's one-paragraph error."""
+        ray = self.ray
+        where = f"{run.model} (seed {run.seed}) of {study.label}"
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, UserError):
+                raise UserError(
+                    f"{where} failed: {cause} Finished runs are saved; fix this and run again to resume."
+                ) from None
+            print(str(exc), file=sys.stderr)
+            raise RuntimeError(f"{where} failed with a bug in distillbench (its traceback is above)") from None
+        except ray.exceptions.RayError as exc:  # the worker or node died more than MAX_RETRIES times
+            raise UserError(
+                f"The Ray task training {where} failed {MAX_RETRIES + 1} times ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}). Finished runs are saved; check the cluster's "
+                "nodes (memory, logs) and run again to resume."
+            ) from None
