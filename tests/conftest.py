@@ -58,3 +58,32 @@ def paper_study(tmp_path_factory, cifar_dir, weight_files, cache_dir) -> Path:
     args = study_args(cifar_dir, weight_files, cache_dir, out, "perf.workers=auto")
     assert main([*args, "--seeds", str(len(SEEDS))]) == 0
     return out
+
+
+# A tiny sweep: a small-CNN teacher and its KD student on a 2 x 2 grid over kd.temperature and
+# kd.alpha with two seeds; fp32 and one torch thread, so that every executor does the same arithmetic.
+TINY_SWEEP = """\
+name: tiny
+models: [small_cnn, kd_small]
+zoo:
+  small_cnn: {arch: small_cnn, lr: 0.003}
+  kd_small: {arch: small_cnn, lr: 0.003, teachers: [small_cnn], title: KD from the small CNN}
+seeds: [0, 1]
+train: {epochs: 3, patience: null}
+data: {train_limit: 1000, val_size: 200, test_limit: 200}
+evaluation: {efficiency: false, kd_reference: kd_small}
+comparisons: []
+perf: {workers: 1, threads: 1, precision: fp32}
+sweep:
+  axes: {kd.temperature: [1, 4], kd.alpha: [0.2, 0.8]}
+"""
+
+
+def sweep_args(cifar_dir: Path, tmp: Path, out: Path, *sets: str) -> list[str]:
+    """``distillbench sweep`` arguments for the tiny sweep on the fixture (its config written in ``tmp``)."""
+    config = tmp / "tiny-sweep.yaml"
+    config.write_text(TINY_SWEEP)
+    args = ["sweep", "--config", str(config), "--data-dir", str(cifar_dir), "--out", str(out), "--device", "cpu"]
+    for item in (f"perf.cache_dir={tmp / 'cache'}", *sets):
+        args += ["--set", item]
+    return args

@@ -56,7 +56,8 @@ def connect(address: str | None) -> tuple[Any, bool]:
         return ray, False
     fix = (
         "Start the cluster (ray start --head on its head node), check the address (HOST:PORT of the head's GCS, "
-        "port 6379 by default), or run on this machine with --executor local."
+        "port 6379 by default; a cluster with token authentication also needs RAY_AUTH_MODE=token and its token, "
+        "as for any Ray client), or run on this machine with --executor local."
     )
     if address not in (None, "auto", "local"):
         host, _, port = address.rpartition(":")
@@ -107,7 +108,9 @@ class RayExecutor:
                 )
         self.threads = max(1, int(perf.cpus_per_run))
         self.task = self.ray.remote(train_task)
-        self.resources = dict(num_cpus=perf.cpus_per_run, num_gpus=gpus, max_retries=MAX_RETRIES, retry_exceptions=False)
+        self.resources = dict(
+            num_cpus=perf.cpus_per_run, num_gpus=gpus, max_retries=MAX_RETRIES, retry_exceptions=False
+        )
         print(
             f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; each run asks for "
             f"{perf.cpus_per_run:g} CPU(s), {gpus:g} GPU(s)",

@@ -148,13 +148,20 @@ def log_to_mlflow(cfg: StudyConfig, runs: list[TrackedRun], summary: str, files:
     new = [tracked for tracked in runs if _identity(tracked) not in logged]
     for tracked in new:
         _log_run(client, experiment, tracked)
-    summary_run = client.create_run(experiment, run_name=summary, tags={IDENTITY_TAG: f"summary/{summary}"})
+    # One summary run per study or sweep, its artifacts replaced by each later invocation's.
+    identity = f"summary/{summary}"
+    found = client.search_runs([experiment], filter_string=f"tags.`{IDENTITY_TAG}` = '{identity}'", max_results=1)
+    run_id = (
+        found[0].info.run_id
+        if found
+        else client.create_run(experiment, run_name=summary, tags={IDENTITY_TAG: identity}).info.run_id
+    )
     for path in files:
         if path.is_dir():
-            client.log_artifacts(summary_run.info.run_id, str(path), artifact_path=path.name)
+            client.log_artifacts(run_id, str(path), artifact_path=path.name)
         elif path.exists():
-            client.log_artifact(summary_run.info.run_id, str(path))
-    client.set_terminated(summary_run.info.run_id)
+            client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id)
     print(
         f"MLflow: {len(new)} new runs logged to {tracking_uri(cfg)} (experiment {cfg.tracking.experiment or cfg.name})"
     )
