@@ -22,7 +22,7 @@ ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
 
 # Ray's token authentication (on by default for new clusters since Ray 2.5x) set explicitly on both
 # sides, as Ray's documentation has clients do; the token is ~/.ray/auth_token.
-RAY_ENVIRONMENT = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+RAY_ENVIRONMENT = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
 
 
 def _free_port() -> int:
@@ -71,6 +71,11 @@ def test_ray_gives_the_local_sweep(cluster, local_results, tmp_path, cifar_dir):
     log = sweep.communicate(timeout=600)[0]
     assert sweep.returncode == 0, log
     assert "10 distinct runs (16 asked for), executor ray" in log
+    # Each teacher's logits are computed once, in its own task, and reach its four students through the
+    # object store: no student computes them or reads them from the (here shared) disk cache.
+    for seed in (0, 1):
+        assert log.count(f"computing small_cnn seed {seed} logits (train)") == 1, log
+    assert "reusing cached small_cnn" not in log
     local, remote = _logits(local_results), _logits(out)
     assert sorted(remote) == sorted(local) and len(remote) == 10  # the same runs: teachers once per seed
     for name in local:

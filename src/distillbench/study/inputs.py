@@ -93,12 +93,20 @@ class RunInputs:
 
         if not self.perf.cache_teacher_logits:
             return compute()
+        return self.cache.get(self._logits_key(key, seed, split), compute, what=f"{key} seed {seed} logits ({split})")
+
+    def _logits_key(self, key: str, seed: int, split: str) -> str:
         if (key, seed) not in self._model_hashes:
-            self._model_hashes[(key, seed)] = hash_module(model)
-        digest = cache_key(
-            "logits", self._model_hashes[(key, seed)], self.data.fingerprint, split, self.runtime.numerics
-        )
-        return self.cache.get(digest, compute, what=f"{key} seed {seed} logits ({split})")
+            self._model_hashes[(key, seed)] = hash_module(self.models.trained_model(key, seed))
+        return cache_key("logits", self._model_hashes[(key, seed)], self.data.fingerprint, split, self.runtime.numerics)
+
+    def students_logits(self, key: str, seed: int) -> dict[str, torch.Tensor]:
+        """A finished teacher's cache entries that its students read (its logits on the training
+        split), keyed as the cache keys them, to hand to a process that has no access to this
+        cache; empty when teacher logits are not cached."""
+        if not self.perf.cache_teacher_logits:
+            return {}
+        return {self._logits_key(key, seed, "train"): self.logits(key, seed, "train")}
 
     def training_inputs(self, key: str, model: Classifier) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
         """``inputs_for``, except that with augmentation every model trains on images: an augmented

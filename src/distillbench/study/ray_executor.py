@@ -2,11 +2,11 @@
 students, with no filesystem shared between the driver and the workers.
 
 Every run becomes one task with its resource request (``perf.cpus_per_run``, ``perf.gpus_per_run``:
-fractions let several small students share a GPU). The data is put in Ray's object store once; a
-student's task receives its teachers' finished files (checkpoint, record, predictions) through the
-object store too, and computes the teachers' logits on its node (cached in that node's
-``perf.cache_dir``). A task trains in a temporary directory and returns its run's files; only the
-driver writes the sweep's directory, through the store. A task whose worker dies is retried by Ray
+fractions let several small students share a GPU). The data is put in Ray's object store once. A
+teacher's task returns its run's files and its logits on the training split; a student's task
+receives both through the object store (the checkpoint for the record's teacher hashes, and for
+teachers run online on augmented batches). A task trains in a temporary directory; only the driver
+writes the sweep's directory, through the store. A task whose worker dies is retried by Ray
 (``MAX_RETRIES``): a task writes nothing outside its temporary directory, so a retry starts clean.
 
 Ray is an optional extra (``pip install -e '.[ray]'``); nodes need distillbench and its
@@ -74,19 +74,28 @@ def connect(address: str | None) -> tuple[Any, bool]:
     return ray, True
 
 
-def train_task(cfg: StudyConfig, data: StudyData, run: RunSpec, threads: int, *teachers: RunFiles) -> RunFiles:
+TaskResult = tuple[RunFiles, dict[str, torch.Tensor]]  # a run's files, and its logits for its students
+
+
+def train_task(
+    cfg: StudyConfig, data: StudyData, run: RunSpec, threads: int, teaches: bool, *teachers: TaskResult
+) -> TaskResult:
     """A Ray task: train ``run`` of the study ``cfg`` in a temporary directory holding its teachers'
-    files (in ``run.needs`` order), and return the run's files."""
+    files and logits (``train_task`` results, in ``run.needs`` order); return the run's files and,
+    if it ``teaches``, the logits its students distil (as cache entries: a student's task then
+    computes nothing of its teachers)."""
     from distillbench.study.runner import run_executor
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="distillbench-task-") as directory:
         # Efficiency is timed by the driver once training is over: here other tasks share the node.
         executor = run_executor(cfg, Path(directory), data, time_efficiency=False)
-        for (key, seed), files in zip(run.needs, teachers):
+        for (key, seed), (files, logits) in zip(run.needs, teachers):
             executor.store.import_run(key, seed, files)
+            executor.inputs.cache.memory.update(logits)
         executor.train(run)
-        return executor.store.export_run(run.model, run.seed)
+        logits = executor.inputs.students_logits(run.model, run.seed) if teaches else {}
+        return executor.store.export_run(run.model, run.seed), logits
 
 
 class RayExecutor:
@@ -127,28 +136,32 @@ class RayExecutor:
         pending: dict[Any, RunSpec] = {}
         started = time.perf_counter()
 
-        def files_of(key: RunKey) -> Any:
-            if key not in shared:
+        teachers = {need for run in plan.runs for need in run.needs}
+
+        def result_of(key: RunKey) -> Any:
+            if key not in shared:  # finished before this sweep started: its files; its logits are recomputed
                 study, run = placed[key]
-                shared[key] = ray.put(study.store.export_run(run.model, run.seed))
+                shared[key] = ray.put((study.store.export_run(run.model, run.seed), {}))
             return shared[key]
 
         try:
             while True:
                 while (unit := schedule.next_unit()) is not None:
                     study, run = placed[unit[0].key]
-                    teachers = [files_of(need) for need in unit[0].needs]
+                    inputs = [result_of(need) for need in unit[0].needs]
                     task = self.task.options(name=f"{run.model} seed {run.seed}", **self.resources)
-                    pending[task.remote(study.cfg, data, run, self.threads, *teachers)] = unit[0]
+                    teaches = unit[0].key in teachers
+                    pending[task.remote(study.cfg, data, run, self.threads, teaches, *inputs)] = unit[0]
                 if not pending:
                     break
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
                     union_run = pending.pop(ref)
                     study, run = placed[union_run.key]
-                    files = self._result(ref, study, run)
-                    study.store.import_run(run.model, run.seed, files)
-                    shared[union_run.key] = ray.put(files)
+                    result = self._result(ref, study, run)
+                    study.store.import_run(run.model, run.seed, result[0])
+                    if union_run.key in teachers:
+                        shared[union_run.key] = ref  # files and logits stay in the object store
                     schedule.completed([union_run])
                     left = len(plan.runs) - len(schedule.done)
                     print(
@@ -164,8 +177,8 @@ class RayExecutor:
             if self.owns_connection:
                 ray.shutdown()
 
-    def _result(self, ref: Any, study: Any, run: RunSpec) -> RunFiles:
-        """The files a task returned, or its failure as the study's one-paragraph error."""
+    def _result(self, ref: Any, study: Any, run: RunSpec) -> TaskResult:
+        """What a task returned, or its failure as the study's one-paragraph error."""
         ray = self.ray
         where = f"{run.model} (seed {run.seed}) of {study.label}"
         try:
