@@ -46,6 +46,7 @@ def test_a_study_logs_every_run_once(tmp_path, cifar_dir, weight_files):
         accuracy = next(p["test_accuracy"] for p in predictions if p["seed"] == seed)
         assert run.data.metrics["test_accuracy"] == pytest.approx(accuracy)
         assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"run.json", "history.csv"}
+    assert all(run.info.artifact_uri.startswith((tmp_path / "artifacts").as_uri()) for run in runs)  # next to the db
     summary = logged["summary/study paper"].info.run_id
     assert {"report.md", "report.html", "results.json", "figures"} <= {a.path for a in client.list_artifacts(summary)}
     assert any(a.path.endswith(".png") for a in client.list_artifacts(summary, "figures"))

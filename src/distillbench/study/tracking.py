@@ -49,6 +49,14 @@ def tracking_uri(cfg: StudyConfig) -> str:
     return f"sqlite:///{(DEFAULT_STORE / 'mlflow.db').resolve()}"
 
 
+def _artifact_location(uri: str) -> str | None:
+    """A sqlite store's artifacts go next to its database (MLflow's own default is ./mlruns of
+    whatever directory the command runs in); a tracking server decides for itself."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+
+
 def _client(cfg: StudyConfig) -> tuple[Any, str]:
     """An MLflow client on the configured store, and the id of the study's experiment."""
     try:
@@ -65,8 +73,7 @@ def _client(cfg: StudyConfig) -> tuple[Any, str]:
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
             return client, experiment.experiment_id
-        location = (DEFAULT_STORE / "artifacts").resolve().as_uri() if not cfg.tracking.uri else None
-        return client, client.create_experiment(name, artifact_location=location)
+        return client, client.create_experiment(name, artifact_location=_artifact_location(uri))
     except Exception as exc:  # MLflow raises many types for an unusable store: each is this error
         raise UserError(
             f"The MLflow tracking store {uri} could not be used ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
