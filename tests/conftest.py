@@ -87,3 +87,12 @@ def sweep_args(cifar_dir: Path, tmp: Path, out: Path, *sets: str) -> list[str]:
     for item in (f"perf.cache_dir={tmp / 'cache'}", *sets):
         args += ["--set", item]
     return args
+
+
+@pytest.fixture(scope="session")
+def local_sweep(tmp_path_factory, cifar_dir) -> Path:
+    """The tiny sweep, run once on this machine (the local executor, in-process)."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    out = tmp / "out"
+    assert main(sweep_args(cifar_dir, tmp, out)) == 0
+    return out

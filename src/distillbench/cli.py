@@ -8,6 +8,8 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
+
 from distillbench.errors import UserError
 
 if TYPE_CHECKING:
@@ -141,8 +143,13 @@ def _sweep(args: argparse.Namespace) -> None:
     extra = []
     for axis in args.grid:
         key, sep, values = axis.partition("=")
-        if not sep or not key.strip() or not values.strip().startswith("["):
-            raise UserError(f"--grid {axis!r}: expected KEY=[V1,V2,...], e.g. --grid kd.temperature=[1,3,6].")
+        expected = f"--grid {axis!r}: expected KEY=[V1,V2,...], e.g. --grid kd.temperature=[1,3,6]"
+        try:
+            parsed = yaml.safe_load(values) if sep else None
+        except yaml.YAMLError as exc:
+            raise UserError(f"{expected}; the values are not valid YAML ({exc}).") from None
+        if not key.strip() or not isinstance(parsed, list):
+            raise UserError(f"{expected}.")
         extra.append(f"sweep.axes={{{key.strip()}: {values}}}")  # the key stays whole: it holds dots
     if args.executor is not None:
         extra.append(f"sweep.executor={args.executor}")

@@ -373,17 +373,22 @@ def training_order(zoo: dict[str, ModelDef], wanted: list[str]) -> list[str]:
     return order
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, where: str | None = None) -> None:
     """Set ``a.b.c`` in ``tree``; a mapping merges into the section it names (as a config file's
-    does): ``weights={vgg16: imagenet}`` changes vgg16's weights and keeps the other backbones'."""
+    does): ``weights={vgg16: imagenet}`` changes vgg16's weights and keeps the other backbones'.
+    ``where`` names the setting in errors (default: ``--set a.b.c``)."""
     parts = dotted.split(".")
     node = tree
-    for part in parts[:-1]:
+    for number, part in enumerate(parts[:-1]):
         child = node.get(part)
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise UserError(f"--set {dotted}: {part!r} holds a value, not a section of keys.")
+            parent = ".".join(parts[: number + 1])
+            raise UserError(
+                f"{where or f'--set {dotted}'}: {parent} holds a value ({child!r}), not a section of keys; set "
+                f"{parent} itself (e.g. to a mapping) instead."
+            )
         node = child
     if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
         _merge(node[parts[-1]], value)
@@ -465,7 +470,7 @@ def with_values(cfg: StudyConfig, values: dict[str, Any], source: str) -> StudyC
     """``cfg`` with each dotted key set to its value (as ``--set`` does), validated; errors name ``source``."""
     raw = cfg.model_dump(mode="json")
     for key, value in values.items():
-        _set_dotted(raw, key, value)
+        _set_dotted(raw, key, value, f"{source}, {key}")
     try:
         return StudyConfig.model_validate(raw)
     except ValidationError as exc:

@@ -22,14 +22,6 @@ from tests.conftest import sweep_args
 POINTS = ["temperature=1,alpha=0.2", "temperature=1,alpha=0.8", "temperature=4,alpha=0.2", "temperature=4,alpha=0.8"]
 
 
-@pytest.fixture(scope="module")
-def local_sweep(tmp_path_factory, cifar_dir):
-    tmp = tmp_path_factory.mktemp("sweep")
-    out = tmp / "out"
-    assert main(sweep_args(cifar_dir, tmp, out)) == 0
-    return out
-
-
 def _val_accuracy(run_dir):
     """The run's kept weights' validation accuracy: its best epoch's row of history.csv."""
     best = json.loads((run_dir / "run.json").read_text())["best_epoch"]
@@ -127,6 +119,11 @@ def test_a_sweep_killed_midway_resumes_to_the_same_results(local_sweep, tmp_path
     os.killpg(sweep.pid, signal.SIGKILL)
     sweep.communicate(timeout=60)
     assert not (out / "sweep.json").exists(), "".join(seen)
+    assert any("done: validation accuracy" in line for line in seen)
+    assert not any("test accuracy" in line for line in seen)  # a sweep's log never shows the test set
+    assert main(["report", str(out)]) == 0  # a partial sweep: rankings so far, nothing selected, no test set read
+    partial = json.loads((out / "sweep.json").read_text())["models"]["kd_small"]
+    assert partial["selected"] is None and "settings unfinished" in partial["waiting"]
     kept = {path: path.stat().st_mtime_ns for path in (out / "runs").glob("*/*/model.pt")}
     assert len(kept) >= 3  # both teachers and a student of point 1
     assert main(args) == 0
@@ -144,6 +141,8 @@ def test_a_sweep_killed_midway_resumes_to_the_same_results(local_sweep, tmp_path
         ("kd.temperature=[]", "no values"),
         ("kd.temperature=[1,-1]", "kd.temperature: Input should be greater than 0"),
         ("kd.temperature=3", "expected KEY=[V1,V2,...]"),
+        ("kd.temperature=[1,", "the values are not valid YAML"),
+        ("zoo.kd_small.distill.temperature=[1,2]", "zoo.kd_small.distill holds a value ('kd')"),
     ],
 )
 def test_bad_axes_stop_with_one_paragraph(tmp_path, cifar_dir, capsys, grid, expected):
@@ -152,3 +151,18 @@ def test_bad_axes_stop_with_one_paragraph(tmp_path, cifar_dir, capsys, grid, exp
     err = capsys.readouterr().err.replace("\n", " ")
     assert expected in err and "Traceback" not in err
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_without_ray_the_sweep_says_how_to_install_it(tmp_path, cifar_dir, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without the [ray] extra sees
+    assert main([*sweep_args(cifar_dir, tmp_path, tmp_path / "out"), "--executor", "ray"]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "pip install -e '.[ray]'" in err and "--executor local" in err and "Traceback" not in err
+
+
+def test_run_refuses_a_sweep_directory(local_sweep, tmp_path, cifar_dir, weight_files, capsys):
+    from tests.conftest import study_args
+
+    assert main(study_args(cifar_dir, weight_files, tmp_path / "cache", local_sweep, "models=[small_cnn]")) == 2
+    assert "holds a sweep" in capsys.readouterr().err.replace("\n", " ")
+    assert not (local_sweep / "plan.json").exists()

@@ -4,6 +4,7 @@ and errors for a missing Ray and an unreachable cluster."""
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -15,14 +16,20 @@ import numpy as np
 import pytest
 
 from distillbench.cli import main
-from distillbench.errors import UserError
 from tests.conftest import sweep_args
 
 ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
 
 # Ray's token authentication (on by default for new clusters since Ray 2.5x) set explicitly on both
-# sides, as Ray's documentation has clients do; the token is ~/.ray/auth_token.
-RAY_ENVIRONMENT = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
+# sides, as Ray's documentation has clients do, with a token of this test's own (RAY_AUTH_TOKEN), so
+# that nothing depends on or writes to ~/.ray.
+RAY_ENVIRONMENT = {
+    **os.environ,
+    "RAY_AUTH_MODE": "token",
+    "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_DEDUP_LOGS": "0",
+}
 
 
 def _free_port() -> int:
@@ -43,13 +50,6 @@ def cluster():
     subprocess.run([ray_cli, "stop", "--force"], capture_output=True, env=RAY_ENVIRONMENT, timeout=120)
 
 
-@pytest.fixture(scope="module")
-def local_results(tmp_path_factory, cifar_dir):
-    tmp = tmp_path_factory.mktemp("local")
-    assert main(sweep_args(cifar_dir, tmp, tmp / "out")) == 0
-    return tmp / "out"
-
-
 def _sweep_on(cluster, cifar_dir, tmp, out):
     command = [sys.executable, "-m", "distillbench",
                *sweep_args(cifar_dir, tmp, out, "perf.cpus_per_run=1"), "--executor", "ray", "--address", cluster]  # fmt: skip
@@ -65,7 +65,7 @@ def _logits(out):
     return logits
 
 
-def test_ray_gives_the_local_sweep(cluster, local_results, tmp_path, cifar_dir):
+def test_ray_gives_the_local_sweep(cluster, local_sweep, tmp_path, cifar_dir):
     out = tmp_path / "out"
     sweep = _sweep_on(cluster, cifar_dir, tmp_path, out)
     log = sweep.communicate(timeout=600)[0]
@@ -76,12 +76,12 @@ def test_ray_gives_the_local_sweep(cluster, local_results, tmp_path, cifar_dir):
     for seed in (0, 1):
         assert log.count(f"computing small_cnn seed {seed} logits (train)") == 1, log
     assert "reusing cached small_cnn" not in log
-    local, remote = _logits(local_results), _logits(out)
+    local, remote = _logits(local_sweep), _logits(out)
     assert sorted(remote) == sorted(local) and len(remote) == 10  # the same runs: teachers once per seed
     for name in local:
         np.testing.assert_allclose(remote[name], local[name], atol=1e-4, rtol=0)
     ray_results = json.loads((out / "sweep.json").read_text())
-    local_results = json.loads((local_results / "sweep.json").read_text())
+    local_results = json.loads((local_sweep / "sweep.json").read_text())
     for key, model in local_results["models"].items():
         assert ray_results["models"][key]["selected"]["point"] == model["selected"]["point"]
         for ours, theirs in zip(ray_results["models"][key]["ranking"], model["ranking"]):
@@ -90,7 +90,7 @@ def test_ray_gives_the_local_sweep(cluster, local_results, tmp_path, cifar_dir):
     assert ray_results["executor"] == "ray"
 
 
-def test_a_worker_killed_mid_task_is_retried_and_nothing_is_lost(cluster, local_results, tmp_path, cifar_dir):
+def test_a_worker_killed_mid_task_is_retried_and_nothing_is_lost(cluster, local_sweep, tmp_path, cifar_dir):
     out = tmp_path / "out"
     sweep = _sweep_on(cluster, cifar_dir, tmp_path, out)
     killed, deadline = None, time.monotonic() + 300
@@ -105,7 +105,7 @@ def test_a_worker_killed_mid_task_is_retried_and_nothing_is_lost(cluster, local_
     log = sweep.communicate(timeout=600)[0]
     assert killed is not None, log
     assert sweep.returncode == 0, log
-    local = _logits(local_results)
+    local = _logits(local_sweep)
     remote = _logits(out)
     assert sorted(remote) == sorted(local)  # every run finished, the killed one retried
     for name in local:
@@ -124,11 +124,3 @@ def test_an_unreachable_cluster_stops_with_one_paragraph(tmp_path, cifar_dir, ca
     err = capsys.readouterr().err.replace("\n", " ")
     assert "is unreachable" in err and "ray start --head" in err and "Traceback" not in err
     assert not (tmp_path / "out" / "runs").exists()
-
-
-def test_without_ray_the_error_says_how_to_install_it(monkeypatch):
-    from distillbench.study.ray_executor import import_ray
-
-    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without the extra sees
-    with pytest.raises(UserError, match=r"pip install -e '\.\[ray\]'"):
-        import_ray()

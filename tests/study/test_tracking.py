@@ -60,10 +60,9 @@ def test_a_sweep_logs_its_distinct_runs_and_test_accuracy_of_selected_points_onl
     models = [run for run in runs if not run.data.tags[IDENTITY].startswith("summary/")]
     assert len(models) == 10  # 2 teachers + 4 points x 2 seeds, each once
     selected = json.loads((out / "sweep.json").read_text())["models"]["kd_small"]["selected"]["point"]
-    with_test = {
-        run.data.params["point"]
-        for run in models
-        if run.data.params["model"] == "kd_small" and "test_accuracy" in run.data.metrics
-    }
-    assert with_test == {selected}
-    assert all("best_val_accuracy" in run.data.metrics and "axis.kd.temperature" in run.data.params for run in models)
+    students = [run for run in models if run.data.params["model"] == "kd_small"]
+    assert {run.data.params["points"] for run in students if "test_accuracy" in run.data.metrics} == {selected}
+    assert all("best_val_accuracy" in run.data.metrics for run in models)
+    assert all("axis.kd.temperature" in run.data.params for run in students)
+    teachers = [run for run in models if run.data.params["model"] == "small_cnn"]  # shared by every point
+    assert all(run.data.params["points"] == "4 points" and "axis.kd.alpha" not in run.data.params for run in teachers)

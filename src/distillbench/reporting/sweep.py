@@ -82,7 +82,7 @@ def _selected_table(results: dict[str, Any]) -> list[str]:
     for key, model in results["models"].items():
         chosen = model["selected"]
         if chosen is None:
-            rows.append([f"`{key}`", "not finished", "-", "-", "-", "-"])
+            rows.append([f"`{key}`", "none yet", "-", "-", "-", model.get("waiting") or "no setting finished"])
             continue
         test = chosen["test_accuracy"]
         setting = _values_text(chosen["values"]) if model["varies"] else "(not changed by the axes)"

@@ -55,10 +55,12 @@ class RunExecutor:
         models: StudyModels,
         inputs: RunInputs,
         time_efficiency: bool = True,
+        say_test: bool = True,
     ):
         self.cfg, self.data, self.runtime = cfg, data, runtime
         self.store, self.models, self.inputs = store, models, inputs
         self.time_efficiency = time_efficiency
+        self.say_test = say_test  # False in a sweep: the log shows validation accuracy
 
     def train(self, run: RunSpec) -> None:
         """Train ``run`` alone and save it."""
@@ -194,8 +196,12 @@ class RunExecutor:
             test_labels=self.data.test.labels.numpy(),
             class_names=self.data.class_names,
         )
-        accuracy = float((test_logits.argmax(1) == self.data.test.labels).float().mean())
-        _say(f"[{key}] seed {seed} done: test accuracy {accuracy:.4f}, {result.train_seconds:.1f}s")
+        if self.say_test:
+            accuracy = float((test_logits.argmax(1) == self.data.test.labels).float().mean())
+            _say(f"[{key}] seed {seed} done: test accuracy {accuracy:.4f}, {result.train_seconds:.1f}s")
+        else:  # a sweep's run: the test set is looked at once, for the selected point
+            accuracy = result.history[result.best_epoch - 1]["val_accuracy"]
+            _say(f"[{key}] seed {seed} done: validation accuracy {accuracy:.4f}, {result.train_seconds:.1f}s")
 
     def _weights_line(self, arch: str) -> str | None:
         source = weights_source(self.cfg, arch)

@@ -29,6 +29,11 @@ class ModelRunPaths:
     def record(self) -> Path:
         return self.root / "run.json"
 
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """A finished run's files, in the order they are written: predictions last."""
+        return (self.model, self.history, self.record, self.predictions)
+
 
 @dataclass(frozen=True)
 class RunLayout:

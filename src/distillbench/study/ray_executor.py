@@ -89,7 +89,7 @@ def train_task(
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="distillbench-task-") as directory:
         # Efficiency is timed by the driver once training is over: here other tasks share the node.
-        executor = run_executor(cfg, Path(directory), data, time_efficiency=False)
+        executor = run_executor(cfg, Path(directory), data, time_efficiency=False, say_test=False)
         for (key, seed), (files, logits) in zip(run.needs, teachers):
             executor.store.import_run(key, seed, files)
             executor.inputs.cache.memory.update(logits)
@@ -111,10 +111,13 @@ class RayExecutor:
             gpus = 1.0 if cfg.device != "cpu" and resources.get("GPU", 0) > 0 else 0.0
         for name, wanted in (("CPU", perf.cpus_per_run), ("GPU", gpus)):
             if wanted > resources.get(name, 0):
-                raise UserError(
+                problem = (
                     f"Each run asks Ray for {wanted:g} {name}(s) (perf.{name.lower()}s_per_run), but the cluster has "
-                    f"{resources.get(name, 0):g}: no task could start. Lower perf.{name.lower()}s_per_run or add nodes."
+                    f"{resources.get(name, 0):g} now"
                 )
+                if address in (None, "local"):  # the Ray instance on this machine: no node will join it
+                    raise UserError(f"{problem}: no task could start. Lower perf.{name.lower()}s_per_run.")
+                print(f"WARNING: {problem}; tasks wait until nodes with them join (an autoscaler adds them).")
         self.threads = max(1, int(perf.cpus_per_run))
         self.task = self.ray.remote(train_task)
         self.resources = dict(
@@ -158,7 +161,11 @@ class RayExecutor:
                 for ref in done:
                     union_run = pending.pop(ref)
                     study, run = placed[union_run.key]
-                    result = self._result(ref, study, run)
+                    try:
+                        result = self._result(ref, study, run)
+                    except (UserError, RuntimeError):
+                        self._save_finished(pending, placed)  # "finished runs are saved" holds for them too
+                        raise
                     study.store.import_run(run.model, run.seed, result[0])
                     if union_run.key in teachers:
                         shared[union_run.key] = ref  # files and logits stay in the object store
@@ -177,6 +184,18 @@ class RayExecutor:
             if self.owns_connection:
                 ray.shutdown()
 
+    def _save_finished(self, pending: dict[Any, RunSpec], placed: dict[RunKey, tuple[Any, RunSpec]]) -> None:
+        """Save the runs whose tasks have already succeeded, before the sweep stops."""
+        if not pending:
+            return
+        done, _ = self.ray.wait(list(pending), num_returns=len(pending), timeout=0)
+        for ref in done:
+            study, run = placed[pending.pop(ref).key]
+            try:
+                study.store.import_run(run.model, run.seed, self.ray.get(ref)[0])
+            except self.ray.exceptions.RayError:
+                continue
+
     def _result(self, ref: Any, study: Any, run: RunSpec) -> TaskResult:
         """What a task returned, or its failure as the study's one-paragraph error."""
         ray = self.ray
@@ -188,6 +207,12 @@ class RayExecutor:
             if isinstance(cause, UserError):
                 raise UserError(
                     f"{where} failed: {cause} Finished runs are saved; fix this and run again to resume."
+                ) from None
+            if isinstance(cause, ImportError):  # the node has no distillbench, or another version
+                raise UserError(
+                    f"{where} failed on a Ray node that cannot import what the driver sent ({cause}). Install "
+                    "distillbench and its dependencies, at the driver's version, on every node of the cluster, "
+                    "then run again to resume."
                 ) from None
             print(str(exc), file=sys.stderr)
             raise RuntimeError(f"{where} failed with a bug in distillbench (its traceback is above)") from None

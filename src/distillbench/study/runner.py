@@ -38,17 +38,20 @@ def run_executor(
     time_efficiency: bool = True,
     pool: Path | None = None,
     fingerprints: dict[RunKey, str] | None = None,
+    say_test: bool | None = None,
 ) -> RunExecutor:
     """What trains one run of the study in ``out`` (its runs in ``pool`` if given, by the plan's
     ``fingerprints``): in this process, or in a worker process (``time_efficiency=False``: the parent
-    times efficiency once no other run shares the CPU)."""
+    times efficiency once no other run shares the CPU). A sweep's runs (``pool``, or ``say_test``
+    False) log their validation accuracy, not their test accuracy."""
     perf = cfg.perf.effective()
     runtime = Runtime.resolve(perf, cfg.device)
     store = RunStore(Path(out), pool, fingerprints)
     cache = TensorCache(perf.cache_dir if perf.disk_cache else None)
     models = StudyModels(cfg, runtime, store, data.image_shape, len(data.class_names))
     inputs = RunInputs(cfg, data, runtime, models, cache)
-    return RunExecutor(cfg, data, runtime, store, models, inputs, time_efficiency)
+    say_test = pool is None if say_test is None else say_test
+    return RunExecutor(cfg, data, runtime, store, models, inputs, time_efficiency, say_test)
 
 
 class Study:
@@ -106,9 +109,23 @@ class Study:
         print(f"Study finished in {time.perf_counter() - started:.1f}s; report: {self.layout.report}", flush=True)
         return results
 
+    def _check_kind(self) -> None:
+        if self.pool is None and (self.layout.root / "sweep.yaml").exists():
+            raise UserError(
+                f"{self.layout.root} holds a sweep (it has sweep.yaml), not a study: `distillbench sweep` resumes it "
+                "and `distillbench report` rebuilds its report; give a study its own --out."
+            )
+        if self.cfg.sweep.axes:
+            print(
+                f"NOTE: sweep.axes ({', '.join(self.cfg.sweep.axes)}) are set, but `run` trains the config as it is, "
+                "one study; `distillbench sweep` trains the grid.",
+                flush=True,
+            )
+
     def start(self, preflight: bool = True) -> None:
         """Check the inputs (unless a sweep did for all its points) and write what the study's
         directory holds before any run trains."""
+        self._check_kind()
         if preflight:
             self.preflight()
         config_text = config_to_yaml(self.cfg)

@@ -111,14 +111,12 @@ class RunStore:
 
     def export_run(self, key: str, seed: int) -> RunFiles:
         """A finished run's files, to send to a worker that has no access to this directory."""
-        paths = self.paths(key, seed)
-        return {path.name: path.read_bytes() for path in (paths.model, paths.history, paths.record, paths.predictions)}
+        return {path.name: path.read_bytes() for path in self.paths(key, seed).files}
 
     def import_run(self, key: str, seed: int, files: RunFiles) -> None:
         """Write a run trained elsewhere (``export_run``'s files), atomically, predictions last."""
         self.start(key, seed)
-        paths = self.paths(key, seed)
-        for path in (paths.model, paths.history, paths.record, paths.predictions):
+        for path in self.paths(key, seed).files:
             write_bytes(path, files[path.name])
 
     def save(
@@ -170,6 +168,15 @@ class RunStore:
     def history(self, key: str, seed: int) -> list[dict[str, float]]:
         """A finished run's per-epoch history (``history.csv``)."""
         return _read_history(self.paths(key, seed).history)
+
+    def kept_val_accuracy(self, key: str, seed: int) -> float:
+        """A finished run's validation accuracy with the weights it kept (its best epoch's)."""
+        best = self.record(key, seed)["best_epoch"]
+        return next(row["val_accuracy"] for row in self.history(key, seed) if row["epoch"] == best)
+
+    def test_accuracy(self, key: str, seed: int) -> float:
+        """A finished run's accuracy on the test set (reads its predictions)."""
+        return float(self.load(key, seed).correct.mean())
 
     def checkpoint_sha256(self, key: str, seed: int) -> str:
         return self.record(key, seed)["checkpoint_sha256"]

@@ -19,7 +19,6 @@ import itertools
 import json
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,7 +132,7 @@ class Sweep:
         write_text(self.layout.config, config_to_yaml(self.cfg))
         for study in self.studies:
             study.start(preflight=False)
-        plan, _ = union_plan(self.studies)
+        plan, placed = union_plan(self.studies)
         asked = sum(len(study.plan.runs) for study in self.studies)
         print(
             f"Sweep over {', '.join(self.cfg.sweep.axes)}: {len(self.points)} points x {len(self.cfg.seeds)} seeds, "
@@ -143,7 +142,7 @@ class Sweep:
         if self.data.synthetic:
             print(f"NOTE: the data is GENERATED, not a real dataset: {self.data.source}.", flush=True)
         if ray_executor is not None:
-            ray_executor.execute(*self._union())
+            ray_executor.execute(plan, lambda run: placed[run.key][0].begin(placed[run.key][1]), placed)
         else:
             for study in self.studies:
                 print(f"##### {study.label} #####", flush=True)
@@ -157,16 +156,6 @@ class Sweep:
             track_sweep(self.cfg, self.layout, self.studies, results)
         print(f"Sweep finished in {time.perf_counter() - started:.1f}s; report: {self.layout.report}", flush=True)
         return results
-
-    def _union(self) -> tuple[Plan, Callable[[RunSpec], bool], dict[RunKey, tuple[Study, RunSpec]]]:
-        """The union plan, its judge (each run judged by its own point's study), and where each run is."""
-        plan, placed = union_plan(self.studies)
-
-        def begin(run: RunSpec) -> bool:
-            study, original = placed[run.key]
-            return study.begin(original)
-
-        return plan, begin, placed
 
     def _ray_executor(self) -> Any:
         from distillbench.study.ray_executor import RayExecutor
@@ -187,11 +176,6 @@ class Sweep:
             if inputs not in checked:
                 study.preflight()
                 checked.add(inputs)
-
-
-def _val_accuracy(history: list[dict[str, float]], best_epoch: int) -> float:
-    """Validation accuracy of the weights a run kept: those of its best epoch."""
-    return next(row["val_accuracy"] for row in history if row["epoch"] == best_epoch)
 
 
 def collect_sweep(root: Path) -> dict[str, Any]:
@@ -221,7 +205,7 @@ def collect_sweep(root: Path) -> dict[str, Any]:
             record = store.record(run.model, run.seed)
             data_source, synthetic = record.get("data_source"), bool(record.get("synthetic_data"))
             entry["seeds"][str(run.seed)] = {
-                "val_accuracy": _val_accuracy(store.history(run.model, run.seed), record["best_epoch"]),
+                "val_accuracy": store.kept_val_accuracy(run.model, run.seed),
                 "best_epoch": record["best_epoch"],
                 "epochs_trained": record["epochs_trained"],
                 "run": str(store.paths(run.model, run.seed).root.relative_to(layout.root)),
@@ -266,9 +250,11 @@ def _select(key: str, points: list[dict[str, Any]], stores: list[RunStore], cfg:
         })  # fmt: skip
     complete = [r for r in ranking if r["complete"]]
     complete.sort(key=lambda r: -r["mean_val_accuracy"])  # stable: ties keep grid order
+    unfinished = len(ranking) - len(complete)
     ranking = complete + [r for r in ranking if not r["complete"]]
-    result: dict[str, Any] = {"varies": len(variants) > 1, "ranking": ranking, "selected": None}
-    if not complete:
+    result: dict[str, Any] = {"varies": len(variants) > 1, "ranking": ranking, "selected": None, "waiting": None}
+    if unfinished:  # a pick among some settings could change once the rest finish: no test set yet
+        result["waiting"] = f"{unfinished} of {len(ranking)} settings unfinished; selection once the sweep completes"
         return result
     best = complete[0]
     index = next(i for i, p in enumerate(points) if p["name"] == best["points"][0])
@@ -276,15 +262,8 @@ def _select(key: str, points: list[dict[str, Any]], stores: list[RunStore], cfg:
         why = "the axes do not change this model's runs: one setting, nothing to choose"
     else:
         why = f"highest mean validation accuracy over {len(cfg.seeds)} seeds ({best['mean_val_accuracy']:.4f})"
-        if len(complete) > 1:
-            why += f"; next best {complete[1]['points'][0]} ({complete[1]['mean_val_accuracy']:.4f})"
-        if len(complete) < len(ranking):
-            why += f"; {len(ranking) - len(complete)} unfinished setting(s) not considered"
-    test = {}
-    store = stores[index]
-    for seed in cfg.seeds:
-        saved = store.load(key, seed)
-        test[str(seed)] = float(saved.correct.mean())
+        why += f"; next best {complete[1]['points'][0]} ({complete[1]['mean_val_accuracy']:.4f})"
+    test = {str(seed): stores[index].test_accuracy(key, seed) for seed in cfg.seeds}
     mean, std, ci = mean_std_ci(list(test.values()))
     result["selected"] = {
         "point": best["points"][0],

@@ -87,19 +87,19 @@ def check_tracking(cfg: StudyConfig) -> None:
         _client(cfg)
 
 
-def _logged(client: Any, experiment: str) -> set[str]:
-    """The identities already in the experiment."""
-    identities, token = set(), None
+def _logged(client: Any, experiment: str) -> dict[str, Any]:
+    """The runs already in the experiment, by identity."""
+    runs, token = {}, None
     while True:
         page = client.search_runs([experiment], max_results=1000, page_token=token)
-        identities |= {run.data.tags.get(IDENTITY_TAG) for run in page}
+        runs.update({run.data.tags.get(IDENTITY_TAG): run for run in page})
         token = page.token
         if not token:
-            return identities
+            return runs
 
 
 def _identity(tracked: TrackedRun) -> str:
-    return f"{tracked.run.model}/{tracked.run.seed}/{tracked.run.fingerprint}/{'test' if tracked.test else 'val'}"
+    return f"{tracked.run.model}/{tracked.run.seed}/{tracked.run.fingerprint}"
 
 
 def _log_run(client: Any, experiment: str, tracked: TrackedRun) -> None:
@@ -122,15 +122,14 @@ def _log_run(client: Any, experiment: str, tracked: TrackedRun) -> None:
         for name in EPOCH_METRICS
         if name in row
     ]
-    best = next(row for row in history if row["epoch"] == record["best_epoch"])
     final = {
-        "best_val_accuracy": best["val_accuracy"],
+        "best_val_accuracy": store.kept_val_accuracy(run.model, run.seed),
         "best_epoch": record["best_epoch"],
         "epochs_trained": record["epochs_trained"],
         "train_seconds": record["train_seconds"],
     }
     if tracked.test:
-        final["test_accuracy"] = float(store.load(run.model, run.seed).correct.mean())
+        final["test_accuracy"] = store.test_accuracy(run.model, run.seed)
     metrics += [Metric(name, float(value), now, 0) for name, value in final.items()]
     tags = {IDENTITY_TAG: _identity(tracked), "distillbench.fingerprint": run.fingerprint}
     created = client.create_run(experiment, run_name=f"{run.model} seed {run.seed}", tags=tags)
@@ -155,6 +154,11 @@ def log_to_mlflow(cfg: StudyConfig, runs: list[TrackedRun], summary: str, files:
     new = [tracked for tracked in runs if _identity(tracked) not in logged]
     for tracked in new:
         _log_run(client, experiment, tracked)
+    for tracked in runs:  # logged before its point was selected (a resumed sweep): its test accuracy now
+        earlier = logged.get(_identity(tracked))
+        if earlier is not None and tracked.test and "test_accuracy" not in earlier.data.metrics:
+            accuracy = tracked.store.test_accuracy(tracked.run.model, tracked.run.seed)
+            client.log_metric(earlier.info.run_id, "test_accuracy", accuracy)
     # One summary run per study or sweep, its artifacts replaced by each later invocation's.
     identity = f"summary/{summary}"
     found = client.search_runs([experiment], filter_string=f"tags.`{IDENTITY_TAG}` = '{identity}'", max_results=1)
@@ -183,22 +187,34 @@ def track_study(cfg: StudyConfig, layout: RunLayout, store: RunStore, runs: list
 
 
 def track_sweep(cfg: StudyConfig, layout: SweepLayout, studies: list[Any], results: dict[str, Any]) -> None:
-    """Every distinct run of a sweep, with its point's axis values; test accuracy only for the
-    selected points (sweep.json's ``models``)."""
+    """Every distinct run of a sweep once, with the axis values of the points it serves (only
+    those on which they agree: a teacher shared by a kd.* grid has none); test accuracy only for
+    the selected points (sweep.json's ``models``)."""
     selected = {
         (key, point)
         for key, model in results["models"].items()
         if model["selected"]
         for point in model["selected"]["points"]
     }
+    served: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
     tracked: dict[tuple[str, int, str], TrackedRun] = {}
     for point, study in zip(results["points"], studies):
         for run in study.plan.runs:
-            identity = (run.model, run.seed, run.fingerprint)
-            test = (run.model, point["name"]) in selected
-            if study.store.state(run)[0] != "finished" or (identity in tracked and not test):
+            if study.store.state(run)[0] != "finished":
                 continue
-            params = {"point": point["name"], **{f"axis.{k}": v for k, v in point["values"].items()}}
-            tracked[identity] = TrackedRun(study.store, run, params, test)
+            identity = (run.model, run.seed, run.fingerprint)
+            served.setdefault(identity, []).append(point)
+            test = (run.model, point["name"]) in selected or (identity in tracked and tracked[identity].test)
+            tracked[identity] = TrackedRun(study.store, run, {}, test)
+    for identity, points in served.items():
+        values = {
+            axis: value
+            for axis, value in points[0]["values"].items()
+            if all(p["values"][axis] == value for p in points)
+        }
+        tracked[identity].params = {
+            "points": points[0]["name"] if len(points) == 1 else f"{len(points)} points",
+            **{f"axis.{axis}": value for axis, value in values.items()},
+        }
     files = [layout.results, layout.report, layout.html_report, layout.figures]
     log_to_mlflow(cfg, list(tracked.values()), f"sweep {cfg.name}", files)
