@@ -166,3 +166,16 @@ def test_run_refuses_a_sweep_directory(local_sweep, tmp_path, cifar_dir, weight_
     assert main(study_args(cifar_dir, weight_files, tmp_path / "cache", local_sweep, "models=[small_cnn]")) == 2
     assert "holds a sweep" in capsys.readouterr().err.replace("\n", " ")
     assert not (local_sweep / "plan.json").exists()
+
+
+def test_points_train_on_worker_processes_into_the_shared_pool(local_sweep, tmp_path, cifar_dir):
+    out = tmp_path / "out"
+    assert main(sweep_args(cifar_dir, tmp_path, out, "perf.workers=2", "perf.threads=2")) == 0
+    for point in POINTS:
+        for key_seed, run_dir in _point_runs(out, point).items():
+            with (
+                np.load(run_dir / "predictions.npz") as ours,
+                np.load(_point_runs(local_sweep, point)[key_seed] / "predictions.npz") as theirs,
+            ):
+                np.testing.assert_allclose(ours["logits"], theirs["logits"], atol=1e-4, rtol=0)
+    assert len(list((out / "runs" / "small_cnn").iterdir())) == 2
