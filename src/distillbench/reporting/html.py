@@ -9,6 +9,8 @@ from pathlib import Path
 
 import markdown
 
+from distillbench.atomic import write_text
+
 STYLE = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1180px; margin: 2em auto;
        padding: 0 1em; color: #222; }
@@ -68,3 +70,9 @@ def render_html(markdown_text: str, root: Path, title: str) -> str:
         f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
         f"{_embed_images(body, Path(root))}\n<script>{SORT_SCRIPT}</script>\n</body>\n</html>\n"
     )
+
+
+def write_pages(root: Path, markdown_text: str, markdown_name: str, html_name: str, title: str) -> None:
+    """A report as ``markdown_name`` (linking its figures) and ``html_name`` (one page, figures embedded)."""
+    write_text(Path(root) / markdown_name, markdown_text)
+    write_text(Path(root) / html_name, render_html(markdown_text, root, title))

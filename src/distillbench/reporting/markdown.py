@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from distillbench.atomic import write_bytes, write_text
+from distillbench.atomic import write_bytes
 from distillbench.reporting import figures
-from distillbench.reporting.html import render_html
+from distillbench.reporting.html import write_pages
 
 REPORT_MD, REPORT_HTML, FIGURES_DIR = "report.md", "report.html", "figures"  # inside a study directory
 
@@ -493,6 +493,6 @@ def write_report(root: Path, results: dict[str, Any]) -> None:
     """Figures first, then ``report.md`` that links them and ``report.html`` that embeds them."""
     root = Path(root)
     write_figures(root, results)
-    text = render_markdown(results)
-    write_text(root / REPORT_MD, text)
-    write_text(root / REPORT_HTML, render_html(text, root, f"distillbench study: {results['study'].get('name')}"))
+    write_pages(
+        root, render_markdown(results), REPORT_MD, REPORT_HTML, f"distillbench study: {results['study'].get('name')}"
+    )

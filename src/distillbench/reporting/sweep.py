@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from distillbench.atomic import write_bytes, write_text
+from distillbench.atomic import write_bytes
 from distillbench.reporting import figures
-from distillbench.reporting.html import render_html
+from distillbench.reporting.html import write_pages
 from distillbench.reporting.markdown import FIGURES_DIR, data_warnings, interval_text, markdown_table, plus_minus
 
 SWEEP_MD = "sweep.md"
@@ -140,6 +140,4 @@ def write_sweep_report(root: Path, results: dict[str, Any]) -> None:
     """Figures first, then ``sweep.md`` that links them and ``sweep.html`` that embeds them."""
     root = Path(root)
     write_sweep_figures(root, results)
-    text = render_sweep_markdown(results)
-    write_text(root / SWEEP_MD, text)
-    write_text(root / SWEEP_HTML, render_html(text, root, f"distillbench sweep: {results['name']}"))
+    write_pages(root, render_sweep_markdown(results), SWEEP_MD, SWEEP_HTML, f"distillbench sweep: {results['name']}")
