@@ -32,7 +32,7 @@ def main() -> None:
                         input_norm="imagenet")  # fmt: skip
         memory = torch.channels_last if runtime.channels_last else torch.contiguous_format
         model = build_model(spec, "none", (3, 32, 32), 10).to(runtime.device, memory_format=memory).train()
-        optimizer = build_optimizer(model.parameters(), spec, runtime.fused_optimizer)
+        optimizer = build_optimizer(model.named_parameters(), spec, runtime.fused_optimizer)
         images = runtime.to_device(torch.randint(0, 256, (args.batch, 3, 32, 32), dtype=torch.uint8))
         labels = torch.randint(0, 10, (args.batch,), device=runtime.device)
         for step in range(args.steps + 1):

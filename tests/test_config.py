@@ -62,6 +62,24 @@ def test_contract_paths_are_settable():
         ("comparisons=[{a: vgg16, b: lenet, claim: x}]", r"comparisons\.0\.b: unknown model 'lenet'"),
         ("comparisons=[{a: vgg16, b: resnet50, claims: x}]", r"did you mean comparisons\.0\.claim"),
         ("evaluation.ece_bins=1", r"evaluation\.ece_bins: Input should be greater than or equal to 2"),
+        # Numbers are finite and in a sane range at config time, not NaN losses or hangs hours later.
+        ("zoo.small_cnn.lr=.inf", r"zoo\.small_cnn\.lr: Input should be a finite number"),
+        ("zoo.small_cnn.lr=1e300", r"zoo\.small_cnn\.lr: Input should be less than or equal to 10"),
+        ("kd.temperature=1e-320", r"kd\.temperature: Input should be greater than or equal to 0\.01"),
+        ("kd.temperature=.nan", r"kd\.temperature: Input should be a finite number"),
+        ("zoo.small_cnn.warmup_epochs=.inf", r"zoo\.small_cnn\.warmup_epochs: Input should be a finite number"),
+        ("evaluation.ece_bins=2000000000", r"evaluation\.ece_bins: Input should be less than or equal to 1000"),
+        (
+            "evaluation.bootstrap_resamples=100000000000",
+            r"evaluation\.bootstrap_resamples: Input should be less than or equal",
+        ),
+        ("data.split_seed=-1", r"data\.split_seed: Input should be greater than or equal to 0"),
+        ("seeds=[-1]", r"seeds: \[-1\] has a seed outside 0\.\.4294967295"),
+        ("zoo.small_cnn.weight_decay=5", r"zoo\.small_cnn\.weight_decay: Input should be less than or equal to 1"),
+        # Names become directory names: never a path.
+        ("zoo={../../x: {arch: small_cnn, lr: 0.001}}", r"zoo\.\.\./\.\./x: '\.\./\.\./x' is not a valid name"),
+        ("zoo={/tmp/abs: {arch: small_cnn, lr: 0.001}}", r"'/tmp/abs' is not a valid name"),
+        ("name=../escape", r"name: '\.\./escape' is not a valid name"),
     ],
 )
 def test_bad_values_name_the_key(override, message):
@@ -132,3 +150,35 @@ def test_names_are_resolved_against_the_registries(override, message):
     load_config(None, [override])  # the schema alone accepts any name
     with pytest.raises(UserError, match=r"Invalid configuration \(defaults \+ --set .*\): " + message):
         load_study_config(None, [override])
+
+
+def test_a_sweep_of_too_many_points_is_refused():
+    axes = {f"zoo.small_cnn.{key}": list(range(1, 23)) for key in ("epochs", "batch_size", "patience")}
+    with pytest.raises(UserError, match=r"sweep: axes: 10,648 grid points; a sweep has at most 10,000"):
+        load_config(None, [f"sweep.axes={axes}"])
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """ "Billion laughs" in flow style: ``levels`` anchors of ten aliases each, 10^levels values."""
+    items = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    items += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "{" + ", ".join(items) + "}"
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        (f"sweep: {{axes: {{kd.alpha: {_alias_bomb()}}}}}\n", "its aliases expand to more than 100,000 values"),
+        ("train: " + "[" * 5000 + "]" * 5000 + "\n", "nests more than 64 levels deep"),
+        ("train: &t [*t]\n", "refers to the collection that contains it"),
+    ],
+    ids=["alias bomb", "deep nesting", "self reference"],
+)
+def test_hostile_yaml_is_refused_in_a_file_and_on_the_command_line(tmp_path, text, problem):
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=re.escape(problem)):
+        load_config(path)
+    key, value = text.split(": ", 1)
+    with pytest.raises(UserError, match=re.escape(problem)):
+        load_config(None, [f"{key}={value.strip()}"])

@@ -8,12 +8,13 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
-from distillbench.errors import UserError
+from distillbench.config import MAX_SEEDS, parse_yaml_value
+from distillbench.errors import UserError, describe_os_error
 
 if TYPE_CHECKING:
     from distillbench.config import StudyConfig
+
+MAX_SYNTHETIC_IMAGES = 10_000_000  # 30 GB of pixels: beyond any machine's memory for the generator
 
 EPILOG = """\
 examples:
@@ -123,8 +124,8 @@ def _study_config(args: argparse.Namespace, extra: list[str] = ()) -> StudyConfi
     if args.device is not None:
         overrides.append(f"device={args.device}")
     if args.seeds is not None:
-        if args.seeds < 1:
-            raise UserError(f"--seeds {args.seeds}: give a number of seeds >= 1, e.g. --seeds 3.")
+        if not 1 <= args.seeds <= MAX_SEEDS:
+            raise UserError(f"--seeds {args.seeds}: give a number of seeds from 1 to {MAX_SEEDS}, e.g. --seeds 3.")
         overrides.append(f"seeds={list(range(args.seeds))}")
     return load_study_config(args.config, overrides)
 
@@ -144,10 +145,7 @@ def _sweep(args: argparse.Namespace) -> None:
     for axis in args.grid:
         key, sep, values = axis.partition("=")
         expected = f"--grid {axis!r}: expected KEY=[V1,V2,...], e.g. --grid kd.temperature=[1,3,6]"
-        try:
-            parsed = yaml.safe_load(values) if sep else None
-        except yaml.YAMLError as exc:
-            raise UserError(f"{expected}; the values are not valid YAML ({exc}).") from None
+        parsed = parse_yaml_value(values, expected) if sep else None
         if not key.strip() or not isinstance(parsed, list):
             raise UserError(f"{expected}.")
         extra.append(f"sweep.axes={{{key.strip()}: {values}}}")  # the key stays whole: it holds dots
@@ -162,20 +160,35 @@ def _sweep(args: argparse.Namespace) -> None:
 
 def _report(args: argparse.Namespace) -> None:
     from distillbench.study.layout import RunLayout, SweepLayout
+    from distillbench.study.lock import directory_lock
     from distillbench.study.results import finish_study
+    from distillbench.study.runner import sweep_of_point
     from distillbench.study.sweep import finish_sweep
 
+    if not args.out.is_dir():
+        raise UserError(f"{args.out} is not a directory. Give the --out of a study or a sweep.")
     if SweepLayout(args.out).config.is_file():
-        finish_sweep(args.out)
+        with directory_lock(args.out, "sweep"):
+            finish_sweep(args.out)
         print(f"Sweep report rebuilt: {SweepLayout(args.out).report}")
         return
-    finish_study(args.out)
+    sweep = sweep_of_point(args.out)  # a sweep's point: the sweep writes it, so the sweep's lock guards it
+    with directory_lock(sweep if sweep is not None else args.out, "sweep" if sweep is not None else "study"):
+        finish_study(args.out)
     print(f"Report rebuilt: {RunLayout(args.out).report}")
 
 
 def _synth(args: argparse.Namespace) -> None:
     from distillbench.data.synthetic import write_cifar10_like
 
+    for option, count, least in (("--train", args.train, 20), ("--test", args.test, 10)):
+        if not least <= count <= MAX_SYNTHETIC_IMAGES:
+            raise UserError(
+                f"synth-data {option} {count}: give a number of images from {least} to {MAX_SYNTHETIC_IMAGES:,} "
+                f"(at least {least}: every class needs images), e.g. {option} 1000."
+            )
+    if not 0 <= args.seed <= 2**32 - 1:
+        raise UserError(f"synth-data --seed {args.seed}: give a seed from 0 to {2**32 - 1}.")
     path = write_cifar10_like(args.directory, args.train, args.test, args.seed)
     print(f"Wrote {args.train} + {args.test} GENERATED images in CIFAR-10 format to {path} (not CIFAR-10).")
 
@@ -199,13 +212,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handlers[args.command](args)
     except UserError as exc:
-        # Paths and keys stay whole: a break at a hyphen would print a path that does not exist.
-        print(
-            "\n".join(textwrap.wrap(f"error: {exc}", width=100, break_on_hyphens=False, break_long_words=False)),
-            file=sys.stderr,
-        )
+        _print_error(str(exc))
+        return 2
+    except OSError as exc:  # the operating system refused something no check foresaw: still one paragraph
+        _print_error(describe_os_error(exc))
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: finished models are saved; run the same command again to resume.", file=sys.stderr)
         return 130
     return 0
+
+
+def _print_error(message: str) -> None:
+    # Paths and keys stay whole: a break at a hyphen would print a path that does not exist.
+    print(
+        "\n".join(textwrap.wrap(f"error: {message}", width=100, break_on_hyphens=False, break_long_words=False)),
+        file=sys.stderr,
+    )

@@ -7,6 +7,7 @@ The schema's defaults *are* the seed paper's protocol; ``configs/paper.yaml`` sp
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,8 +20,36 @@ from distillbench.errors import UserError
 PAPER_MODELS = ["small_cnn", "resnet50", "vgg16", "kd_resnet50", "kd_ensemble"]
 
 
+# Upper bounds keep every number in a range where training computes something meaningful and a
+# typo (lr=1e300, bootstrap_resamples=1e11) is an error at once, not a NaN or a hang hours later.
+MAX_COUNT = 1_000_000  # batch sizes, resamples, images per split limits are far below what memory allows
+MAX_EPOCHS = 100_000
+MAX_SEEDS = 1_000
+MAX_SWEEP_POINTS = 10_000
+MAX_SEED_VALUE = 2**32 - 1  # numpy's RandomState (the split) takes seeds below 2**32
+
+# A model key and a study's name become directory and file names: a safe identifier, never a path.
+MODEL_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+STUDY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+# Shared by the kd: section and every distillation method's parameters (training.distill).
+Temperature = Annotated[float, Field(ge=0.01, le=1000, description="Softmax temperature of the soft targets.")]
+LossWeight = Annotated[float, Field(ge=0, le=1000, description="A term's weight in the loss.")]
+
+
+def check_name(name: str, where: str, pattern: re.Pattern[str] = MODEL_KEY) -> str:
+    """``name`` if it is a safe identifier (it becomes a file name), else ``ValueError`` naming ``where``."""
+    if not isinstance(name, str) or not pattern.fullmatch(name):
+        raise ValueError(
+            f"{where}: {name!r} is not a valid name; use letters, digits, _ and - "
+            f"({'and . ' if pattern is STUDY_NAME else ''}not first), at most 64 characters: it becomes a "
+            "directory name"
+        )
+    return name
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -30,21 +59,28 @@ class DataConfig(_Strict):
         description="The dataset on disk (cifar10: an extracted cifar-10-batches-py directory); null downloads it.",
     )
     download_root: Path = Field(Path("~/.cache/distillbench/data"), description="Where a dataset is downloaded.")
-    val_size: int = Field(5000, ge=1, description="Seeded, stratified hold-out of the training set.")
-    train_limit: int | None = Field(
-        None, ge=20, description="Use a seeded, stratified subset of this many training images."
+    val_size: int = Field(
+        5000, ge=1, le=100 * MAX_COUNT, description="Seeded, stratified hold-out of the training set."
     )
-    test_limit: int | None = Field(None, ge=10, description="Use the first N test images.")
+    train_limit: int | None = Field(
+        None, ge=20, le=100 * MAX_COUNT, description="Use a seeded, stratified subset of this many training images."
+    )
+    test_limit: int | None = Field(None, ge=10, le=100 * MAX_COUNT, description="Use the first N test images.")
     split_seed: int = Field(
-        0, description="Seeds the validation hold-out (and train_limit); the same split for every training seed."
+        0,
+        ge=0,
+        le=MAX_SEED_VALUE,
+        description="Seeds the validation hold-out (and train_limit); the same split for every training seed.",
     )
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(64, ge=1)
-    patience: int | None = Field(3, ge=1, description="Early stopping on validation loss; null trains every epoch.")
-    eval_batch_size: int = Field(1024, ge=1)
+    epochs: int = Field(20, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(64, ge=1, le=MAX_COUNT)
+    patience: int | None = Field(
+        3, ge=1, le=MAX_EPOCHS, description="Early stopping on validation loss; null trains every epoch."
+    )
+    eval_batch_size: int = Field(1024, ge=1, le=MAX_COUNT)
     augment: str = Field(
         "none",
         description="Training-time augmentation: none (the paper) or crop_flip (random 4-pixel shift and "
@@ -53,7 +89,7 @@ class TrainConfig(_Strict):
 
 
 class KDConfig(_Strict):
-    temperature: float = Field(3.0, gt=0)
+    temperature: Temperature = 3.0
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the soft-target term.")
     scale_by_t2: bool = Field(
         False,
@@ -69,10 +105,16 @@ class ModelDef(_Strict):
         description="A registered architecture: small_cnn, resnet50, vgg16, ... (checked by study.resolve)"
     )
     title: str | None = Field(None, description="The model's name in the report; the key if null.")
-    lr: float = Field(gt=0, description="Learning rate (the peak, with a schedule).")
-    adam_eps: float = Field(1e-7, gt=0, description="Adam/AdamW epsilon; Keras' 1e-7 by default.")
+    lr: float = Field(gt=0, le=10, description="Learning rate (the peak, with a schedule).")
+    adam_eps: float = Field(1e-7, gt=0, le=1, description="Adam/AdamW epsilon; Keras' 1e-7 by default.")
     optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="adam (the paper), adamw, or sgd.")
-    weight_decay: float = Field(0.0, ge=0, description="L2 (adam, sgd) or decoupled (adamw) weight decay.")
+    weight_decay: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="L2 (adam, sgd) or decoupled (adamw) weight decay, on weight matrices and convolution kernels "
+        "only: biases and normalisation parameters are not decayed (timm's default).",
+    )
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd only.")
     nesterov: bool = Field(False, description="sgd only: Nesterov momentum.")
     schedule: Literal["constant", "cosine", "one_cycle"] = Field(
@@ -80,14 +122,17 @@ class ModelDef(_Strict):
         description="Learning rate per step: constant (the paper), cosine decay after a linear warm-up, or "
         "one_cycle (torch's OneCycleLR, peak lr).",
     )
-    warmup_epochs: float = Field(0.0, ge=0, description="cosine: epochs of linear warm-up from 0 to lr.")
+    warmup_epochs: float = Field(0.0, ge=0, le=MAX_EPOCHS, description="cosine: epochs of linear warm-up from 0 to lr.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Of the cross-entropy on the labels.")
-    epochs: int | None = Field(None, ge=1, description="This model's epochs; null: train.epochs.")
-    batch_size: int | None = Field(None, ge=1, description="This model's batch size; null: train.batch_size.")
+    epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="This model's epochs; null: train.epochs.")
+    batch_size: int | None = Field(
+        None, ge=1, le=MAX_COUNT, description="This model's batch size; null: train.batch_size."
+    )
     augment: str | None = Field(None, description="This model's augmentation (a name); null: train.augment.")
     input_size: int | None = Field(
         None,
         ge=8,
+        le=4096,
         description="Resize images (on the device, antialiased bilinear, in the frozen prefix: part of every "
         "cache key) to this many pixels per side; null: the data's size.",
     )
@@ -167,10 +212,14 @@ def _paper_comparisons() -> list[ComparisonDef]:
 class EvaluationConfig(_Strict):
     """What is measured beyond accuracy: calibration, significance, cost."""
 
-    ece_bins: int = Field(15, ge=2, description="Equal-width confidence bins of the expected calibration error.")
-    bootstrap_resamples: int = Field(10_000, ge=100, description="Paired bootstrap resamples of the test set.")
+    ece_bins: int = Field(
+        15, ge=2, le=1000, description="Equal-width confidence bins of the expected calibration error."
+    )
+    bootstrap_resamples: int = Field(
+        10_000, ge=100, le=MAX_COUNT, description="Paired bootstrap resamples of the test set."
+    )
     efficiency: bool = Field(True, description="Measure MACs, CPU latency (batch 1) and throughput (batch 256).")
-    latency_repeats: int = Field(30, ge=1, description="Timed batch-1 forward passes (median reported).")
+    latency_repeats: int = Field(30, ge=1, le=10_000, description="Timed batch-1 forward passes (median reported).")
     scratch: str = Field(
         "small_cnn",
         description="The student architecture trained without a teacher: the baseline of the report's "
@@ -202,7 +251,11 @@ class PerfConfig(_Strict):
         "default: on the development CPU it was no faster, measured within noise.",
     )
     threads: int | None = Field(
-        None, ge=1, description="torch CPU threads, split between the workers; null: torch's default (all CPUs)."
+        None,
+        ge=1,
+        le=1024,
+        description="torch CPU threads of the study, split evenly between perf.workers: each run trains with "
+        "threads // workers, wherever and whenever it trains; null: the CPUs this process may use.",
     )
     batched: bool = Field(
         False,
@@ -210,17 +263,21 @@ class PerfConfig(_Strict):
         "student) as one batched model, each with its own streams, early stopping and files. Off: on the "
         "development CPU it measured slower (BENCHMARKS.md); meant for GPUs, where it is not measured yet.",
     )
-    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+    workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = Field(
         "auto",
         description="Runs trained at once, each in its own process, teachers before their students; auto: one "
         "per CPU (at most 8) on CPU, one on a GPU. Results do not depend on it beyond float tolerance.",
     )
     cpus_per_run: float = Field(
-        1.0, gt=0, description="Ray executor: CPUs a run's task asks for (its torch threads: the whole part, >= 1)."
+        1.0,
+        gt=0,
+        le=1024,
+        description="Ray executor: CPUs a run's task asks for (its torch threads: the whole part, >= 1).",
     )
     gpus_per_run: float | None = Field(
         None,
         ge=0,
+        le=64,
         description="Ray executor: GPUs a run's task asks for; fractions let small runs share a GPU (0.25: four "
         "at once); null: 1 where the cluster has GPUs and device is not cpu, else 0.",
     )
@@ -275,6 +332,11 @@ class SweepConfig(_Strict):
                 raise ValueError(f"axes.{key}: no values; give at least one, e.g. [1, 2]")
             if len({repr(v) for v in values}) != len(values):
                 raise ValueError(f"axes.{key}: {values} repeats a value")
+        points = 1
+        for values in self.axes.values():
+            points *= len(values)
+        if points > MAX_SWEEP_POINTS:
+            raise ValueError(f"axes: {points:,} grid points; a sweep has at most {MAX_SWEEP_POINTS:,}")
         return self
 
 
@@ -322,8 +384,13 @@ class StudyConfig(_Strict):
             raise ValueError("seeds: the list is empty; give at least one seed, e.g. seeds=[0]")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds: {self.seeds} repeats a seed; every seed must differ")
-        if any(seed < 0 for seed in self.seeds):
-            raise ValueError(f"seeds: {self.seeds} has a negative seed; seeds are integers >= 0")
+        if len(self.seeds) > MAX_SEEDS:
+            raise ValueError(f"seeds: {len(self.seeds):,} seeds; a study has at most {MAX_SEEDS:,}")
+        if any(not 0 <= seed <= MAX_SEED_VALUE for seed in self.seeds):
+            raise ValueError(f"seeds: {self.seeds} has a seed outside 0..{MAX_SEED_VALUE}")
+        check_name(self.name, "name", STUDY_NAME)
+        for key in self.zoo:
+            check_name(key, f"zoo.{key}")
         for number, comparison in enumerate(self.comparisons):
             for side in ("a", "b"):
                 if getattr(comparison, side) not in self.zoo:
@@ -350,6 +417,19 @@ class StudyConfig(_Strict):
                 raise ValueError(f"weights.{arch}: empty; use imagenet, none or a file path")
         training_order(self.zoo, self.models)  # raises on cycles
         return self
+
+
+def model_train_config(cfg: StudyConfig, key: str) -> TrainConfig:
+    """``train:`` as model ``key`` trains: with its own epochs, batch size and augmentation where it
+    sets them."""
+    spec, train = cfg.zoo[key], cfg.train
+    return train.model_copy(
+        update={
+            "epochs": spec.epochs or train.epochs,
+            "batch_size": spec.batch_size or train.batch_size,
+            "augment": spec.augment or train.augment,
+        }
+    )
 
 
 def training_order(zoo: dict[str, ModelDef], wanted: list[str]) -> list[str]:
@@ -454,16 +534,67 @@ def describe_source(path: Path | None, overrides: Sequence[str] = ()) -> str:
     return str(path if path is not None else "defaults") + "".join(f" + --set {text}" for text in overrides)
 
 
+YAML_MAX_NODES = 100_000  # after aliases are expanded: a config is a few hundred
+YAML_MAX_DEPTH = 64
+
+
+def _check_yaml_size(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand beyond ``YAML_MAX_NODES`` nodes (a "billion laughs"
+    alias bomb is a few lines of text), that nests beyond ``YAML_MAX_DEPTH``, or that refers to itself."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int, path: set[int]) -> int:
+        if depth > YAML_MAX_DEPTH:
+            raise ValueError(f"it nests more than {YAML_MAX_DEPTH} levels deep")
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in path:
+            raise ValueError("an alias refers to the collection that contains it")
+        path.add(id(node))
+        children = node.value if isinstance(node, yaml.SequenceNode) else []
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        total = 1 + sum(size(child, depth + 1, path) for child in children)
+        path.discard(id(node))
+        if total > YAML_MAX_NODES:
+            raise ValueError(f"its aliases expand to more than {YAML_MAX_NODES:,} values")
+        sizes[id(node)] = total
+        return total
+
+    size(root, 0, set())
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` of ``text``, bounded: ``ValueError`` (with ``yaml.YAMLError`` for bad
+    syntax) for a document that nests too deeply or whose aliases expand too far."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_yaml_size(node)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ValueError(f"it nests more than {YAML_MAX_DEPTH} levels deep") from None
+    finally:
+        loader.dispose()
+
+
+def parse_yaml_value(raw: str, where: str) -> Any:
+    """A command-line value as YAML (so ``[a,b]`` is a list and ``5`` a number), or the one-paragraph
+    error naming ``where``."""
+    try:
+        return load_yaml(raw) if raw.strip() else None
+    except (yaml.YAMLError, ValueError) as exc:
+        raise UserError(f"{where}: the value is not valid YAML ({exc}).") from None
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``a.b=value`` with the value parsed as YAML, so ``models=[a,b]`` and ``x=5`` are typed."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise UserError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.epochs=5.")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise UserError(f"--set {text!r}: the value is not valid YAML ({exc}).") from None
-    return key.strip(), value
+    return key.strip(), parse_yaml_value(raw, f"--set {text!r}")
 
 
 def with_values(cfg: StudyConfig, values: dict[str, Any], source: str) -> StudyConfig:
@@ -483,12 +614,12 @@ def load_config(path: Path | None = None, overrides: list[str] = ()) -> StudyCon
     if path is not None:
         path = Path(path)
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            loaded = load_yaml(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise UserError(
                 f"Config file {path} does not exist. Pass an existing YAML file to --config, e.g. configs/paper.yaml."
             ) from None
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as exc:
             raise UserError(f"Config file {path} could not be read as YAML: {exc}") from None
         if loaded is None:
             loaded = {}

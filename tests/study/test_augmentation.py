@@ -60,7 +60,9 @@ def test_a_strong_teacher_recipe_and_a_student_augmented_alone(tmp_path, cifar_d
     teacher_run = json.loads((out / "runs" / "resnet50" / "seed-0" / "run.json").read_text())
     assert teacher_run["trainable_params"] == teacher_run["params"]  # every weight trains
     history = (out / "runs" / "resnet50" / "seed-0" / "history.csv").read_text().splitlines()
-    assert len(history) == 3 and float(history[-1].split(",")[6]) == 0.0  # cosine reached 0 at the end
+    # Cosine decays to 0: the last epoch's mean rate is below the first's, which (no warm-up) is below the peak.
+    rates = [float(line.split(",")[6]) for line in history[1:]]
+    assert len(rates) == 2 and 0 < rates[1] < rates[0] < 0.01
 
     cfg = load_config(None, [item for flag, item in zip(args, args[1:]) if flag == "--set"] + [f"data.dir={cifar_dir}"])
     study = Study(cfg, out, load_study_data(cfg.data))

@@ -2,13 +2,20 @@
 and a run whose identity no longer matches the study is never shown as its result."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from distillbench.cli import main
+from distillbench.config import PerfConfig, load_config
+from distillbench.data import load_study_data
+from distillbench.errors import UserError
+from distillbench.study.plan import Planner
+from distillbench.study.ray_executor import train_task
 from distillbench.training import loop
+from distillbench.training.runtime import Runtime, threads_per_run
 from tests.conftest import study_args
 
 SMALL = ["data.train_limit=300", "data.val_size=60", "data.test_limit=100", "evaluation.efficiency=false",
@@ -40,25 +47,29 @@ def test_input_normalisation_is_part_of_the_feature_cache_key(tmp_path, cifar_di
     assert np.abs(_logits(first, "resnet50") - _logits(second, "resnet50")).max() > 1e-3
 
 
-def test_a_run_does_not_depend_on_what_ran_before(tmp_path, cifar_dir, weight_files):
-    """The same student, trained fresh with its teacher, after a resume (teacher read from disk) and
-    added to a finished study later, gives bit-identical fp32 predictions."""
-    runs = {}
-    fresh = tmp_path / "fresh"
-    assert main(_args(cifar_dir, weight_files, tmp_path / "c1", fresh, "models=[kd_resnet50]")) == 0
-    runs["fresh"] = _logits(fresh, "kd_resnet50")
+def test_a_run_does_not_depend_on_where_or_when_it_ran(tmp_path, cifar_dir, weight_files):
+    """With the default perf settings (workers auto, threads null, precision auto), the same student,
+    trained fresh with its teacher (two runs: worker processes), after a resume (one run left: this
+    process) and added to a finished study later, gives bit-identical predictions: every run trains
+    with the study's threads per run, recorded in its run.json."""
+    defaults = ["perf.workers=auto", "perf.threads=null", "perf.precision=auto"]
+    sets = [s for s in SMALL if not s.startswith("perf.")] + defaults
+    runs, threads = {}, set()
 
-    resumed = tmp_path / "resumed"
-    assert main(_args(cifar_dir, weight_files, tmp_path / "c2", resumed, "models=[resnet50]")) == 0
-    assert main(_args(cifar_dir, weight_files, tmp_path / "c2", resumed, "models=[kd_resnet50]")) == 0
-    runs["resumed"] = _logits(resumed, "kd_resnet50")
+    def study(name, *models_sets):
+        out = tmp_path / name
+        for models in models_sets:
+            args = study_args(cifar_dir, weight_files, tmp_path / f"cache-{name}", out, *sets, f"models=[{models}]")
+            assert main(args) == 0
+        runs[name] = _logits(out, "kd_resnet50")
+        threads.add(json.loads((out / "runs" / "kd_resnet50" / "seed-0" / "run.json").read_text())["torch_threads"])
 
-    later = tmp_path / "later"
-    assert main(_args(cifar_dir, weight_files, tmp_path / "c3", later, "models=[small_cnn,resnet50]")) == 0
-    assert main(_args(cifar_dir, weight_files, tmp_path / "c3", later, "models=[small_cnn,resnet50,kd_resnet50]")) == 0
-    runs["later"] = _logits(later, "kd_resnet50")
+    study("fresh", "kd_resnet50")
+    study("resumed", "resnet50", "kd_resnet50")
+    study("later", "small_cnn,resnet50", "small_cnn,resnet50,kd_resnet50")
     np.testing.assert_array_equal(runs["resumed"], runs["fresh"])
     np.testing.assert_array_equal(runs["later"], runs["fresh"])
+    assert threads == {threads_per_run(PerfConfig(), torch.device("cpu"))}
 
 
 def test_a_retrained_teacher_makes_its_students_stale(tmp_path, cifar_dir, weight_files, monkeypatch, capsys):
@@ -166,14 +177,14 @@ def test_bad_weights_stop_the_study_before_anything_trains(
     assert calls == [] and not (out / "runs").exists()
 
 
-@pytest.mark.parametrize("which", ["--out", "perf.cache_dir"])
-def test_unwritable_directories_stop_the_study_before_anything_trains(tmp_path, cifar_dir, weight_files, capsys, which):
+def test_an_unwritable_output_directory_stops_the_study_before_anything_trains(
+    tmp_path, cifar_dir, weight_files, capsys
+):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    out, cache = (blocker / "out", tmp_path / "cache") if which == "--out" else (tmp_path / "out", blocker / "cache")
-    assert main(_args(cifar_dir, weight_files, cache, out, "models=[small_cnn]")) == 2
+    assert main(_args(cifar_dir, weight_files, tmp_path / "cache", blocker / "out", "models=[small_cnn]")) == 2
     err = capsys.readouterr().err.replace("\n", " ")
-    assert f"cannot write to {blocker}" in err and "Traceback" not in err
+    assert f"{blocker}" in err and "Not a directory" in err and "Traceback" not in err
 
 
 def test_saved_logits_are_float32_under_bf16(tmp_path, cifar_dir, weight_files):
@@ -215,4 +226,23 @@ def test_runs_of_an_older_distillbench_are_retrained_not_reused(tmp_path, cifar_
     capsys.readouterr()
     assert main(args) == 0
     log = capsys.readouterr().out
-    assert log.count("retraining: trained with a different configuration") == 2
+    assert log.count("retraining: its files do not verify: run.json lacks") == 2
+
+
+def test_a_remote_task_trains_with_the_planned_numerics_not_its_own(tmp_path, cifar_dir):
+    """A Ray task gets the runtime its run was planned (and fingerprinted) with and trains with exactly
+    it, whatever ``precision: auto`` resolves to on its node; a node without the planned device stops."""
+    cfg = load_config(None, [f"data.dir={cifar_dir}", "models=[small_cnn]", "seeds=[0]", "train.epochs=1",
+                             "data.train_limit=200", "data.val_size=40", "data.test_limit=50",
+                             f"perf.cache_dir={tmp_path / 'cache'}"])  # fmt: skip
+    here = Runtime.resolve(cfg.perf, "cpu")
+    planned = replace(here, precision="fp32" if here.precision == "bf16" else "bf16", threads=1)
+    data = load_study_data(cfg.data)
+    run = Planner(cfg, data.fingerprint, planned).plan().runs[0]
+    files, _ = train_task(cfg, data, run, planned, False)
+    record = json.loads(files["run.json"])
+    assert (record["precision"], record["torch_threads"]) == (planned.precision, 1)
+    assert record["fingerprint"] == run.fingerprint
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="planned for a CUDA GPU, but torch sees none"):
+            train_task(cfg, data, run, replace(planned, device=torch.device("cuda")), False)

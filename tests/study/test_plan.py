@@ -1,6 +1,8 @@
 """The plan: every run of the config, teachers first, with identities that change when (and only
 when) what the run depends on changes; ``ready`` and ``batch_groups`` for executors."""
 
+import torch
+
 from distillbench.config import load_config
 from distillbench.study.plan import Planner, batch_groups
 from distillbench.training.runtime import Runtime
@@ -56,3 +58,33 @@ def test_identity_follows_what_a_run_depends_on():
     assert teacher[("kd_resnet50", 0)] == base[("kd_resnet50", 0)]
     other_data = Planner(load_config(None, NO_WEIGHTS), "other-data-sha", Runtime()).plan()
     assert all(run.fingerprint != base[run.key] for run in other_data.runs)
+
+
+def test_identity_holds_the_resolved_recipe_not_the_global_section():
+    """A teacher that sets its own epochs, batch size and augmentation keeps its identity when train:
+    changes (a sweep over train.* does not retrain it); its title changes nothing; what train: does
+    reach (patience here) still counts."""
+    own = ["zoo.resnet50.epochs=4", "zoo.resnet50.batch_size=32", "zoo.resnet50.augment=crop_flip"]
+
+    def fingerprints(*sets):
+        return {run.key: run.fingerprint for run in _planner(*own, *sets).plan().runs}
+
+    base = fingerprints()
+    for changed in ("train.epochs=7", "train.batch_size=128", "train.augment=crop_flip"):
+        other = fingerprints(changed)
+        assert other[("resnet50", 0)] == base[("resnet50", 0)], changed
+        assert other[("small_cnn", 0)] != base[("small_cnn", 0)], changed
+    assert fingerprints("zoo.resnet50.title=Another name") == base
+    assert fingerprints("train.patience=5")[("resnet50", 0)] != base[("resnet50", 0)]
+
+
+def test_identity_holds_the_device_type_and_precision_not_the_thread_count():
+    cfg = load_config(None, NO_WEIGHTS)
+
+    def fingerprint(runtime):
+        return Planner(cfg, "data-sha", runtime).plan().runs[0].fingerprint
+
+    cpu = fingerprint(Runtime(device=torch.device("cpu"), precision="fp32", threads=1))
+    assert fingerprint(Runtime(device=torch.device("cpu"), precision="fp32", threads=2)) == cpu
+    assert fingerprint(Runtime(device=torch.device("cuda"), precision="fp32", threads=1)) != cpu
+    assert fingerprint(Runtime(device=torch.device("cpu"), precision="bf16", threads=1)) != cpu

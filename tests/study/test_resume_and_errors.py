@@ -98,7 +98,7 @@ def test_stale_finished_run_is_not_trusted(tmp_path, cifar_dir, weight_files, ca
             "/nonexistent/vgg16.pt is not a file",
         ),
         (["--config", "/nonexistent/study.yaml"], "does not exist"),
-        (["--seeds", "0"], "--seeds 0: give a number of seeds >= 1"),
+        (["--seeds", "0"], "--seeds 0: give a number of seeds from 1 to 1000"),
     ],
 )
 def test_bad_input_exits_nonzero_without_traceback(

@@ -139,9 +139,9 @@ def test_a_sweep_killed_midway_resumes_to_the_same_results(local_sweep, tmp_path
         ("data.val_size=[100,200]", "a sweep cannot vary data"),
         ("kd.temprature=[1,2]", "did you mean kd.temperature"),
         ("kd.temperature=[]", "no values"),
-        ("kd.temperature=[1,-1]", "kd.temperature: Input should be greater than 0"),
+        ("kd.temperature=[1,-1]", "kd.temperature: Input should be greater than or equal to 0.01"),
         ("kd.temperature=3", "expected KEY=[V1,V2,...]"),
-        ("kd.temperature=[1,", "the values are not valid YAML"),
+        ("kd.temperature=[1,", "the value is not valid YAML"),
         ("zoo.kd_small.distill.temperature=[1,2]", "zoo.kd_small.distill holds a value ('kd')"),
     ],
 )

@@ -71,6 +71,8 @@ def test_ray_gives_the_local_sweep(cluster, local_sweep, tmp_path, cifar_dir):
     log = sweep.communicate(timeout=600)[0]
     assert sweep.returncode == 0, log
     assert "10 distinct runs (16 asked for), executor ray" in log
+    # The runs' numerics are resolved on a node with the tasks' resources, and every task trains with them.
+    assert "Ray: runs train on cpu in fp32, 1 thread(s) each" in log
     # Each teacher's logits are computed once, in its own task, and reach its four students through the
     # object store: no student computes them or reads them from the (here shared) disk cache.
     for seed in (0, 1):
@@ -88,6 +90,8 @@ def test_ray_gives_the_local_sweep(cluster, local_sweep, tmp_path, cifar_dir):
             assert ours["points"] == theirs["points"]
             assert ours["mean_val_accuracy"] == pytest.approx(theirs["mean_val_accuracy"], abs=1e-6)
     assert ray_results["executor"] == "ray"
+    records = [json.loads(path.read_text()) for path in (out / "runs").glob("*/*/run.json")]
+    assert {(r["device_type"], r["precision"], r["torch_threads"]) for r in records} == {("cpu", "fp32", 1)}
 
 
 def test_a_worker_killed_mid_task_is_retried_and_nothing_is_lost(cluster, local_sweep, tmp_path, cifar_dir):

@@ -9,9 +9,12 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from distillbench.cli import main
+from distillbench.config import PerfConfig
 from distillbench.study.workers import _PrefixedLines, resolve_workers
+from distillbench.training.runtime import Runtime, cpu_count, threads_per_run
 from tests.conftest import study_args
 
 # fp32 and one torch thread per run in both paths: the same arithmetic, so the same numbers.
@@ -97,11 +100,17 @@ def test_a_study_stopped_while_two_workers_train_resumes(in_process, tmp_path, c
         np.testing.assert_allclose(_logits(out, key, seed), _logits(in_process, key, seed), atol=1e-4, rtol=0)
 
 
-def test_worker_count():
-    cpu = __import__("torch").device("cpu")
-    assert resolve_workers(3, cpu, runs=10) == 3 and resolve_workers(3, cpu, runs=2) == 2
-    assert resolve_workers("auto", __import__("torch").device("cuda"), runs=10) == 1
-    assert 1 <= resolve_workers("auto", cpu, runs=10) <= 8
+def test_worker_count_and_threads_per_run():
+    """Fewer runs left start fewer workers, but every run's thread count stays the study's."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    three = PerfConfig(workers=3, threads=6)
+    assert resolve_workers(three, cpu, runs=10) == 3 and resolve_workers(three, cpu, runs=2) == 2
+    assert threads_per_run(three, cpu) == 2  # however many runs are left
+    assert resolve_workers(PerfConfig(), cuda, runs=10) == 1
+    assert 1 <= resolve_workers(PerfConfig(), cpu, runs=10) <= 8
+    auto = PerfConfig()
+    assert threads_per_run(auto, cpu) == max(1, cpu_count() // min(cpu_count(), 8))
+    assert Runtime.resolve(auto, "cpu").threads == threads_per_run(auto, cpu)
 
 
 def test_prefixed_lines_prefix_whole_lines():
@@ -128,3 +137,26 @@ def test_batched_groups_give_the_in_process_predictions(in_process, tmp_path, ci
         np.testing.assert_allclose(_logits(out, key, seed), _logits(in_process, key, seed), atol=1e-4, rtol=0)
     record = __import__("json").loads((out / "runs" / "small_cnn" / "seed-1" / "run.json").read_text())
     assert record["trained_with"] == ["small_cnn seed 0", "small_cnn seed 1"]
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.4, 1.5], ids=["as-workers-start", "while-they-import", "early-training"])
+def test_ctrl_c_while_workers_start_is_one_line(tmp_path, cifar_dir, weight_files, delay):
+    """A terminal's Ctrl-C reaches the whole process group: the workers ignore it (they used to print
+    tracebacks from the middle of importing torch) and the study stops them, with one line and exit 130."""
+    args = study_args(cifar_dir, weight_files, tmp_path / "cache", tmp_path / "study", *SMALL, "perf.workers=2")
+    study = subprocess.Popen(
+        [sys.executable, "-m", "distillbench", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    for line in study.stdout:
+        if line.startswith("Training on 2 worker processes"):
+            break
+    time.sleep(delay)
+    os.killpg(study.pid, signal.SIGINT)
+    out, err = study.communicate(timeout=60)
+    assert study.returncode == 130, (out, err)
+    assert err.strip() == "interrupted: finished models are saved; run the same command again to resume.", err
+    assert "Traceback" not in out

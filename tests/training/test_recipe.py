@@ -18,8 +18,8 @@ from distillbench.training.loop import fit, smoothed_cross_entropy
 from distillbench.training.optim import build_optimizer, build_schedule
 
 
-def _params() -> list[nn.Parameter]:
-    return [nn.Parameter(torch.zeros(3))]
+def _params() -> list[tuple[str, nn.Parameter]]:
+    return [("weight", nn.Parameter(torch.zeros(3, 3)))]
 
 
 @pytest.mark.parametrize(
@@ -32,6 +32,19 @@ def test_optimisers_by_name(name, kind, options):
     assert type(optimizer) is kind
     group = optimizer.param_groups[0]
     assert group["lr"] == 0.1 and all(group[k] == v for k, v in options.items())
+
+
+def test_weight_decay_spares_biases_and_normalisation():
+    """timm's default: weight matrices and kernels decay, biases and BatchNorm scales and shifts do not."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    spec = ModelDef(arch="small_cnn", lr=0.1, optimizer="sgd", weight_decay=0.01)
+    optimizer = build_optimizer(model.named_parameters(), spec)
+    decayed, spared = ({id(p) for p in group["params"]} for group in optimizer.param_groups)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.01, 0.0]
+    assert decayed == {id(model[0].weight), id(model[3].weight)}
+    assert spared == {id(model[0].bias), id(model[1].weight), id(model[1].bias), id(model[3].bias)}
+    # Without weight decay: one group, as before (the paper preset's numbers stay bit for bit).
+    assert len(build_optimizer(model.named_parameters(), ModelDef(arch="small_cnn", lr=0.1)).param_groups) == 1
 
 
 def test_cosine_schedule_with_warmup_by_hand():
@@ -66,8 +79,9 @@ def test_fit_steps_the_schedule_every_batch():
     result = fit(model, (images, labels), (images[:16], labels[:16]), cfg=TrainConfig(epochs=2, batch_size=16,
                  patience=None), optimizer=lambda p: build_optimizer(p, spec), seed=0,
                  schedule=lambda o, steps, epochs: build_schedule(o, spec, steps, epochs))  # fmt: skip
-    # After epoch 1 (4 of 8 steps) cosine is at half; after epoch 2 it has reached 0.
-    assert [row["lr"] for row in result.history] == pytest.approx([5e-4, 0.0], abs=1e-12)
+    # lr logs the mean rate of the epoch's steps: cosine over 8 steps, k = 0..3 in epoch 1, 4..7 in epoch 2.
+    rates = [5e-4 * (1 + math.cos(math.pi * k / 8)) for k in range(8)]
+    assert [row["lr"] for row in result.history] == pytest.approx([sum(rates[:4]) / 4, sum(rates[4:]) / 4])
 
 
 def test_label_smoothing_is_torchs():

@@ -1,10 +1,15 @@
-"""The study's figures. Each function returns PNG bytes; the caller writes them atomically."""
+"""The study's figures. Each function returns PNG bytes; the caller writes them atomically.
+
+Titles, model names and class names come from a config or a dataset: every figure draws text as it
+is (``text.parse_math`` off), so a ``$`` in a title is a dollar sign, not a mathtext error.
+"""
 
 from __future__ import annotations
 
+import functools
 import io
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import matplotlib
 
@@ -13,6 +18,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 PALETTE = plt.get_cmap("tab10").colors
+Figure = TypeVar("Figure", bound=Callable[..., bytes])
+
+
+def _literal_text(draw: Figure) -> Figure:
+    """``draw`` with matplotlib's mathtext off for every text it creates."""
+
+    @functools.wraps(draw)
+    def drawn(*args: Any, **kwargs: Any) -> bytes:
+        with plt.rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+
+    return drawn  # type: ignore[return-value]
 
 
 def _png(fig: plt.Figure) -> bytes:
@@ -22,6 +39,7 @@ def _png(fig: plt.Figure) -> bytes:
     return buffer.getvalue()
 
 
+@_literal_text
 def accuracy_bars(
     names: Sequence[str],
     per_seed: Sequence[Sequence[float]],
@@ -61,6 +79,7 @@ def accuracy_bars(
     return _png(fig)
 
 
+@_literal_text
 def accuracy_vs_cost(
     names: Sequence[str],
     accuracies: Sequence[float],
@@ -144,6 +163,7 @@ def accuracy_vs_cost(
     return _png(fig)
 
 
+@_literal_text
 def reliability_diagram(bins: dict[str, np.ndarray], title: str, note: str = "") -> bytes:
     """Accuracy per confidence bin (bars) against the bin's mean confidence (red ticks, joined to
     the bar by the gap) and the diagonal of perfect calibration; each bin's share of images below."""
@@ -175,6 +195,7 @@ def reliability_diagram(bins: dict[str, np.ndarray], title: str, note: str = "")
     return _png(fig)
 
 
+@_literal_text
 def confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str) -> bytes:
     """Counts in each cell, coloured by the row's share (recall), true class on the rows."""
     counts = np.asarray(matrix)
@@ -195,6 +216,7 @@ def confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title
     return _png(fig)
 
 
+@_literal_text
 def loss_curves(
     histories: dict[int, Sequence[dict[str, float]]], best_epochs: dict[int, int], title: str, distilled: bool = False
 ) -> bytes:
@@ -246,6 +268,7 @@ def loss_curves(
     return _png(fig)
 
 
+@_literal_text
 def per_class_accuracy(per_class: dict[str, dict[str, float]], overall: float, title: str) -> bytes:
     names = list(per_class)
     values = [100 * per_class[n]["accuracy"] for n in names]
@@ -270,6 +293,7 @@ def per_class_accuracy(per_class: dict[str, dict[str, float]], overall: float, t
     return _png(fig)
 
 
+@_literal_text
 def difference_forest(
     names: Sequence[str],
     differences: Sequence[float],
@@ -301,6 +325,7 @@ def difference_forest(
     return _png(fig)
 
 
+@_literal_text
 def sweep_heatmap(
     values: np.ndarray,
     rows: Sequence[Any],

@@ -1,4 +1,7 @@
-"""``report.html``: the Markdown report as one self-contained page (figures embedded, no network)."""
+"""``report.html``: the Markdown report as one self-contained page (figures embedded, no network).
+
+Nothing from a config or a dataset becomes markup: the Markdown is written with those strings escaped
+(``markdown.escape_markdown``), and raw HTML in it is rendered as text."""
 
 from __future__ import annotations
 
@@ -62,9 +65,19 @@ def _embed_images(page: str, root: Path) -> str:
     return _IMAGE_SOURCE.sub(data_uri, page)
 
 
+def markdown_to_html(markdown_text: str) -> str:
+    """Markdown (with tables) as HTML, raw HTML in it shown as text: a title or a class name from a
+    config or a dataset can never become markup or script in the page."""
+    converter = markdown.Markdown(extensions=["tables"], output_format="html")
+    converter.preprocessors.deregister("html_block")
+    for pattern in ("html", "autolink", "automail"):  # <tag ...>, <http://...>, <name@host>: text
+        converter.inlinePatterns.deregister(pattern)
+    return converter.convert(markdown_text)
+
+
 def render_html(markdown_text: str, root: Path, title: str) -> str:
     """The report page; figures are read from ``root`` and embedded."""
-    body = markdown.markdown(markdown_text, extensions=["tables"], output_format="html")
+    body = markdown_to_html(markdown_text)
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"

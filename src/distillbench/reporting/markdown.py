@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -444,16 +445,38 @@ def _efficiency_section(results: dict[str, Any], keys: list[str]) -> list[str]:
     ]
 
 
+# What would let a title or a class name make Markdown of its own: a link or an image ("](", or "]["
+# and "]:" for references), a code span, a table cell, a backslash escape. Raw HTML and autolinks are
+# never rendered (html.markdown_to_html); an interval such as [0.1, 0.3] stays as it is.
+_MARKDOWN_SYNTAX = re.compile(r"[\\`|]|\](?=[(\[:])")
+
+
+def escape_markdown(value: Any) -> Any:
+    """``value`` with every string in it (keys included) shown literally in Markdown: its syntax
+    backslash-escaped, line breaks made spaces. Model keys are safe identifiers and stay as they
+    are, so figure file names still match."""
+    if isinstance(value, str):
+        return _MARKDOWN_SYNTAX.sub(lambda match: "\\" + match.group(0), " ".join(value.splitlines()))
+    if isinstance(value, dict):
+        return {escape_markdown(key): escape_markdown(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [escape_markdown(item) for item in value]
+    return value
+
+
 def render_markdown(results: dict[str, Any]) -> str:
+    """report.md from results.json; every string that came from a config or the data is escaped."""
+    results = escape_markdown(results)
     study, keys = results["study"], model_keys(results)
     out = [f"# distillbench study: {study.get('name')}", ""]
     out += [*data_warnings(study), ""] if data_warnings(study) else []
     out += _setup(study, _recipe_lines(results))
     if study.get("stale_runs"):
         out += [
-            f"> **Stale runs, not shown:** {'; '.join(study['stale_runs'])}. They were trained for another "
-            "configuration (or from other teachers) than this study's config.yaml. Run `distillbench run "
-            "--config OUT/config.yaml --out OUT`, OUT being this directory, to retrain them.",
+            f"> **Stale runs, not shown:** {'; '.join(study['stale_runs'])}. Each was trained for another "
+            "configuration or from other teachers than this study's config.yaml, or its files were damaged (each "
+            "says which). Run `distillbench run --config OUT/config.yaml --out OUT`, OUT being this directory, "
+            "to retrain them.",
             "",
         ]
     if study.get("unfinished_runs"):

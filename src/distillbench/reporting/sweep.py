@@ -14,7 +14,14 @@ import numpy as np
 from distillbench.atomic import write_bytes
 from distillbench.reporting import figures
 from distillbench.reporting.html import write_pages
-from distillbench.reporting.markdown import FIGURES_DIR, data_warnings, interval_text, markdown_table, plus_minus
+from distillbench.reporting.markdown import (
+    FIGURES_DIR,
+    data_warnings,
+    escape_markdown,
+    interval_text,
+    markdown_table,
+    plus_minus,
+)
 
 SWEEP_MD = "sweep.md"
 SWEEP_HTML = "sweep.html"
@@ -113,6 +120,8 @@ def _model_section(results: dict[str, Any], key: str) -> list[str]:
 
 
 def render_sweep_markdown(results: dict[str, Any]) -> str:
+    """sweep.md from sweep.json; every string that came from a config or the data is escaped."""
+    results = escape_markdown(results)
     out = [f"# distillbench sweep: {results['name']}", ""]
     out += [*data_warnings(results), ""] if data_warnings(results) else []
     axes = [[f"`{axis}`", ", ".join(str(v) for v in values)] for axis, values in results["axes"].items()]

@@ -20,7 +20,7 @@ from distillbench.models.weights import describe_weights
 from distillbench.study.inputs import RunInputs
 from distillbench.study.models import StudyModels
 from distillbench.study.plan import RunSpec, weights_source
-from distillbench.study.store import RunStore, encode_checkpoint
+from distillbench.study.store import RunStore, encode_checkpoint, sha256_hex
 from distillbench.training.grouped import NotGroupable
 from distillbench.training.loop import FitResult, GroupMember, Objective, ScheduleFactory, fit, fit_group, predict
 from distillbench.training.optim import build_optimizer, build_schedule
@@ -54,16 +54,18 @@ class RunExecutor:
         store: RunStore,
         models: StudyModels,
         inputs: RunInputs,
-        time_efficiency: bool = True,
         say_test: bool = True,
     ):
         self.cfg, self.data, self.runtime = cfg, data, runtime
         self.store, self.models, self.inputs = store, models, inputs
-        self.time_efficiency = time_efficiency
         self.say_test = say_test  # False in a sweep: the log shows validation accuracy
 
     def train(self, run: RunSpec) -> None:
-        """Train ``run`` alone and save it."""
+        """Train ``run`` alone and save it, with the runtime's thread count whatever this process uses."""
+        with self.runtime.thread_scope():
+            self._train(run)
+
+    def _train(self, run: RunSpec) -> None:
         job = self._prepare(run)
         result = fit(
             job.module,
@@ -83,8 +85,12 @@ class RunExecutor:
     def train_group(self, runs: list[RunSpec]) -> None:
         """Train ``runs`` (one architecture and optimiser setting, the same inputs) side by side as one
         batched model, saving each as soon as it stops; runs that cannot be grouped train alone."""
+        with self.runtime.thread_scope():
+            self._train_group(runs)
+
+    def _train_group(self, runs: list[RunSpec]) -> None:
         if len(runs) == 1:
-            return self.train(runs[0])
+            return self._train(runs[0])
         jobs = [self._prepare(run) for run in runs]
         if any(job.inputs["train"] is not jobs[0].inputs["train"] for job in jobs):
             _say("these runs train on different inputs; training them one by one")
@@ -112,7 +118,7 @@ class RunExecutor:
 
     def _train_alone(self, jobs: list[_Job]) -> None:
         for job in jobs:
-            self.train(job.run)
+            self._train(job.run)
 
     def _optimizer(self, run: RunSpec) -> Callable[[list], torch.optim.Optimizer]:
         spec = self.cfg.zoo[run.model]
@@ -156,8 +162,8 @@ class RunExecutor:
         key, seed = run.model, run.seed
         spec = self.cfg.zoo[key]
         test_logits = predict(job.module, job.inputs["test"], self.runtime)
-        self.models.keep(key, seed, model)
         checkpoint = encode_checkpoint(model.state_dict())
+        self.models.keep(key, seed, model, sha256_hex(checkpoint))
         total, trainable = count_parameters(model)
         self.store.save(
             key,
@@ -167,8 +173,9 @@ class RunExecutor:
             record={
                 "model": key,
                 "fingerprint": run.fingerprint,
-                # What this student distilled: it is stale once a teacher's checkpoint differs.
-                "teacher_checkpoints": {t: self.store.checkpoint_sha256(t, seed) for t in run.teachers},
+                # The checkpoints this student distilled (the files it read, verified): it is stale once a
+                # teacher's checkpoint differs.
+                "teacher_checkpoints": {t: self.models.checkpoint_sha256(t, seed) for t in run.teachers},
                 "arch": spec.arch,
                 "title": spec.title or key,
                 "teachers": spec.teachers,
@@ -177,7 +184,9 @@ class RunExecutor:
                 "data_source": self.data.source,
                 "synthetic_data": self.data.synthetic,
                 "device": str(self.runtime.device),
+                "device_type": self.runtime.device.type,
                 "precision": self.runtime.precision,
+                "torch_threads": self.runtime.threads,  # bit-identical results need the same count
                 "channels_last": self.runtime.channels_last,
                 "fused_optimizer": self.runtime.fused_optimizer,
                 "compile": self.runtime.compile and group is None,  # batched groups run eagerly
@@ -189,7 +198,7 @@ class RunExecutor:
                 "prepare_seconds": job.prepare_seconds,
                 "trained_with": group,  # the runs of its batched group (history seconds are the group's)
                 "recipe": self._recipe(run),
-                "efficiency": self.efficiency(model, len(checkpoint)) if self.time_efficiency else None,
+                "efficiency": None,  # timed once training is over, alone on the CPU (Study.time_efficiency)
                 "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             },
             test_logits=test_logits.numpy(),

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from distillbench.config import StudyConfig, TrainConfig
+from distillbench.config import StudyConfig, TrainConfig, model_train_config
 from distillbench.data import StudyData
 from distillbench.data.augment import Augmentation, augmentation_named
 from distillbench.models.classifier import Classifier
@@ -49,17 +49,14 @@ class RunInputs:
 
     def augment_name(self, key: str) -> str:
         """The model's augmentation: its own ``augment``, else ``train.augment``."""
-        return self.cfg.zoo[key].augment or self.cfg.train.augment
+        return self.train_config(key).augment
 
     def augmentation(self, key: str) -> Augmentation | None:
         return augmentation_named(self.augment_name(key))
 
     def train_config(self, key: str) -> TrainConfig:
-        """``train:`` with the model's own epochs and batch size where it sets them."""
-        spec, train = self.cfg.zoo[key], self.cfg.train
-        return train.model_copy(
-            update={"epochs": spec.epochs or train.epochs, "batch_size": spec.batch_size or train.batch_size}
-        )
+        """``train:`` with the model's own epochs, batch size and augmentation where it sets them."""
+        return model_train_config(self.cfg, key)
 
     def _infer(self, module: torch.nn.Module, inputs: torch.Tensor, desc: str | None = None) -> torch.Tensor:
         return predict(module, inputs, self.runtime, desc=desc)

@@ -21,6 +21,7 @@ class StudyModels:
         self.cfg, self.runtime, self.store = cfg, runtime, store
         self.image_shape, self.num_classes = image_shape, num_classes
         self.trained: dict[RunKey, Classifier] = {}
+        self.checkpoints: dict[RunKey, str] = {}  # sha256 of the checkpoint each trained model is
 
     def _build(self, key: str, weights: str | None) -> Classifier:
         model = build_model(self.cfg.zoo[key], weights, self.image_shape, self.num_classes)
@@ -33,20 +34,33 @@ class StudyModels:
         with global_rng(derive_seed(seed, "init"), self.runtime.device):
             return self._build(key, weights_source(self.cfg, self.cfg.zoo[key].arch))
 
-    def keep(self, key: str, seed: int, model: Classifier) -> None:
-        """A model just trained: its students of the same seed use it without reading it back."""
+    def keep(self, key: str, seed: int, model: Classifier, checkpoint_sha256: str) -> None:
+        """A model just trained (saved as the checkpoint with ``checkpoint_sha256``): its students of
+        the same seed use it without reading it back."""
         self.trained[(key, seed)] = model.eval()
+        self.checkpoints[(key, seed)] = checkpoint_sha256
 
     def trained_model(self, key: str, seed: int) -> Classifier:
-        """A finished run, from memory or its ``model.pt``."""
+        """A finished run, from memory or its ``model.pt`` (verified against its run.json)."""
         if (key, seed) not in self.trained:
             with global_rng(None, self.runtime.device):  # every weight comes from model.pt: draw nothing
                 model = self._build(key, "none")
-            model.load_state_dict(self.store.load_weights(key, seed, self.runtime.device))
-            self.trained[(key, seed)] = model.eval()
+            state, digest = self.store.load_weights(key, seed, self.runtime.device)
+            model.load_state_dict(state)
+            self.keep(key, seed, model, digest)
         return self.trained[(key, seed)]
+
+    def checkpoint_sha256(self, key: str, seed: int) -> str:
+        """The sha256 of the checkpoint that ``trained_model(key, seed)`` is: what a student records
+        of the teacher it actually distilled."""
+        self.trained_model(key, seed)
+        return self.checkpoints[(key, seed)]
 
     def forget_seed(self, seed: int) -> None:
         """Drop a seed's models once its runs are on disk: memory stays flat over many seeds."""
         for run_key in [k for k in self.trained if k[1] == seed]:
-            del self.trained[run_key]
+            del self.trained[run_key], self.checkpoints[run_key]
+
+    def forget_all(self) -> None:
+        self.trained.clear()
+        self.checkpoints.clear()

@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from distillbench.config import StudyConfig, training_order
+from distillbench.atomic import file_sha256
+from distillbench.config import StudyConfig, model_train_config, training_order
 from distillbench.models import BACKBONES
 from distillbench.training.distill import DistillMethod, resolve_method
 from distillbench.training.runtime import Runtime
@@ -28,9 +29,17 @@ from distillbench.training.runtime import Runtime
 # random streams, checkpoint hashes. 3: dropout masks drawn by dropout_scale on every device (CUDA
 # used F.dropout's kernel), so that batched groups reproduce them; and the fingerprint holds the
 # resolved distillation method (its parameters; kd's from the kd: section) in place of the kd: section.
-IDENTITY_VERSION = 3
+# 4: the device type is part of the identity; the fingerprint holds the model's resolved training
+# settings (not the global train: section, nor the title); weight decay spares biases and
+# normalisation parameters; run.json holds checksums of every file.
+IDENTITY_VERSION = 4
 
 RunKey = tuple[str, int]  # (model key, seed)
+
+# Model settings a fingerprint leaves out: the title names the model; epochs, batch size and augment
+# enter resolved (``model_train_config``); a student's method enters resolved, and a model without
+# teachers distils nothing.
+NOT_IN_IDENTITY = {"title", "epochs", "batch_size", "augment", "distill"}
 
 
 @dataclass(frozen=True)
@@ -79,22 +88,6 @@ def weights_source(cfg: StudyConfig, arch: str) -> str | None:
     return cfg.weights[arch] if arch in BACKBONES else None
 
 
-_FILE_HASHES: dict[tuple[Path, int, int], str] = {}  # (path, size, mtime): a sweep's points share them
-
-
-def _file_sha256(path: Path) -> str:
-    """sha256 of a file, hashed once per process while the file is unchanged (a VGG16 file is 0.5 GB)."""
-    stat = path.stat()
-    memo = (path.resolve(), stat.st_size, stat.st_mtime_ns)
-    if memo not in _FILE_HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(chunk)
-        _FILE_HASHES[memo] = digest.hexdigest()
-    return _FILE_HASHES[memo]
-
-
 class Planner:
     """Fingerprints of a study's runs (memoised)."""
 
@@ -111,7 +104,7 @@ class Planner:
         path = Path(source).expanduser()
         if not path.is_file():
             return f"file:{path}"
-        return f"file:{_file_sha256(path)}"
+        return f"file:{file_sha256(path)}"
 
     def _method(self, key: str) -> DistillMethod:
         return resolve_method(self.cfg.zoo[key].distill, self.cfg.kd, f"zoo.{key}.distill")
@@ -122,14 +115,13 @@ class Planner:
             spec = self.cfg.zoo[key]
             payload = {
                 "identity": IDENTITY_VERSION,
-                "spec": spec.model_dump(mode="json"),
-                "train": self.cfg.train.model_dump(mode="json"),
+                # What the model is and how it trains, resolved: a teacher that sets its own epochs, batch
+                # size and augmentation does not change when train: does; its title changes nothing.
+                "spec": spec.model_dump(mode="json", exclude=NOT_IN_IDENTITY),
+                "train": model_train_config(self.cfg, key).model_dump(mode="json"),
                 "seed": seed,
                 "data": self.data_fingerprint,
-                "precision": self.runtime.precision,
-                "channels_last": self.runtime.channels_last,
-                "fused_optimizer": self.runtime.fused_optimizer,
-                "compile": self.runtime.compile,
+                "runtime": self.runtime.identity(),
                 "weights": self._weights_identity(spec.arch),
                 # The method with every parameter resolved: kd's defaults come from the kd: section.
                 "distill": self._method(key).model_dump(mode="json") if spec.teachers else None,

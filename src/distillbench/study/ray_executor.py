@@ -25,12 +25,13 @@ from typing import Any
 
 import torch
 
-from distillbench.config import StudyConfig
+from distillbench.config import PerfConfig, StudyConfig
 from distillbench.data import StudyData
 from distillbench.errors import UserError
 from distillbench.study.plan import Plan, RunKey, RunSpec
 from distillbench.study.store import RunFiles
 from distillbench.study.workers import Scheduler
+from distillbench.training.runtime import Runtime
 
 MAX_RETRIES = 3  # a task whose worker process or node dies is run again, this many times at most
 INSTALL_HINT = "pip install -e '.[ray]' (or pip install 'ray[default]>=2.9')"
@@ -77,19 +78,25 @@ def connect(address: str | None) -> tuple[Any, bool]:
 TaskResult = tuple[RunFiles, dict[str, torch.Tensor]]  # a run's files, and its logits for its students
 
 
+def resolve_task_runtime(perf: PerfConfig, device: str, threads: int) -> Runtime:
+    """A Ray task: the runtime ``perf`` and ``device`` resolve to on the node that runs it."""
+    return Runtime.resolve(perf, device, threads)
+
+
 def train_task(
-    cfg: StudyConfig, data: StudyData, run: RunSpec, threads: int, teaches: bool, *teachers: TaskResult
+    cfg: StudyConfig, data: StudyData, run: RunSpec, runtime: Runtime, teaches: bool, *teachers: TaskResult
 ) -> TaskResult:
-    """A Ray task: train ``run`` of the study ``cfg`` in a temporary directory holding its teachers'
-    files and logits (``train_task`` results, in ``run.needs`` order); return the run's files and,
-    if it ``teaches``, the logits its students distil (as cache entries: a student's task then
-    computes nothing of its teachers)."""
+    """A Ray task: train ``run`` of the study ``cfg`` with the planned ``runtime`` (the numerics its
+    identity holds, never this node's own resolution of ``auto``) in a temporary directory holding its
+    teachers' files and logits (``train_task`` results, in ``run.needs`` order); return the run's
+    files and, if it ``teaches``, the logits its students distil (as cache entries: a student's task
+    then computes nothing of its teachers)."""
     from distillbench.study.runner import run_executor
 
-    torch.set_num_threads(threads)
+    runtime.check_here()
     with tempfile.TemporaryDirectory(prefix="distillbench-task-") as directory:
         # Efficiency is timed by the driver once training is over: here other tasks share the node.
-        executor = run_executor(cfg, Path(directory), data, time_efficiency=False, say_test=False)
+        executor = run_executor(cfg, Path(directory), data, runtime, say_test=False)
         for (key, seed), (files, logits) in zip(run.needs, teachers):
             executor.store.import_run(key, seed, files)
             executor.inputs.cache.memory.update(logits)
@@ -118,16 +125,35 @@ class RayExecutor:
                 if address in (None, "local"):  # the Ray instance on this machine: no node will join it
                     raise UserError(f"{problem}: no task could start. Lower perf.{name.lower()}s_per_run.")
                 print(f"WARNING: {problem}; tasks wait until nodes with them join (an autoscaler adds them).")
-        self.threads = max(1, int(perf.cpus_per_run))
         self.task = self.ray.remote(train_task)
         self.resources = dict(
             num_cpus=perf.cpus_per_run, num_gpus=gpus, max_retries=MAX_RETRIES, retry_exceptions=False
         )
+        self.runtime = self._node_runtime(cfg)
         print(
             f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; each run asks for "
             f"{perf.cpus_per_run:g} CPU(s), {gpus:g} GPU(s)",
             flush=True,
         )
+
+    def _node_runtime(self, cfg: StudyConfig) -> Runtime:
+        """The runtime a task resolves on a node that has its resources (a GPU node resolves CUDA and
+        bf16 where a CPU driver would plan fp32): the sweep plans its runs' identities with it, and
+        every task trains with exactly it. Its threads: ``perf.cpus_per_run`` (whole CPUs)."""
+        probe = self.ray.remote(resolve_task_runtime).options(**self.resources)
+        threads = max(1, int(cfg.perf.cpus_per_run))
+        try:
+            runtime = self.ray.get(probe.remote(cfg.perf.effective(), cfg.device, threads))
+        except self.ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, UserError):
+                raise UserError(f"A Ray node could not set up a run: {cause}") from None
+            raise
+        print(
+            f"Ray: runs train on {runtime.device.type} in {runtime.precision}, {runtime.threads} thread(s) each",
+            flush=True,
+        )
+        return runtime
 
     def execute(self, plan: Plan, begin: Callable[[RunSpec], bool], placed: dict[RunKey, tuple[Any, RunSpec]]) -> None:
         """Train ``plan``'s runs; ``placed`` maps each to (its study, its run there): the study's
@@ -154,7 +180,7 @@ class RayExecutor:
                     inputs = [result_of(need) for need in unit[0].needs]
                     task = self.task.options(name=f"{run.model} seed {run.seed}", **self.resources)
                     teaches = unit[0].key in teachers
-                    pending[task.remote(study.cfg, data, run, self.threads, teaches, *inputs)] = unit[0]
+                    pending[task.remote(study.cfg, data, run, self.runtime, teaches, *inputs)] = unit[0]
                 if not pending:
                     break
                 done, _ = ray.wait(list(pending), num_returns=1)

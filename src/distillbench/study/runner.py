@@ -6,14 +6,14 @@ The pieces, one module each: ``plan`` (which runs, their identity), ``store`` (t
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from distillbench.atomic import write_json, write_text
+from distillbench.atomic import remove_temporaries, write_json, write_text
 from distillbench.config import StudyConfig, config_to_yaml
 from distillbench.data import StudyData, load_study_data
 from distillbench.errors import UserError
@@ -22,47 +22,56 @@ from distillbench.models.weights import check_backbone_weights
 from distillbench.study.environment import describe_environment
 from distillbench.study.execute import RunExecutor
 from distillbench.study.inputs import RunInputs
+from distillbench.study.lock import directory_lock
 from distillbench.study.models import StudyModels
 from distillbench.study.plan import Planner, RunKey, RunSpec, batch_groups, weights_source
 from distillbench.study.resolve import check_names
 from distillbench.study.store import RunStore
-from distillbench.study.workers import ProcessExecutor, SerialExecutor, cpu_count, resolve_workers
+from distillbench.study.workers import ProcessExecutor, SerialExecutor, resolve_workers
 from distillbench.training.cache import TensorCache
-from distillbench.training.runtime import Runtime
+from distillbench.training.runtime import Runtime, cpu_count
 
 
 def run_executor(
     cfg: StudyConfig,
     out: Path,
     data: StudyData,
-    time_efficiency: bool = True,
+    runtime: Runtime | None = None,
     pool: Path | None = None,
     fingerprints: dict[RunKey, str] | None = None,
     say_test: bool | None = None,
 ) -> RunExecutor:
     """What trains one run of the study in ``out`` (its runs in ``pool`` if given, by the plan's
-    ``fingerprints``): in this process, or in a worker process (``time_efficiency=False``: the parent
-    times efficiency once no other run shares the CPU). A sweep's runs (``pool``, or ``say_test``
-    False) log their validation accuracy, not their test accuracy."""
+    ``fingerprints``) with ``runtime`` (the study's, resolved once where the plan was made; by default
+    resolved here): in this process, in a worker process or in a Ray task. A sweep's runs (``pool``,
+    or ``say_test`` False) log their validation accuracy, not their test accuracy."""
     perf = cfg.perf.effective()
-    runtime = Runtime.resolve(perf, cfg.device)
+    runtime = runtime if runtime is not None else Runtime.resolve(perf, cfg.device)
     store = RunStore(Path(out), pool, fingerprints)
     cache = TensorCache(perf.cache_dir if perf.disk_cache else None)
     models = StudyModels(cfg, runtime, store, data.image_shape, len(data.class_names))
     inputs = RunInputs(cfg, data, runtime, models, cache)
     say_test = pool is None if say_test is None else say_test
-    return RunExecutor(cfg, data, runtime, store, models, inputs, time_efficiency, say_test)
+    return RunExecutor(cfg, data, runtime, store, models, inputs, say_test)
 
 
 class Study:
     """One study in one output directory. ``run()`` is safe to repeat: finished runs are kept. With
     ``pool`` (a sweep's point), its runs live in that shared directory, found by identity."""
 
-    def __init__(self, cfg: StudyConfig, out: Path, data: StudyData | None = None, pool: Path | None = None):
+    def __init__(
+        self,
+        cfg: StudyConfig,
+        out: Path,
+        data: StudyData | None = None,
+        pool: Path | None = None,
+        planned_runtime: Runtime | None = None,
+    ):
+        """``planned_runtime``: where the runs will train, if not here (a Ray cluster's nodes): the
+        plan's identities and the runs' numerics follow it; what is computed here (efficiency,
+        reports) uses this machine's runtime."""
         self.cfg = check_names(cfg)
         self.perf = cfg.perf.effective()
-        if self.perf.threads:
-            torch.set_num_threads(self.perf.threads)
         self.data = data if data is not None else load_study_data(cfg.data)
         self.pool = pool
         self.label = ""  # said before each run's line: a sweep's point
@@ -75,7 +84,8 @@ class Study:
         )
         self.layout = self.store.layout
         self.cache = self.inputs.cache
-        self.plan = Planner(self.cfg, self.data.fingerprint, self.runtime).plan()
+        self.planned_runtime = planned_runtime or self.runtime
+        self.plan = Planner(self.cfg, self.data.fingerprint, self.planned_runtime).plan()
         self.store.expect(list(self.plan.runs))
 
     def preflight(self) -> None:
@@ -85,7 +95,11 @@ class Study:
         any) is usable. The data were read and validated when the study was made."""
         _check_writable(self.layout.root, "the output directory (--out)")
         if self.perf.disk_cache:
-            _check_writable(self.cache.directory, "perf.cache_dir")
+            try:
+                _check_writable(self.cache.directory, "perf.cache_dir")
+                remove_temporaries(self.cache.directory, shared=True)
+            except UserError as exc:  # the cache is an optimisation: without it the study computes more
+                self.cache.disable(f"{exc} Training without the disk cache.")
         for arch in dict.fromkeys(run.arch for run in self.plan.runs):
             source = weights_source(self.cfg, arch)
             if source is not None:
@@ -96,24 +110,34 @@ class Study:
             check_tracking(self.cfg)
 
     def run(self) -> dict[str, Any]:
-        """Train what is not finished, then write results.json and the report."""
+        """Train what is not finished, then write results.json and the report; the study's directory
+        is locked against other writers meanwhile."""
         from distillbench.study.results import finish_study
 
         started = time.perf_counter()
-        self.train()
-        results = finish_study(self.layout.root)
-        if self.cfg.tracking.backend != "none":
-            from distillbench.study.tracking import track_study
+        self._check_kind()
+        with directory_lock(self.layout.root):
+            self.train()
+            results = finish_study(self.layout.root)
+            if self.cfg.tracking.backend != "none":
+                from distillbench.study.tracking import track_study
 
-            track_study(self.cfg, self.layout, self.store, list(self.plan.runs))
+                track_study(self.cfg, self.layout, self.store, list(self.plan.runs))
         print(f"Study finished in {time.perf_counter() - started:.1f}s; report: {self.layout.report}", flush=True)
         return results
 
     def _check_kind(self) -> None:
-        if self.pool is None and (self.layout.root / "sweep.yaml").exists():
+        if self.pool is not None:
+            return
+        if (self.layout.root / "sweep.yaml").exists():
             raise UserError(
                 f"{self.layout.root} holds a sweep (it has sweep.yaml), not a study: `distillbench sweep` resumes it "
                 "and `distillbench report` rebuilds its report; give a study its own --out."
+            )
+        if sweep_of_point(self.layout.root) is not None:
+            raise UserError(
+                f"{self.layout.root} is a point of the sweep in {sweep_of_point(self.layout.root)}: `distillbench "
+                "sweep` resumes it and `distillbench report` rebuilds its report; give a study its own --out."
             )
         if self.cfg.sweep.axes:
             print(
@@ -144,26 +168,31 @@ class Study:
 
     def execute(self) -> None:
         """Train the plan's unfinished runs on this machine (``perf.workers``, ``perf.batched``)."""
-        missing = sum(self.store.state(run)[0] != "finished" for run in self.plan.runs)
+        missing = sum(self.store.state(run, checkpoint=True)[0] != "finished" for run in self.plan.runs)
         self._executor(missing).execute(self.plan, self.begin)
 
     def time_efficiency(self) -> None:
-        """Efficiency of finished runs that lack it (trained on workers, or interrupted before it),
-        timed here, alone on the CPU, and added to their run.json."""
+        """Efficiency of finished runs that lack it, timed here once training is over, alone on the
+        CPU with the study's threads (``perf.threads``, default all CPUs), and added to their run.json."""
         if not self.cfg.evaluation.efficiency:
             return
-        for run in self.plan.runs:
-            record = self.store.record(run.model, run.seed)
-            if record is not None and record.get("efficiency") is None:
-                model = self.models.trained_model(run.model, run.seed)
-                checkpoint = self.store.paths(run.model, run.seed).model.stat().st_size
-                efficiency = self.executor.efficiency(model, checkpoint)
-                self.store.update_record(run.model, run.seed, efficiency=efficiency)
-                self.models.forget_seed(run.seed)
+        with self.study_threads().thread_scope():
+            for run in self.plan.runs:
+                record = self.store.record(run.model, run.seed)
+                if record is not None and record.get("efficiency") is None:
+                    model = self.models.trained_model(run.model, run.seed)
+                    checkpoint = self.store.paths(run.model, run.seed).model.stat().st_size
+                    efficiency = self.executor.efficiency(model, checkpoint)
+                    self.store.update_record(run.model, run.seed, efficiency=efficiency)
+                    self.models.forget_seed(run.seed)
+
+    def study_threads(self) -> Runtime:
+        """This machine's runtime with all the study's threads: for what runs after training."""
+        return replace(self.runtime, threads=self.perf.threads or cpu_count())
 
     def release(self) -> None:
         """Free the models and cached tensors held in memory (a sweep's finished point)."""
-        self.models.trained.clear()
+        self.models.forget_all()
         self.inputs.cache.memory.clear()
 
     def _where(self, run: RunSpec) -> str:
@@ -174,7 +203,7 @@ class Study:
 
     def begin(self, run: RunSpec) -> bool:
         """Whether ``run`` needs training, judged now (its teachers are final), said in the log."""
-        state, why = self.store.state(run)
+        state, why = self.store.state(run, checkpoint=True)
         if state == "finished":
             print(f"=== {self._where(run)}: already finished with this config; skipping ===", flush=True)
             return False
@@ -182,27 +211,50 @@ class Study:
         return True
 
     def _executor(self, todo: int) -> SerialExecutor | ProcessExecutor:
-        """``perf.workers`` local processes, or this process when one worker is all there is."""
+        """``perf.workers`` local processes (no more than there are runs to do), or this process when
+        one is all there is. Either way every run trains with the study's thread count per run."""
         grouping = (lambda runs: batch_groups(runs, self.cfg)) if self.perf.batched else None
-        workers = resolve_workers(self.perf.workers, self.runtime.device, todo)
+        workers = resolve_workers(self.perf, self.runtime.device, todo)
         if workers == 1:
             return SerialExecutor(self.executor.train_group, self.models.forget_seed, grouping)
-        threads = max(1, (self.perf.threads or cpu_count()) // workers)
-        print(f"Training on {workers} worker processes, {threads} torch thread(s) each", flush=True)
+        print(f"Training on {workers} worker processes, {self.runtime.threads} torch thread(s) each", flush=True)
+        cfg = self.cfg
+        if self.perf.disk_cache and self.cache.directory is None:  # switched off by preflight: off there too
+            cfg = cfg.model_copy(update={"perf": cfg.perf.model_copy(update={"disk_cache": False})})
         return ProcessExecutor(
-            self.cfg, self.layout.root, self.data, workers, threads, grouping, self.pool, self.store.fingerprints
+            cfg, self.layout.root, self.data, self.runtime, workers, grouping, self.pool, self.store.fingerprints
         )
 
 
+WRITE_PROBE_BYTES = 1 << 20  # an empty probe file passes on a full disk; a megabyte does not
+
+
 def _check_writable(directory: Path, what: str) -> None:
-    """Create ``directory`` and write a file in it, or stop with what to do."""
+    """Create ``directory`` and write (and fsync) a megabyte in it, or stop with what to do."""
+    probe = directory / f".distillbench-write-test-{os.getpid()}"
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".distillbench-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        with open(probe, "wb") as handle:
+            handle.write(bytes(WRITE_PROBE_BYTES))
+            handle.flush()
+            os.fsync(handle.fileno())
     except OSError as exc:
         raise UserError(
             f"{what}: cannot write to {directory} ({exc.strerror or type(exc).__name__}). Choose a directory "
-            "you can write to, or fix its permissions."
+            "you can write to, with free space, or fix its permissions."
         ) from None
+    finally:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def sweep_of_point(directory: Path) -> Path | None:
+    """The sweep directory whose point ``directory`` is (its plan.json names the sweep's pool), or None."""
+    try:
+        plan = json.loads((Path(directory) / "plan.json").read_text(encoding="utf-8"))
+        pool = plan.get("pool") if isinstance(plan, dict) else None
+    except (OSError, ValueError):
+        return None
+    return Path(os.path.normpath(Path(directory) / str(pool))).parent if pool is not None else None

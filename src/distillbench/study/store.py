@@ -1,12 +1,19 @@
 """The only code that reads or writes a study directory's runs and its plan.
 
 A run directory holds a finished run once its ``predictions.npz`` exists: ``RunStore.save`` writes
-it last, every file atomically, and ``RunStore.start`` removes it before a run retrains. A finished
-run is a result of *this* study only if its identity matches: its ``run.json`` fingerprint equals the
-fingerprint the study's config gives that run, and, for a student, the checkpoints it distilled are
-still its teachers' checkpoints (a teacher retrained to other weights makes its students stale even
-if no setting changed). ``run`` and ``report`` both judge runs here, so neither can show a stale run
-as a result.
+it last, every file atomically, and ``RunStore.start`` removes it before a run retrains. Its
+``run.json`` holds the sha256 of every other file and of itself (``record_sha256``, over the rest of
+the record), so a finished run *verifies* only if no file was damaged, truncated or edited since it
+was saved. A run that does not verify is stale, never a result: ``report`` lists it, ``run``
+retrains it. ``report`` verifies the files a result is made of (run.json, history.csv,
+predictions.npz); ``run`` verifies ``model.pt`` too, since it loads checkpoints (teachers,
+efficiency) and a study's runs include them. A checkpoint is also verified whenever it is loaded.
+
+A verified run is a result of *this* study only if its identity matches: its fingerprint equals the
+one the study's config gives that run, and, for a student, the checkpoints it distilled are still its
+teachers' checkpoints (a teacher retrained to other weights makes its students stale even if no
+setting changed). ``run`` and ``report`` both judge runs here, so neither can show a stale run as a
+result.
 
 ``plan.json`` records, when a study starts, every run it asks for with its fingerprint and teachers,
 and the sha256 of ``config.yaml``: ``report`` judges runs without loading the data or the weights.
@@ -24,7 +31,6 @@ import hashlib
 import io
 import json
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +38,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from distillbench.atomic import write_bytes, write_json, write_text
-from distillbench.errors import UserError
+from distillbench.atomic import file_sha256, write_bytes, write_json
+from distillbench.config import check_name
+from distillbench.errors import UserError, os_error
 from distillbench.study.layout import ModelRunPaths, RunLayout
 from distillbench.study.plan import RunKey, RunSpec
 
 PLAN_FORMAT = 1
+
+# What every reader of a finished run.json relies on; a record without them is from an older
+# distillbench (or damaged) and the run is stale.
+RECORD_FIELDS = (
+    "model", "seed", "fingerprint", "teachers", "teacher_checkpoints", "arch", "weights", "params",
+    "trainable_params", "epochs_trained", "best_epoch", "train_seconds", "checkpoint_sha256", "history_sha256",
+    "predictions_sha256", "record_sha256",
+)  # fmt: skip
 
 
 @dataclass
@@ -79,6 +94,25 @@ def _read_history(path: Path) -> list[dict[str, float]]:
         return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
+def _record_digest(record: dict[str, Any]) -> str:
+    """sha256 of a record without its own ``record_sha256``, as canonical JSON."""
+    content = {key: value for key, value in record.items() if key != "record_sha256"}
+    return sha256_hex(json.dumps(content, sort_keys=True, allow_nan=False).encode("utf-8"))
+
+
+def _sealed(record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, "record_sha256": _record_digest(record)}
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What verifying a run directory found: its record if the run is finished and every file checks
+    out; else why not (``problem``; None when the run simply has not finished)."""
+
+    record: dict[str, Any] | None = None
+    problem: str | None = None
+
+
 RunFiles = dict[str, bytes]  # a finished run's files by name, as they travel to and from remote workers
 
 
@@ -107,11 +141,18 @@ class RunStore:
     # ---- writing a run -------------------------------------------------------------------------
     def start(self, key: str, seed: int) -> None:
         """From now on the run is unfinished, whatever was there before."""
-        self.paths(key, seed).predictions.unlink(missing_ok=True)
+        path = self.paths(key, seed).predictions
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise os_error(exc, path, "remove the old predictions of") from None
 
     def export_run(self, key: str, seed: int) -> RunFiles:
         """A finished run's files, to send to a worker that has no access to this directory."""
-        return {path.name: path.read_bytes() for path in self.paths(key, seed).files}
+        try:
+            return {path.name: path.read_bytes() for path in self.paths(key, seed).files}
+        except OSError as exc:
+            raise os_error(exc, doing="read a finished run's file") from None
 
     def import_run(self, key: str, seed: int, files: RunFiles) -> None:
         """Write a run trained elsewhere (``export_run``'s files), atomically, predictions last."""
@@ -132,11 +173,9 @@ class RunStore:
         class_names: tuple[str, ...],
     ) -> None:
         """Write a finished run: ``checkpoint`` (``encode_checkpoint``), history, ``run.json``
-        (``record`` plus the checkpoint's sha256), and the test predictions last."""
+        (``record`` plus every file's sha256), and the test predictions last."""
         paths = self.paths(key, seed)
-        write_bytes(paths.model, checkpoint)
-        write_text(paths.history, _history_csv(history))
-        write_json(paths.record, {**record, "checkpoint_sha256": sha256_hex(checkpoint)})
+        history_bytes = _history_csv(history).encode("utf-8")
         buffer = io.BytesIO()
         np.savez(
             buffer,
@@ -145,25 +184,58 @@ class RunStore:
             logits=test_logits,
             class_names=np.array(class_names),
         )
-        write_bytes(paths.predictions, buffer.getvalue())  # last: its presence means finished
+        predictions = buffer.getvalue()
+        checksums = {
+            "checkpoint_sha256": sha256_hex(checkpoint),
+            "history_sha256": sha256_hex(history_bytes),
+            "predictions_sha256": sha256_hex(predictions),
+        }
+        write_bytes(paths.model, checkpoint)
+        write_bytes(paths.history, history_bytes)
+        write_json(paths.record, _sealed({**record, **checksums}))
+        write_bytes(paths.predictions, predictions)  # last: its presence means finished
 
     def update_record(self, key: str, seed: int, **changes: Any) -> None:
         """Add ``changes`` to a finished run's ``run.json`` (atomically; its identity unchanged)."""
         record = self.record(key, seed)
         if not record:
             raise ValueError(f"{key} seed {seed} has no finished run to update")
-        write_json(self.paths(key, seed).record, {**record, **changes})
+        write_json(self.paths(key, seed).record, _sealed({**record, **changes}))
 
     # ---- reading runs --------------------------------------------------------------------------
-    def record(self, key: str, seed: int) -> dict[str, Any] | None:
-        """A finished run's ``run.json`` (``{}`` if unreadable); None if the run has not finished."""
+    def verify(self, key: str, seed: int, checkpoint: bool = False) -> Verified:
+        """Whether the run of ``key`` with ``seed`` finished and its files are what it saved: run.json
+        a complete record matching its own checksum, history.csv and predictions.npz (and, with
+        ``checkpoint``, model.pt) matching theirs."""
         paths = self.paths(key, seed)
         if not paths.predictions.exists():
-            return None
+            return Verified()
         try:
-            return json.loads(paths.record.read_text())
-        except (OSError, ValueError):
-            return {}
+            record = json.loads(paths.record.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            return Verified(problem=f"run.json is unreadable ({type(exc).__name__})")
+        if not isinstance(record, dict):
+            return Verified(problem=f"run.json holds a {type(record).__name__}, not a record")
+        missing = [name for name in RECORD_FIELDS if name not in record]
+        if missing:
+            return Verified(problem=f"run.json lacks {', '.join(missing)} (damaged, or from an older distillbench)")
+        if record["record_sha256"] != _record_digest(record):
+            return Verified(problem="run.json does not match its checksum (edited or damaged)")
+        files = [(paths.history, "history_sha256"), (paths.predictions, "predictions_sha256")]
+        if checkpoint:
+            files.append((paths.model, "checkpoint_sha256"))
+        for path, field in files:
+            try:
+                digest = file_sha256(path)
+            except OSError as exc:
+                return Verified(problem=f"{path.name} is unreadable ({exc.strerror or type(exc).__name__})")
+            if digest != record[field]:
+                return Verified(problem=f"{path.name} does not match its checksum (damaged, truncated or replaced)")
+        return Verified(record=record)
+
+    def record(self, key: str, seed: int) -> dict[str, Any] | None:
+        """A finished run's ``run.json`` if the run verifies; None otherwise."""
+        return self.verify(key, seed).record
 
     def history(self, key: str, seed: int) -> list[dict[str, float]]:
         """A finished run's per-epoch history (``history.csv``)."""
@@ -181,50 +253,60 @@ class RunStore:
     def checkpoint_sha256(self, key: str, seed: int) -> str:
         return self.record(key, seed)["checkpoint_sha256"]
 
-    def state(self, run: RunSpec) -> tuple[str, str | None]:
-        """("finished", None), ("missing", None) or ("stale", why) for a planned run."""
-        record = self.record(run.model, run.seed)
+    def state(self, run: RunSpec, checkpoint: bool = False) -> tuple[str, str | None]:
+        """("finished", None), ("missing", None) or ("stale", why) for a planned run; ``checkpoint``:
+        its model.pt must verify too (``run`` asks so; ``report`` needs only the results)."""
+        verified = self.verify(run.model, run.seed, checkpoint)
+        if verified.problem is not None:
+            return "stale", f"its files do not verify: {verified.problem}"
+        record = verified.record
         if record is None:
             return "missing", None
-        if record.get("fingerprint") != run.fingerprint:
+        if record["fingerprint"] != run.fingerprint:
             return "stale", "trained with a different configuration"
-        distilled = record.get("teacher_checkpoints") or {}
+        distilled = record["teacher_checkpoints"] if isinstance(record["teacher_checkpoints"], dict) else {}
         for teacher in run.teachers:
             current = self.record(teacher, run.seed)
             if current is None:
-                return "stale", f"its teacher {teacher} (seed {run.seed}) is not on disk"
-            if not current.get("checkpoint_sha256") or not distilled.get(teacher):
-                return (
-                    "stale",
-                    f"its teacher {teacher} (seed {run.seed}) has no checkpoint hash (an older distillbench)",
-                )
-            if distilled[teacher] != current["checkpoint_sha256"]:
+                return "stale", f"its teacher {teacher} (seed {run.seed}) is not on disk or does not verify"
+            if distilled.get(teacher) != current["checkpoint_sha256"]:
                 return "stale", f"its teacher {teacher} (seed {run.seed}) was retrained after it"
         return "finished", None
 
-    def load_weights(self, key: str, seed: int, device: torch.device) -> dict[str, torch.Tensor]:
-        """A finished run's ``model.pt``, or a one-paragraph error saying how to retrain it."""
+    def load_weights(self, key: str, seed: int, device: torch.device) -> tuple[dict[str, torch.Tensor], str]:
+        """A finished run's ``model.pt``, verified against the sha256 in its run.json, and that sha256;
+        or a one-paragraph error saying how to retrain it."""
         path = self.paths(key, seed).model
+        retrain = f"run the study again: `distillbench run` retrains {key} (seed {seed}) and what depends on it."
+        record = self.record(key, seed)
+        if record is None:
+            raise UserError(f"The run of {key} (seed {seed}) in {path.parent} is unfinished or damaged; {retrain}")
         try:
-            return torch.load(path, map_location=device, weights_only=True)
-        except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+            data = path.read_bytes()
+        except OSError as exc:
             raise UserError(
-                f"Checkpoint {path} could not be loaded ({type(exc).__name__}); delete "
-                f"{path.parent} and run again to retrain {key} (seed {seed})."
+                f"Checkpoint {path} could not be read ({exc.strerror or type(exc).__name__}); {retrain}"
             ) from None
+        digest = sha256_hex(data)
+        if digest != record["checkpoint_sha256"]:
+            raise UserError(f"Checkpoint {path} does not match the sha256 in its run.json (damaged); {retrain}")
+        try:
+            return torch.load(io.BytesIO(data), map_location=device, weights_only=True), digest
+        except Exception as exc:  # a file that matches its checksum but not torch's format: written elsewhere
+            raise UserError(f"Checkpoint {path} could not be loaded ({type(exc).__name__}); {retrain}") from None
 
     def load(self, key: str, seed: int) -> SavedRun | None:
-        """The saved run of ``key`` with ``seed``; None if it has not finished."""
+        """The saved run of ``key`` with ``seed``; None if it has not finished or does not verify."""
         paths = self.paths(key, seed)
-        if not paths.predictions.exists():
+        record = self.record(key, seed)
+        if record is None:
             return None
         try:
             with np.load(paths.predictions, allow_pickle=False) as saved:
                 y_true, logits = saved["y_true"], saved["logits"]
                 class_names = [str(n) for n in saved["class_names"]]
-            record = json.loads(paths.record.read_text())
             history = _read_history(paths.history)
-        except (OSError, ValueError, KeyError) as exc:
+        except Exception as exc:  # verified files that still do not parse: written by something else
             raise UserError(
                 f"The saved run of {key} (seed {seed}) in {paths.root} is unreadable ({type(exc).__name__}: "
                 f"{exc}); delete that directory and run the study again to retrain it."
@@ -268,6 +350,8 @@ class RunStore:
             ) from None
         except (OSError, ValueError) as exc:
             raise UserError(f"{layout.plan} is unreadable ({type(exc).__name__}: {exc}). {again}") from None
+        if not isinstance(plan, dict):
+            raise UserError(f"{layout.plan} holds a {type(plan).__name__}, not a plan (damaged). {again}")
         if plan.get("format") != PLAN_FORMAT:
             raise UserError(f"{layout.plan} has format {plan.get('format')!r}, not {PLAN_FORMAT}. {again}")
         if plan.get("config_sha256") != sha256_hex(config_text.encode("utf-8")):
@@ -275,11 +359,21 @@ class RunStore:
                 f"{layout.config} is not the config that {layout.plan} was made from (it was edited, or a run "
                 f"stopped while starting). {again}"
             )
-        runs = [
-            RunSpec(r["model"], int(r["seed"]), r["fingerprint"], tuple(r["teachers"]), r.get("arch"))
-            for r in plan["runs"]
-        ]
-        if plan.get("pool") is not None:
-            self.pool = Path(os.path.normpath(layout.root / plan["pool"]))
+        try:
+            runs = [
+                RunSpec(
+                    check_name(r["model"], "a run's model"),
+                    int(r["seed"]),
+                    check_name(r["fingerprint"], "a run's fingerprint"),
+                    tuple(check_name(t, "a teacher") for t in r["teachers"]),
+                    r.get("arch"),
+                )
+                for r in plan["runs"]
+            ]
+            pool = plan.get("pool")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise UserError(f"{layout.plan} is damaged ({type(exc).__name__}: {exc}). {again}") from None
+        if pool is not None:
+            self.pool = Path(os.path.normpath(layout.root / str(pool)))
         self.expect(runs)
         return runs

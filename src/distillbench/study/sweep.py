@@ -29,10 +29,12 @@ from distillbench.data import StudyData, load_study_data
 from distillbench.errors import UserError
 from distillbench.evaluation.significance import mean_std_ci
 from distillbench.study.layout import SweepLayout
+from distillbench.study.lock import directory_lock
 from distillbench.study.plan import Plan, RunKey, RunSpec
 from distillbench.study.resolve import check_names
 from distillbench.study.runner import Study
 from distillbench.study.store import RunStore
+from distillbench.training.runtime import Runtime
 
 SWEEP_FORMAT = 1
 SELECTION_RULE = (
@@ -59,7 +61,7 @@ def _value_text(value: Any) -> str:
 def _axis_labels(keys: list[str]) -> dict[str, str]:
     """Each axis by the last part of its key (``temperature``), or the whole key where two share it."""
     last = [key.rsplit(".", 1)[-1] for key in keys]
-    return {key: short if last.count(short) == 1 else key for key, short in zip(keys, last)}
+    return {key: _value_text(short if last.count(short) == 1 else key) for key, short in zip(keys, last)}
 
 
 def grid_points(cfg: StudyConfig) -> list[Point]:
@@ -114,21 +116,32 @@ class Sweep:
         self.layout = SweepLayout(Path(out))
         self.points = grid_points(self.cfg)
         self.data = data if data is not None else load_study_data(cfg.data)
+        self.studies: list[Study] = []
+
+    def _make_studies(self, planned_runtime: Runtime | None) -> None:
+        """One study per point, its runs planned for ``planned_runtime`` (a Ray cluster's) or this machine."""
         self.studies = [
-            Study(point.cfg, self.layout.point(point.name), self.data, self.layout.pool) for point in self.points
+            Study(point.cfg, self.layout.point(point.name), self.data, self.layout.pool, planned_runtime)
+            for point in self.points
         ]
         for number, (point, study) in enumerate(zip(self.points, self.studies), 1):
             study.label = f"point {number}/{len(self.points)} {point.name}"
 
     def run(self) -> dict[str, Any]:
-        """Train every point's unfinished runs, then write sweep.json and the sweep's report."""
+        """Train every point's unfinished runs, then write sweep.json and the sweep's report; the
+        sweep's directory is locked against other writers meanwhile."""
+        self._check_out()
+        with directory_lock(self.layout.root, "sweep"):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         from distillbench.study.tracking import track_sweep
 
         started = time.perf_counter()
-        self._check_out()
-        self._preflight()
         executor = self.cfg.sweep.executor
         ray_executor = self._ray_executor() if executor == "ray" else None  # connects first: fail fast
+        self._make_studies(ray_executor.runtime if ray_executor is not None else None)
+        self._preflight()
         write_text(self.layout.config, config_to_yaml(self.cfg))
         for study in self.studies:
             study.start(preflight=False)
@@ -194,7 +207,7 @@ def collect_sweep(root: Path) -> dict[str, Any]:
         stores.append(store)
     models = list(dict.fromkeys(run.model for plan in plans for run in plan))
     entries = []
-    data_source, synthetic = None, False
+    data_source, synthetic, weights = None, False, {}
     for point, store, plan in zip(points, stores, plans):
         per_model: dict[str, Any] = {}
         for run in plan:
@@ -204,6 +217,8 @@ def collect_sweep(root: Path) -> dict[str, Any]:
                 continue
             record = store.record(run.model, run.seed)
             data_source, synthetic = record.get("data_source"), bool(record.get("synthetic_data"))
+            if record.get("weights"):
+                weights[record["arch"]] = record["weights"]
             entry["seeds"][str(run.seed)] = {
                 "val_accuracy": store.kept_val_accuracy(run.model, run.seed),
                 "best_epoch": record["best_epoch"],
@@ -225,6 +240,7 @@ def collect_sweep(root: Path) -> dict[str, Any]:
         "executor": cfg.sweep.executor,
         "data_source": data_source,
         "synthetic_data": synthetic,
+        "weights": weights,
         "selection_rule": SELECTION_RULE,
         "points": entries,
         "models": {key: _select(key, entries, stores, cfg) for key in models},

@@ -2,14 +2,19 @@
 on local worker processes, teachers always before their students.
 
 ``perf.workers`` picks: 1 trains in-process (today's order: seed by seed, teachers first); N > 1
-starts up to N spawned processes, each training one run at a time with ``threads // N`` torch
-threads, so that several small models fill a CPU that one batch-64 step cannot keep busy. A run
+starts up to N spawned processes, each training one run at a time, so that several small models fill
+a CPU that one batch-64 step cannot keep busy. Every run trains with the study's threads per run
+(``perf.threads // perf.workers``), in a worker or in this process, so that where a run trained never
+changes its numbers. A run
 starts as soon as its teachers are finished (on disk: a worker reads them from there, and their
 cached features and logits from ``perf.cache_dir``). Each worker's lines are prefixed with its run.
 
 A failing run stops the study: the other workers are stopped, every finished run stays on disk, and
-the failure's one-paragraph error is raised. Ctrl-C stops the workers the same way. Resume is per
-run, as always: the next ``run`` trains what is not finished.
+the failure's one-paragraph error is raised. Ctrl-C stops the workers the same way: workers ignore
+SIGINT (the terminal sends it to the whole process group) and are stopped by this process, so Ctrl-C
+at any moment is one line. A worker whose parent dies (kill -9) exits at once, so it never writes
+into a study that a resumed run now holds. Resume is per run, as always: the next ``run`` trains
+what is not finished.
 """
 
 from __future__ import annotations
@@ -17,9 +22,13 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
 import sys
+import threading
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from multiprocessing import util as mp_util
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import TextIO
@@ -27,26 +36,18 @@ from typing import TextIO
 import torch
 import torch.multiprocessing as mp
 
-from distillbench.config import StudyConfig
+from distillbench.config import PerfConfig, StudyConfig
 from distillbench.data import StudyData
 from distillbench.errors import UserError
 from distillbench.study.plan import Plan, RunKey, RunSpec
+from distillbench.training.runtime import Runtime, planned_workers
 
 
-def cpu_count() -> int:
-    """CPUs this process may run on (the affinity mask, e.g. a container's limit), not the machine's."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def resolve_workers(workers: int | str, device: torch.device, runs: int) -> int:
-    """``perf.workers``: ``auto`` is one worker per CPU (at most 8: each holds the data and its
-    caches) on CPU, and one in-process worker on a GPU; never more than there are runs to do."""
-    if workers == "auto":
-        workers = 1 if device.type == "cuda" else min(cpu_count(), 8)
-    return max(1, min(int(workers), runs))
+def resolve_workers(perf: PerfConfig, device: torch.device, runs: int) -> int:
+    """How many worker processes to start: the study's ``perf.workers`` (``planned_workers``), never
+    more than there are runs to do. Fewer processes never means more threads per run: each run's
+    thread count is the study's (``Runtime.threads``)."""
+    return max(1, min(planned_workers(perf, device), runs))
 
 
 Unit = list[RunSpec]  # what one worker trains at once: a run, or a batched group of runs
@@ -148,26 +149,34 @@ class _PrefixedLines(io.TextIOBase):
         return False
 
 
+def _exit_when_orphaned(parent: int) -> None:
+    """Exit the moment this worker's parent is gone: a study killed with SIGKILL cannot stop its
+    workers, and one still training would write into a directory a resumed study now holds."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
 def _worker(
     cfg: StudyConfig,
     out: Path,
     data: StudyData,
-    threads: int,
+    runtime: Runtime,
     channel: Connection,
     pool: Path | None,
     fingerprints: dict[RunKey, str],
+    parent: int,
 ) -> None:
     """A worker process: train each unit it is sent, answering None, or (kind, message) on failure;
     stop when sent None. One process serves many units, so torch is imported once per worker."""
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
     stdout, stderr = _PrefixedLines(sys.__stdout__, ""), _PrefixedLines(sys.__stderr__, "")
     sys.stdout, sys.stderr = stdout, stderr
     try:
         try:
             from distillbench.study.runner import run_executor
 
-            torch.set_num_threads(threads)
-            # Efficiency is timed by the parent once training is over: here other workers share the CPU.
-            executor = run_executor(cfg, out, data, time_efficiency=False, pool=pool, fingerprints=fingerprints)
+            executor = run_executor(cfg, out, data, runtime, pool=pool, fingerprints=fingerprints)
             failed = None
         except UserError as exc:  # e.g. a name registered in the parent only: answered for the first unit
             executor, failed = None, ("error", f"a worker could not start: {exc}")
@@ -184,9 +193,9 @@ def _worker(
                     outcome = ("error", str(exc))
                 except Exception:  # a bug: the parent shows the worker's traceback
                     outcome = ("bug", traceback.format_exc())
-                executor.models.trained.clear()  # teachers are read back from disk when needed again
+                executor.models.forget_all()  # teachers are read back from disk when needed again
             channel.send(outcome)
-    except (KeyboardInterrupt, EOFError, BrokenPipeError):  # Ctrl-C, or the parent is gone: stop quietly
+    except (KeyboardInterrupt, EOFError, BrokenPipeError):  # the parent is gone or stops us: stop quietly
         pass
     finally:
         stdout.flush()
@@ -200,15 +209,15 @@ class ProcessExecutor:
         cfg: StudyConfig,
         out: Path,
         data: StudyData,
+        runtime: Runtime,
         workers: int,
-        threads_per_worker: int,
         grouping: Grouping | None = None,
         pool: Path | None = None,
         fingerprints: dict[RunKey, str] | None = None,
     ):
-        self.cfg, self.out, self.data = cfg, out, data
+        self.cfg, self.out, self.data, self.runtime = cfg, out, data, runtime
         self.pool, self.fingerprints = pool, dict(fingerprints or {})
-        self.workers, self.threads, self.grouping = workers, threads_per_worker, grouping
+        self.workers, self.grouping = workers, grouping
         self.context = mp.get_context("spawn")  # fork would copy torch's thread pools mid-use
 
     def execute(self, plan: Plan, begin: Callable[[RunSpec], bool]) -> None:
@@ -217,7 +226,8 @@ class ProcessExecutor:
         busy: dict[Connection, Unit] = {}
         pool: list[tuple[mp.Process, Connection]] = []
         try:
-            pool += [self._start_worker() for _ in range(self.workers)]
+            with _workers_ignore_sigint():  # Ctrl-C reaches only this process, which stops the workers
+                pool += [self._start_worker() for _ in range(self.workers)]
             idle = [channel for _, channel in pool]
             while True:
                 while idle and (unit := schedule.next_unit()) is not None:
@@ -260,12 +270,42 @@ class ProcessExecutor:
         parent, child = self.context.Pipe()
         process = self.context.Process(
             target=_worker,
-            args=(self.cfg, self.out, self.data, self.threads, child, self.pool, self.fingerprints),
+            args=(self.cfg, self.out, self.data, self.runtime, child, self.pool, self.fingerprints, os.getpid()),
             name="distillbench worker",
         )
         process.start()
         child.close()  # the worker holds the only other end: its exit makes ours read EOF
         return process, parent
+
+
+@contextlib.contextmanager
+def _workers_ignore_sigint() -> Iterator[None]:
+    """Worker processes started inside are born ignoring SIGINT: the terminal sends Ctrl-C to the
+    whole process group, and a worker interrupted while importing torch printed a traceback; this
+    process stops its workers itself. A spawned process inherits an ignored signal (and Python then
+    installs no KeyboardInterrupt handler), so SIGINT is ignored here exactly while the spawn forks
+    and execs (``multiprocessing.util.spawnv_passfds``, a millisecond), and blocked in this thread
+    meanwhile: a Ctrl-C in that instant stays pending here rather than being lost, unless another
+    thread takes it. Where this is not POSIX, or not the main thread, nothing changes."""
+    spawn = getattr(mp_util, "spawnv_passfds", None)
+    if spawn is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def spawn_ignoring_sigint(*args: object, **kwargs: object) -> int:
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            return spawn(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGINT, handler)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    mp_util.spawnv_passfds = spawn_ignoring_sigint
+    try:
+        yield
+    finally:
+        mp_util.spawnv_passfds = spawn
 
 
 def _failure(unit: Unit, outcome: tuple[str, object]) -> BaseException:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from distillbench.atomic import write_bytes
+from distillbench.errors import UserError
 
 
 def _bytes_view(tensor: torch.Tensor) -> memoryview:
@@ -41,12 +42,29 @@ def _tensor_digest(tensor: torch.Tensor) -> str:
 
 
 class TensorCache:
-    """``get(key, compute)``: memory first, then ``directory`` (if any), else compute and store."""
+    """``get(key, compute)``: memory first, then ``directory`` (if any), else compute and store.
+
+    The disk is an optimisation: a cache directory that cannot be written (full, read-only, a
+    directory where a file should go) is switched off with a warning, and the study computes on."""
 
     def __init__(self, directory: Path | None, log: Callable[[str], None] = print):
         self.directory = Path(directory).expanduser() if directory is not None else None
         self.memory: dict[str, torch.Tensor] = {}
         self.log = log
+
+    def disable(self, why: str) -> None:
+        """No disk from now on (memory still caches), saying ``why``."""
+        if self.directory is not None:
+            self.log(f"WARNING: {why}")
+        self.directory = None
+
+    def _write(self, path: Path, tensor: torch.Tensor) -> None:
+        buffer = io.BytesIO()
+        torch.save({"tensor": tensor, "sha256": _tensor_digest(tensor)}, buffer)
+        try:
+            write_bytes(path, buffer.getvalue())
+        except UserError as exc:  # write_bytes words what the operating system refused
+            self.disable(f"the disk cache is switched off for this study: {exc}")
 
     def _read(self, path: Path) -> torch.Tensor | None:
         try:
@@ -74,9 +92,7 @@ class TensorCache:
             if what:
                 self.log(f"computed {what} in {time.perf_counter() - started:.1f}s")
             if path is not None:
-                buffer = io.BytesIO()
-                torch.save({"tensor": tensor, "sha256": _tensor_digest(tensor)}, buffer)
-                write_bytes(path, buffer.getvalue())
+                self._write(path, tensor)
         elif what:
             self.log(f"reusing cached {what} ({path.name})")
         self.memory[key] = tensor

@@ -6,6 +6,7 @@ whole forward pass) or cached activations of a frozen prefix (only the trainable
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -26,8 +27,8 @@ from distillbench.training.runtime import Runtime
 
 # (batch indices, input batch, labels, logits) -> loss
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-# trainable parameters -> optimiser (``optim.build_optimizer`` with a model's config bound)
-OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
+# trainable parameters with their names -> optimiser (``optim.build_optimizer`` with a model's config bound)
+OptimizerFactory = Callable[[list[tuple[str, nn.Parameter]]], torch.optim.Optimizer]
 # (optimiser, steps per epoch, epochs) -> a per-step schedule or None (``optim.build_schedule``, bound)
 ScheduleFactory = Callable[[torch.optim.Optimizer, int, int], "torch.optim.lr_scheduler.LRScheduler | None"]
 
@@ -84,7 +85,20 @@ def _history_row(
     val_acc: float,
     lr: float,
     seconds: float,
+    name: str,
 ) -> dict[str, float]:
+    """One epoch's line of ``history.csv``; ``lr`` is the mean rate of the epoch's steps. A loss that
+    is not a finite number stops the run (``UserError`` naming it and the epoch): nothing it would go
+    on to compute means anything."""
+    train_finite = bool(torch.isfinite(loss_sum).item())
+    if not (train_finite and math.isfinite(val_loss)):
+        which, bad = ("training", loss_sum.item()) if not train_finite else ("validation", val_loss)
+        raise UserError(
+            f"{name} diverged: its {which} loss became {bad} in epoch {epoch} (mean learning rate {lr:g}). The "
+            "learning rate is the likely cause: lower it (zoo.<model>.lr) or add warm-up; for a student, check "
+            "its distillation settings too (a very small temperature, very large loss weights). Finished runs "
+            "are saved; fix the config and run again to resume."
+        )
     return {
         "epoch": epoch,
         "train_loss": loss_sum.item() / n,
@@ -148,7 +162,7 @@ def fit(
     with global_rng(derive_seed(seed, "dropout"), device):  # dropout draws from torch's global RNG
         x, y = train[0].to(device), train[1].to(device)
         val_x, val_y = val
-        steps_optimizer = optimizer([p for p in module.parameters() if p.requires_grad])
+        steps_optimizer = optimizer([(name, p) for name, p in module.named_parameters() if p.requires_grad])
         scaler = torch.amp.GradScaler(device.type, enabled=runtime.precision == "fp16")
         n, batch_size = len(y), cfg.batch_size
         steps = (n + batch_size - 1) // batch_size
@@ -165,6 +179,7 @@ def fit(
             loss_sum = torch.zeros((), device=device)
             ce_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
+            lr_sum = 0.0
             bar = tqdm(
                 range(steps), desc=f"{name} epoch {epoch}", unit="batch", leave=False, disable=None, file=sys.stderr
             )
@@ -187,6 +202,7 @@ def fit(
                         f"{str(exc).splitlines()[0]}); it needs a working C++ compiler on CPU and Triton on "
                         "CUDA. Set perf.compile=false to train without it."
                     ) from None
+                lr_sum += steps_optimizer.param_groups[0]["lr"]  # the rate this step uses
                 scaler.step(steps_optimizer)
                 scaler.update()
                 if scheduler is not None:
@@ -198,8 +214,9 @@ def fit(
             bar.close()
             val_loss, val_acc = evaluate(module, val_x, val_y, runtime, cfg.eval_batch_size)
             seconds = time.perf_counter() - epoch_start
-            lr = steps_optimizer.param_groups[0]["lr"]
-            row = _history_row(epoch, n, loss_sum, ce_sum, correct, val_loss, val_acc, lr, seconds)
+            row = _history_row(
+                epoch, n, loss_sum, ce_sum, correct, val_loss, val_acc, lr_sum / steps, seconds, f"{name} seed {seed}"
+            )
             result.history.append(row)
             improved = stopping.update(epoch, val_loss, module)
             _say_epoch(name, cfg.epochs, row, improved)
@@ -260,7 +277,7 @@ def fit_group(
     with global_rng(None, device):  # nothing here draws from torch's global RNG; nothing is disturbed
         x, y = train[0].to(device), train[1].to(device)
         val_x, val_y = val
-        steps_optimizer = optimizer(list(group.parameters()))
+        steps_optimizer = optimizer(list(group.named_parameters()))
         n, batch_size = len(y), cfg.batch_size
         steps = (n + batch_size - 1) // batch_size
         scheduler = schedule(steps_optimizer, steps, cfg.epochs)  # one lr for all: the members share a setting
@@ -279,6 +296,7 @@ def fit_group(
             loss_sum = torch.zeros(count, device=device)
             ce_sum = torch.zeros(count, device=device)
             correct = torch.zeros(count, device=device, dtype=torch.long)
+            lr_sum = 0.0
             for step in range(steps):
                 idx = order[:, step * batch_size : (step + 1) * batch_size]  # [members, batch]
                 xb, yb = x[idx], y[idx]
@@ -291,6 +309,7 @@ def fit_group(
                 )
                 steps_optimizer.zero_grad(set_to_none=True)
                 losses.sum().backward()  # each member's weights get its own gradient
+                lr_sum += steps_optimizer.param_groups[0]["lr"]
                 steps_optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
@@ -299,14 +318,16 @@ def fit_group(
                 ce_sum += F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view_as(yb).sum(1)
                 correct += (logits.argmax(2) == yb).sum(1)
             training_seconds = time.perf_counter() - epoch_start
-            lr = steps_optimizer.param_groups[0]["lr"]
+            lr = lr_sum / steps
             for m in list(active):
                 member = members[m]
                 validation_start = time.perf_counter()
                 load_member(member.module, group, m)
                 val_loss, val_acc = evaluate(member.module, val_x, val_y, runtime, cfg.eval_batch_size)
                 seconds = training_seconds + time.perf_counter() - validation_start  # the group's step time
-                row = _history_row(epoch, n, loss_sum[m], ce_sum[m], correct[m], val_loss, val_acc, lr, seconds)
+                row = _history_row(
+                    epoch, n, loss_sum[m], ce_sum[m], correct[m], val_loss, val_acc, lr, seconds, member.name
+                )
                 results[m].history.append(row)
                 _say_epoch(member.name, cfg.epochs, row, stoppings[m].update(epoch, val_loss, member.module))
                 if stoppings[m].should_stop:

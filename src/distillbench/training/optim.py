@@ -12,11 +12,26 @@ from torch import nn
 from distillbench.config import ModelDef
 
 
-def build_optimizer(params: Iterable[nn.Parameter], spec: ModelDef, fused: bool = False) -> torch.optim.Optimizer:
+def is_decayed(name: str, param: nn.Parameter) -> bool:
+    """Whether weight decay applies to a parameter: to weight matrices and convolution kernels, not
+    to biases and normalisation scales and shifts (timm's default, ``param_groups_weight_decay``:
+    decaying them only shrinks what the data set, and hurts BatchNorm)."""
+    return param.ndim > 1 and not name.endswith("bias")
+
+
+def build_optimizer(
+    named_params: Iterable[tuple[str, nn.Parameter]], spec: ModelDef, fused: bool = False
+) -> torch.optim.Optimizer:
     """The optimiser ``spec`` asks for by name (adam, adamw, sgd) with its learning rate, epsilon
-    (Keras' 1e-7 by default), weight decay and momentum; ``fused``: one kernel per step over all
-    weights (CPU too, torch >= 2.4)."""
-    params, fused = list(params), fused or None
+    (Keras' 1e-7 by default), weight decay (``is_decayed`` parameters only) and momentum; ``fused``:
+    one kernel per step over all weights (CPU too, torch >= 2.4)."""
+    named_params, fused = list(named_params), fused or None
+    if spec.weight_decay:
+        decayed = [p for name, p in named_params if is_decayed(name, p)]
+        spared = [p for name, p in named_params if not is_decayed(name, p)]
+        params: list = [{"params": decayed}, {"params": spared, "weight_decay": 0.0}]
+    else:
+        params = [p for _, p in named_params]
     if spec.optimizer == "adam":
         return torch.optim.Adam(params, lr=spec.lr, eps=spec.adam_eps, weight_decay=spec.weight_decay, fused=fused)
     if spec.optimizer == "adamw":

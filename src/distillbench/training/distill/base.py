@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from distillbench.config import KDConfig
+from distillbench.config import KDConfig, Temperature
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,10 @@ class DistillMethod(BaseModel):
     as the field's default), their parameters, and ``sample_loss`` (per sample) or, for a loss over
     the batch, ``batch_loss`` with ``per_sample = False``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     method: str
-    temperature: float = Field(4.0, gt=0)
+    temperature: Temperature = 4.0
     aggregation: str = Field("mean_logits", description="How several teachers combine (AGGREGATIONS).")
 
     per_sample: ClassVar[bool] = True  # False: the loss is defined over a batch (no per-sample weights)

@@ -54,7 +54,9 @@ class LabelSmoothing(KD):
 @register_method
 class ShuffledTeacher(KD):
     method: Literal["shuffled_teacher"] = "shuffled_teacher"
-    seed: int = Field(0, description="Mixed with the run's seed to seed the permutation of the soft labels.")
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="Mixed with the run's seed to seed the permutation of the soft labels."
+    )
 
     needs_all_teacher_logits: ClassVar[bool] = True
 

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from distillbench.config import LossWeight, Temperature
 from distillbench.training.distill.base import DistillMethod, register_method
 
 
@@ -27,10 +28,10 @@ class DIST(DistillMethod):
     """DIST; defaults from the paper's CIFAR-100 setting (T 4, beta 2, gamma 2)."""
 
     method: Literal["dist"] = "dist"
-    temperature: float = Field(4.0, gt=0)
-    beta: float = Field(2.0, ge=0, description="Weight of the inter-class relation term.")
-    gamma: float = Field(2.0, ge=0, description="Weight of the intra-class relation term.")
-    ce_weight: float = Field(1.0, ge=0)
+    temperature: Temperature = 4.0
+    beta: LossWeight = Field(2.0, description="Weight of the inter-class relation term.")
+    gamma: LossWeight = Field(2.0, description="Weight of the intra-class relation term.")
+    ce_weight: LossWeight = 1.0
 
     per_sample: ClassVar[bool] = False
 

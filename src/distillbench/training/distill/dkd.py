@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from distillbench.config import LossWeight, Temperature
 from distillbench.training.distill.base import DistillMethod, register_method
 
 
@@ -26,11 +27,11 @@ class DKD(DistillMethod):
     """Decoupled KD; defaults from the paper's CIFAR-100 setting (T 4, alpha 1, beta 8, warm-up 20)."""
 
     method: Literal["dkd"] = "dkd"
-    temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(1.0, ge=0, description="Weight of the target-class term (TCKD).")
-    beta: float = Field(8.0, ge=0, description="Weight of the non-target-class term (NCKD).")
-    ce_weight: float = Field(1.0, ge=0)
-    warmup_epochs: int = Field(20, ge=0, description="Epochs over which the KD terms ramp up linearly.")
+    temperature: Temperature = 4.0
+    alpha: LossWeight = Field(1.0, description="Weight of the target-class term (TCKD).")
+    beta: LossWeight = Field(8.0, description="Weight of the non-target-class term (NCKD).")
+    ce_weight: LossWeight = 1.0
+    warmup_epochs: int = Field(20, ge=0, le=100_000, description="Epochs over which the KD terms ramp up linearly.")
 
     def sample_loss(
         self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, epoch: int

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from distillbench.config import KDConfig
+from distillbench.config import KDConfig, Temperature
 from distillbench.training.distill.base import DistillMethod, register_method
 
 
@@ -43,7 +43,7 @@ class KD(DistillMethod):
 
     method: Literal["kd"] = "kd"
     defaults_from_kd_section: ClassVar[bool] = True
-    temperature: float = Field(3.0, gt=0)
+    temperature: Temperature = 3.0
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the soft-target term.")
     scale_by_t2: bool = False
 

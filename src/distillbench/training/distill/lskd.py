@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from distillbench.config import LossWeight, Temperature
 from distillbench.training.distill.base import DistillMethod, register_method
 from distillbench.training.distill.kd import soft_kl
 
@@ -26,9 +27,9 @@ class LSKD(DistillMethod):
     """KD on standardised logits."""
 
     method: Literal["lskd"] = "lskd"
-    temperature: float = Field(2.0, gt=0)
-    ce_weight: float = Field(0.1, ge=0)
-    kd_weight: float = Field(9.0, ge=0, description="Weight of the T^2-scaled soft-target term.")
+    temperature: Temperature = 2.0
+    ce_weight: LossWeight = 0.1
+    kd_weight: LossWeight = Field(9.0, description="Weight of the T^2-scaled soft-target term.")
 
     def sample_loss(
         self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, epoch: int
