@@ -43,6 +43,7 @@ def study_args(cifar_dir: Path, weight_files: dict[str, Path], cache_dir: Path, 
         f"perf.cache_dir={cache_dir}",
         "seeds=[0]",
         "evaluation.latency_repeats=3",
+        "evaluation.figures=false",  # half a second each: drawn by the tests that look at them
         "perf.workers=1",  # in-process, so that tests can patch the training; workers are tested on their own
         *sets,
     ):
@@ -55,7 +56,7 @@ def paper_study(tmp_path_factory, cifar_dir, weight_files, cache_dir) -> Path:
     """All five models of the paper's protocol with two seeds, run once through the CLI, on the
     default worker processes (perf.workers: auto)."""
     out = tmp_path_factory.mktemp("study") / "paper"
-    args = study_args(cifar_dir, weight_files, cache_dir, out, "perf.workers=auto")
+    args = study_args(cifar_dir, weight_files, cache_dir, out, "perf.workers=auto", "evaluation.figures=true")
     assert main([*args, "--seeds", str(len(SEEDS))]) == 0
     return out
 

@@ -26,6 +26,7 @@ from distillbench.errors import os_error
 _TEMPORARY = re.compile(r"\..+\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp")
 _OLDER_TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]+\.tmp")  # written before the pid was in the name
 ORPHAN_AGE_SECONDS = 24 * 3600  # a temporary file without a pid this old is no write in progress
+DEAD_WRITER_AGE_SECONDS = 3600  # and one whose pid is not running here (it may be another host's) this old
 
 
 def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -88,12 +89,12 @@ def remove_temporaries(directory: Path, shared: bool = False, recursive: bool = 
     directory = Path(directory)
     if not directory.is_dir():
         return 0
-    for path in directory.rglob(".*.tmp") if recursive else directory.glob(".*.tmp"):
+    for path in _temporary_files(directory, recursive):
         match = _TEMPORARY.fullmatch(path.name)
         if shared:
             if match is not None and (int(match["pid"]) == os.getpid() or _process_alive(int(match["pid"]))):
                 continue
-            if match is None and not _is_old(path):
+            if not _is_old(path, DEAD_WRITER_AGE_SECONDS if match is not None else ORPHAN_AGE_SECONDS):
                 continue
         elif match is None and not _OLDER_TEMPORARY.fullmatch(path.name):
             continue
@@ -103,9 +104,20 @@ def remove_temporaries(directory: Path, shared: bool = False, recursive: bool = 
     return removed
 
 
-def _is_old(path: Path) -> bool:
+def _temporary_files(directory: Path, recursive: bool) -> list[Path]:
+    """The ``.*.tmp`` files in ``directory`` (and below, if ``recursive``), symbolic links neither
+    followed nor returned: nothing outside the directory is ever removed."""
+    found = []
+    for folder, _subfolders, names in os.walk(directory, followlinks=False):
+        found += [Path(folder) / n for n in names if n.startswith(".") and n.endswith(".tmp")]
+        if not recursive:
+            break
+    return [path for path in found if not path.is_symlink()]
+
+
+def _is_old(path: Path, seconds: float) -> bool:
     try:
-        return time.time() - path.stat().st_mtime > ORPHAN_AGE_SECONDS
+        return time.time() - path.stat().st_mtime > seconds
     except OSError:
         return False
 

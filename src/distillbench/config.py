@@ -219,6 +219,11 @@ class EvaluationConfig(_Strict):
         10_000, ge=100, le=MAX_COUNT, description="Paired bootstrap resamples of the test set."
     )
     efficiency: bool = Field(True, description="Measure MACs, CPU latency (batch 1) and throughput (batch 256).")
+    figures: bool = Field(
+        True,
+        description="Draw the report's figures (about half a second each, four per model); false: tables only, "
+        "for a quick look or many small studies.",
+    )
     latency_repeats: int = Field(30, ge=1, le=10_000, description="Timed batch-1 forward passes (median reported).")
     scratch: str = Field(
         "small_cnn",

@@ -27,6 +27,7 @@ SMALL = [
     "data.val_size=40",
     "data.test_limit=50",
     "evaluation.efficiency=false",
+    "evaluation.figures=false",
     "seeds=[0]",
     "perf.workers=1",
 ]  # fmt: skip  (the hub dir is patched here only)

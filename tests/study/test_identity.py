@@ -52,8 +52,10 @@ def test_a_run_does_not_depend_on_where_or_when_it_ran(tmp_path, cifar_dir, weig
     trained fresh with its teacher (two runs: worker processes), after a resume (one run left: this
     process) and added to a finished study later, gives bit-identical predictions: every run trains
     with the study's threads per run, recorded in its run.json."""
+    zoo = ["zoo.kd_small={arch: small_cnn, lr: 0.003, teachers: [small_cnn]}", "zoo.other={arch: small_cnn, lr: 0.01}",
+           "comparisons=[]", "evaluation.kd_reference=kd_small"]  # fmt: skip
     defaults = ["perf.workers=auto", "perf.threads=null", "perf.precision=auto"]
-    sets = [s for s in SMALL if not s.startswith("perf.")] + defaults
+    sets = [s for s in SMALL if not s.startswith("perf.")] + zoo + defaults
     runs, threads = {}, set()
 
     def study(name, *models_sets):
@@ -61,12 +63,12 @@ def test_a_run_does_not_depend_on_where_or_when_it_ran(tmp_path, cifar_dir, weig
         for models in models_sets:
             args = study_args(cifar_dir, weight_files, tmp_path / f"cache-{name}", out, *sets, f"models=[{models}]")
             assert main(args) == 0
-        runs[name] = _logits(out, "kd_resnet50")
-        threads.add(json.loads((out / "runs" / "kd_resnet50" / "seed-0" / "run.json").read_text())["torch_threads"])
+        runs[name] = _logits(out, "kd_small")
+        threads.add(json.loads((out / "runs" / "kd_small" / "seed-0" / "run.json").read_text())["torch_threads"])
 
-    study("fresh", "kd_resnet50")
-    study("resumed", "resnet50", "kd_resnet50")
-    study("later", "small_cnn,resnet50", "small_cnn,resnet50,kd_resnet50")
+    study("fresh", "kd_small")
+    study("resumed", "small_cnn", "kd_small")
+    study("later", "other", "other,kd_small")
     np.testing.assert_array_equal(runs["resumed"], runs["fresh"])
     np.testing.assert_array_equal(runs["later"], runs["fresh"])
     assert threads == {threads_per_run(PerfConfig(), torch.device("cpu"))}

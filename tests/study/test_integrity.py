@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -156,12 +157,20 @@ def test_leftovers_of_killed_writes_are_removed_and_a_live_writers_are_kept(
         study_copy / ".report.md.oldstyle.tmp",  # written before temporary names held a pid
         cache / f".0123abcd.pt.{dead}.q9w8e7.tmp",
     ]
-    live = cache / f".4567cdef.pt.{os.getpid()}.r5t6y7.tmp"  # another study writing this cache right now
-    for path in [*leftovers, live]:
-        path.write_bytes(bytes(1000))
-    assert main(_args(cifar_dir, weight_files, cache, study_copy)) == 0
-    assert not any(path.exists() for path in leftovers)
-    assert live.exists()
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # another study's process
+    try:
+        live = cache / f".4567cdef.pt.{writer.pid}.r5t6y7.tmp"  # it is writing this cache entry right now
+        for path in [*leftovers, live]:
+            path.write_bytes(bytes(1000))
+        old = time.time() - 2 * 3600  # a dead writer's file is removed once it is an hour old
+        os.utime(leftovers[-1], (old, old))
+        os.utime(live, (old, old))
+        assert main(_args(cifar_dir, weight_files, cache, study_copy)) == 0
+        assert not any(path.exists() for path in leftovers)
+        assert live.exists()
+    finally:
+        writer.kill()
+        writer.wait()
 
 
 def test_hostile_model_keys_never_become_paths(tmp_path, cifar_dir, weight_files, capsys):
@@ -201,7 +210,8 @@ def test_titles_and_class_names_stay_text_in_the_report(tmp_path, cifar_dir, wei
     names = ["airplane", HOSTILE_CLASS, "bird", "cat", "deer", "dog", "frog", "horse", "ship", "[t](javascript:x)"]
     (data / META_FILE).write_bytes(dumps_py2({"num_cases_per_batch": 400, "label_names": names, "num_vis": 3072}))
     out = tmp_path / "out"
-    sets = [f"zoo.small_cnn.title={json.dumps(HOSTILE_TITLE)}", "models=[small_cnn]", "train.epochs=1"]
+    sets = [f"zoo.small_cnn.title={json.dumps(HOSTILE_TITLE)}", "models=[small_cnn]", "train.epochs=1",
+            "evaluation.figures=true"]  # fmt: skip
     assert main(study_args(data, weight_files, tmp_path / "cache", out, *TINY, *sets)) == 0
     page = _Markup()
     page.feed((out / "report.html").read_text())
@@ -210,6 +220,7 @@ def test_titles_and_class_names_stay_text_in_the_report(tmp_path, cifar_dir, wei
     assert all(value.startswith("data:image/png;base64,") for tag, name, value in page.attributes if name == "src")
     assert not [a for a in page.attributes if a[1].startswith("on")], page.attributes  # no event handler
     assert "a" not in page.tags  # no link at all: the report has none, a title cannot make one
+    assert page.tags.count("img") == 5  # accuracy and the model's four (no efficiency here): none broken
     text = "".join(page.text)  # ... and the hostile strings, shown as text
     assert "<img src=x onerror=alert(1)> [click](javascript:alert(2))" in text and HOSTILE_CLASS in text
     assert (out / "figures" / "small_cnn_per_class.png").stat().st_size > 0  # the "$" drew as text

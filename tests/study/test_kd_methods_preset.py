@@ -23,7 +23,7 @@ def test_kd_methods_study_offline(tmp_path, cifar_dir, weight_files, cache_dir):
     out = tmp_path / "methods"
     args = [*study_args(cifar_dir, weight_files, cache_dir, out, "train.epochs=1",
             "data.train_limit=400", "data.val_size=100", "data.test_limit=200", "evaluation.efficiency=false",
-            "evaluation.bootstrap_resamples=200", "seeds=[0,1]")]  # fmt: skip
+            "evaluation.bootstrap_resamples=200", "seeds=[0,1]", "evaluation.figures=true")]  # fmt: skip
     assert main([*args, "--config", str(PRESET)]) == 0
     results = json.loads((out / "results.json").read_text())
     table = results["distillation"]

@@ -9,6 +9,9 @@ from distillbench.study.store import RunStore
 from distillbench.training import loop
 from tests.conftest import study_args
 
+# The subset test_workers uses too: the frozen features of it are computed once per session.
+SMALL_DATA = ["data.train_limit=600", "data.val_size=100", "data.test_limit=200"]
+
 
 def _mtimes(out, keys, seed=0):
     return {k: (out / "runs" / k / f"seed-{seed}" / "model.pt").stat().st_mtime_ns for k in keys}
@@ -16,7 +19,9 @@ def _mtimes(out, keys, seed=0):
 
 def test_interrupted_study_resumes_where_it_stopped(tmp_path, cifar_dir, weight_files, cache_dir, monkeypatch, capsys):
     out = tmp_path / "study"
-    args = study_args(cifar_dir, weight_files, cache_dir, out, "models=[kd_resnet50,small_cnn]", "train.epochs=2")
+    args = study_args(
+        cifar_dir, weight_files, cache_dir, out, "models=[kd_resnet50,small_cnn]", "train.epochs=2", *SMALL_DATA
+    )
     real_fit = loop.fit
     calls, interrupt = [], [True]
 
@@ -49,7 +54,7 @@ def test_interrupted_study_resumes_where_it_stopped(tmp_path, cifar_dir, weight_
 def test_a_multi_seed_study_resumes_at_the_run_it_stopped_in(tmp_path, cifar_dir, weight_files, cache_dir, monkeypatch):
     out = tmp_path / "study"
     args = [
-        *study_args(cifar_dir, weight_files, cache_dir, out, "models=[kd_resnet50]", "train.epochs=1"),
+        *study_args(cifar_dir, weight_files, cache_dir, out, "models=[kd_resnet50]", "train.epochs=1", *SMALL_DATA),
         "--seeds",
         "2",
     ]
@@ -79,7 +84,7 @@ def test_a_multi_seed_study_resumes_at_the_run_it_stopped_in(tmp_path, cifar_dir
 
 def test_stale_finished_run_is_not_trusted(tmp_path, cifar_dir, weight_files, cache_dir, monkeypatch):
     out = tmp_path / "study"
-    args = study_args(cifar_dir, weight_files, cache_dir, out, "models=[small_cnn]", "train.epochs=1")
+    args = study_args(cifar_dir, weight_files, cache_dir, out, "models=[small_cnn]", "train.epochs=1", *SMALL_DATA)
     assert main(args) == 0
     calls = []
     real_fit = loop.fit

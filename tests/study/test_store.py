@@ -141,6 +141,7 @@ DAMAGE = {
     "run.json value edited": (
         "run.json", lambda p: _edit_record(p, lambda r: {**r, "best_epoch": 2}), "run.json does not match"
     ),
+    "run.json holding NaN": ("run.json", lambda p: p.write_text(p.read_text().replace('"best_epoch": 1', '"best_epoch": NaN')), "run.json does not match"),
     "history cut mid-row": ("history.csv", lambda p: p.write_text(p.read_text()[:-7]), "history.csv does not match"),
     "history digit changed": (
         "history.csv", lambda p: p.write_text(p.read_text().replace("0.75", "0.95")), "history.csv does not match"
@@ -194,3 +195,20 @@ def test_a_damaged_or_hostile_plan_is_a_clear_error(tmp_path, plan, problem):
     (tmp_path / "plan.json").write_text(plan.replace("{sha}", sha))
     with pytest.raises(UserError, match=re.escape(problem)):
         RunStore(tmp_path).read_plan()
+
+
+@pytest.mark.parametrize("pool", ["/tmp/elsewhere/runs", "../../../runs", "../../runs"])
+def test_a_plan_cannot_point_its_pool_outside_its_sweep(tmp_path, pool):
+    """A sweep's point keeps its runs in ../../runs beside the sweep's sweep.yaml, and nowhere else:
+    a plan.json naming another pool (or this one, without a sweep around it) is refused."""
+    point = tmp_path / "sweep" / "points" / "p"
+    point.mkdir(parents=True)
+    (point / "config.yaml").write_text("seeds: [0]\n")
+    sha = hashlib.sha256(b"seeds: [0]\n").hexdigest()
+    (point / "plan.json").write_text(json.dumps({"format": 1, "config_sha256": sha, "pool": pool, "runs": []}))
+    with pytest.raises(UserError, match="as its sweep's pool of runs"):
+        RunStore(point).read_plan()
+    if pool == "../../runs":  # with the sweep around it, the one right place is accepted
+        (tmp_path / "sweep" / "sweep.yaml").write_text("seeds: [0]\n")
+        store = RunStore(point)
+        assert store.read_plan() == [] and store.pool == tmp_path / "sweep" / "runs"

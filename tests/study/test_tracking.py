@@ -26,7 +26,8 @@ def _runs(uri, experiment):
 def test_a_study_logs_every_run_once(tmp_path, cifar_dir, weight_files):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sets = ["models=[small_cnn]", "seeds=[0,1]", "train.epochs=2", "data.train_limit=600", "data.val_size=100",
-            "evaluation.efficiency=false", "tracking.backend=mlflow", f"tracking.uri={uri}", "tracking.experiment=t"]  # fmt: skip
+            "evaluation.efficiency=false", "tracking.backend=mlflow", f"tracking.uri={uri}", "tracking.experiment=t",
+            "evaluation.figures=true"]  # fmt: skip
     out = tmp_path / "study"
     args = study_args(cifar_dir, weight_files, tmp_path / "cache", out, *sets)
     assert main(args) == 0

@@ -38,24 +38,25 @@ def in_process(tmp_path_factory, cifar_dir, weight_files, cache_dir):
 
 def test_workers_give_the_in_process_predictions(in_process, tmp_path, cifar_dir, weight_files, cache_dir, capfd):
     out = tmp_path / "study"
-    args = study_args(cifar_dir, weight_files, tmp_path / "cache", out, *SMALL, "perf.workers=2", "perf.threads=2")
+    args = study_args(cifar_dir, weight_files, cache_dir, out, *SMALL, "perf.workers=2", "perf.threads=2")
     assert main(args) == 0
     log = capfd.readouterr().out  # workers write to the process's file descriptors
     assert "Training on 2 worker processes, 1 torch thread(s) each" in log
     assert "kd_resnet50 seed 1 | [kd_resnet50] epoch  2/2" in log  # each worker's lines name its run
-    for key, seed in RUNS:
-        np.testing.assert_allclose(_logits(out, key, seed), _logits(in_process, key, seed), atol=1e-4, rtol=0)
+    for key, seed in RUNS:  # one thread per run in both: the same arithmetic, bit for bit
+        np.testing.assert_array_equal(_logits(out, key, seed), _logits(in_process, key, seed))
     for seed in (0, 1):  # a student starts only once its teacher is saved
         teacher = (out / "runs" / "resnet50" / f"seed-{seed}" / "predictions.npz").stat().st_mtime
         student = (out / "runs" / "kd_resnet50" / f"seed-{seed}" / "model.pt").stat().st_mtime
         assert teacher <= student
 
 
-def test_a_failing_run_stops_the_study_and_keeps_finished_runs(tmp_path, cifar_dir, weight_files, capsys):
+def test_a_failing_run_stops_the_study_and_keeps_finished_runs(tmp_path, cifar_dir, weight_files, cache_dir, capsys):
     out = tmp_path / "study"
     sets = ["models=[small_cnn,resnet50,vgg16]", "zoo.vgg16.trainable_layers=999", "train.epochs=1",
-            "data.train_limit=600", "data.val_size=100", "evaluation.efficiency=false", "perf.workers=2"]  # fmt: skip
-    assert main(study_args(cifar_dir, weight_files, tmp_path / "cache", out, *sets)) == 2
+            "data.train_limit=600", "data.val_size=100", "data.test_limit=200", "evaluation.efficiency=false",
+            "perf.workers=2"]  # fmt: skip
+    assert main(study_args(cifar_dir, weight_files, cache_dir, out, *sets)) == 2
     err = capsys.readouterr().err.replace("\n", " ")
     assert "vgg16 (seed 0) failed: vgg16: trainable_layers=999" in err and "Traceback" not in err
     assert "run again to resume" in err
@@ -67,9 +68,11 @@ def test_a_failing_run_stops_the_study_and_keeps_finished_runs(tmp_path, cifar_d
 
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
-def test_a_study_stopped_while_two_workers_train_resumes(in_process, tmp_path, cifar_dir, weight_files, stop):
+def test_a_study_stopped_while_two_workers_train_resumes(
+    in_process, tmp_path, cifar_dir, weight_files, cache_dir, stop
+):
     out = tmp_path / "study"
-    args = study_args(cifar_dir, weight_files, tmp_path / "cache", out, *SMALL, "perf.workers=2", "perf.threads=2")
+    args = study_args(cifar_dir, weight_files, cache_dir, out, *SMALL, "perf.workers=2", "perf.threads=2")
     args += ["--set", "train.epochs=2"]
     command = [sys.executable, "-m", "distillbench", *args]
     study = subprocess.Popen(
@@ -97,7 +100,7 @@ def test_a_study_stopped_while_two_workers_train_resumes(in_process, tmp_path, c
     for key_seed, mtime in saved.items():  # finished runs were kept, not retrained
         assert (out / "runs" / key_seed[0] / f"seed-{key_seed[1]}" / "model.pt").stat().st_mtime_ns == mtime
     for key, seed in RUNS:
-        np.testing.assert_allclose(_logits(out, key, seed), _logits(in_process, key, seed), atol=1e-4, rtol=0)
+        np.testing.assert_array_equal(_logits(out, key, seed), _logits(in_process, key, seed))
 
 
 def test_worker_count_and_threads_per_run():
@@ -124,10 +127,12 @@ def test_prefixed_lines_prefix_whole_lines():
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_batched_groups_give_the_in_process_predictions(in_process, tmp_path, cifar_dir, weight_files, workers, capfd):
+def test_batched_groups_give_the_in_process_predictions(
+    in_process, tmp_path, cifar_dir, weight_files, cache_dir, workers, capfd
+):
     out = tmp_path / "study"
     sets = [*SMALL, "perf.batched=true", f"perf.workers={workers}", f"perf.threads={workers}"]
-    assert main(study_args(cifar_dir, weight_files, tmp_path / "cache", out, *sets)) == 0
+    assert main(study_args(cifar_dir, weight_files, cache_dir, out, *sets)) == 0
     log = capfd.readouterr().out
     # Every seed's small CNN in one group, every seed's ResNet50 head in another, then the students.
     assert "training 2 runs as one batched model: small_cnn seed 0, small_cnn seed 1" in log
@@ -139,11 +144,12 @@ def test_batched_groups_give_the_in_process_predictions(in_process, tmp_path, ci
     assert record["trained_with"] == ["small_cnn seed 0", "small_cnn seed 1"]
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.4, 1.5], ids=["as-workers-start", "while-they-import", "early-training"])
-def test_ctrl_c_while_workers_start_is_one_line(tmp_path, cifar_dir, weight_files, delay):
+@pytest.mark.parametrize("delay", [0.0, 0.5], ids=["as-workers-start", "while-they-import"])
+def test_ctrl_c_while_workers_start_is_one_line(tmp_path, cifar_dir, weight_files, cache_dir, delay):
     """A terminal's Ctrl-C reaches the whole process group: the workers ignore it (they used to print
-    tracebacks from the middle of importing torch) and the study stops them, with one line and exit 130."""
-    args = study_args(cifar_dir, weight_files, tmp_path / "cache", tmp_path / "study", *SMALL, "perf.workers=2")
+    tracebacks from the middle of importing torch) and the study stops them, with one line and exit 130.
+    (Ctrl-C during training, and the resume after it, is the test above.)"""
+    args = study_args(cifar_dir, weight_files, cache_dir, tmp_path / "study", *SMALL, "perf.workers=2")
     study = subprocess.Popen(
         [sys.executable, "-m", "distillbench", *args],
         stdout=subprocess.PIPE,

@@ -30,10 +30,15 @@ def figure_paths(key: str) -> dict[str, str]:
     return {kind: f"{key}_{kind}.png" for kind in ("confusion", "loss", "per_class", "reliability")}
 
 
+def figures_drawn(results: dict[str, Any]) -> bool:
+    """Whether the study draws its figures (``evaluation.figures``; results.json written before it existed: yes)."""
+    return bool((results["study"].get("evaluation") or {}).get("figures", True))
+
+
 def write_figures(root: Path, results: dict[str, Any]) -> None:
     folder = Path(root) / FIGURES_DIR
     keys = model_keys(results)
-    if not keys:
+    if not keys or not figures_drawn(results):
         return
     study = results["study"]
     reference = {f"{name} teacher": [s["test_accuracy"] for s in t["seeds"]] for name, t in results["teachers"].items()}
@@ -489,6 +494,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     out += _per_class_section(results, keys, study["class_names"])
     out += _calibration_section(results, keys)
     out += _efficiency_section(results, keys)
+    if not figures_drawn(results):
+        out += ["Figures were not drawn (`evaluation.figures: false`).", ""]
     for key in keys:
         r, names = results["models"][key], figure_paths(key)
         teachers = f" Teachers: {', '.join(r['teachers'])}." if r["teachers"] else ""
@@ -503,12 +510,15 @@ def render_markdown(results: dict[str, Any]) -> str:
             "",
             f"Test accuracy {plus_minus(r['test_accuracy'], r['test_accuracy_std'])}% {trained}.{teachers}",
             "",
-            f"![{r['title']} confusion matrix](figures/{names['confusion']})",
-            f"![{r['title']} loss curves](figures/{names['loss']})",
-            f"![{r['title']} per-class accuracy](figures/{names['per_class']})",
-            f"![{r['title']} reliability diagram](figures/{names['reliability']})",
+            # Alt texts name the key, a safe identifier: a title could hold brackets.
+            f"![{key} confusion matrix](figures/{names['confusion']})",
+            f"![{key} loss curves](figures/{names['loss']})",
+            f"![{key} per-class accuracy](figures/{names['per_class']})",
+            f"![{key} reliability diagram](figures/{names['reliability']})",
             "",
         ]
+    if not figures_drawn(results):
+        out = [line for line in out if not line.startswith("![")]
     return "\n".join(out)
 
 

@@ -26,7 +26,7 @@ from distillbench.study.lock import directory_lock
 from distillbench.study.models import StudyModels
 from distillbench.study.plan import Planner, RunKey, RunSpec, batch_groups, weights_source
 from distillbench.study.resolve import check_names
-from distillbench.study.store import RunStore
+from distillbench.study.store import RunStore, sweep_pool
 from distillbench.study.workers import ProcessExecutor, SerialExecutor, resolve_workers
 from distillbench.training.cache import TensorCache
 from distillbench.training.runtime import Runtime, cpu_count
@@ -251,10 +251,11 @@ def _check_writable(directory: Path, what: str) -> None:
 
 
 def sweep_of_point(directory: Path) -> Path | None:
-    """The sweep directory whose point ``directory`` is (its plan.json names the sweep's pool), or None."""
+    """The sweep directory whose point ``directory`` is (its plan.json names the sweep's pool, where a
+    sweep keeps it), or None."""
     try:
         plan = json.loads((Path(directory) / "plan.json").read_text(encoding="utf-8"))
-        pool = plan.get("pool") if isinstance(plan, dict) else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
-    return Path(os.path.normpath(Path(directory) / str(pool))).parent if pool is not None else None
+    pool = sweep_pool(directory, plan.get("pool")) if isinstance(plan, dict) else None
+    return pool.parent if pool is not None else None

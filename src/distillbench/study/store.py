@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from distillbench.atomic import file_sha256, write_bytes, write_json
-from distillbench.config import check_name
+from distillbench.config import MAX_SEED_VALUE, check_name
 from distillbench.errors import UserError, os_error
 from distillbench.study.layout import ModelRunPaths, RunLayout
 from distillbench.study.plan import RunKey, RunSpec
@@ -111,6 +111,22 @@ class Verified:
 
     record: dict[str, Any] | None = None
     problem: str | None = None
+
+
+def _seed(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEED_VALUE:
+        raise ValueError(f"a run's seed is {value!r}, not an integer from 0 to {MAX_SEED_VALUE}")
+    return value
+
+
+def sweep_pool(point: Path, pool: Any) -> Path | None:
+    """The pool of runs a sweep's point directory names in its plan.json, if it is where a sweep keeps
+    it (``../../runs`` beside the sweep's ``sweep.yaml``); None for anything else (a path elsewhere)."""
+    sweep = Path(point).parent.parent
+    expected = os.path.normpath(sweep / "runs")
+    if not isinstance(pool, str) or os.path.normpath(Path(point) / pool) != expected:
+        return None
+    return Path(expected) if (sweep / "sweep.yaml").is_file() else None
 
 
 RunFiles = dict[str, bytes]  # a finished run's files by name, as they travel to and from remote workers
@@ -212,14 +228,18 @@ class RunStore:
             return Verified()
         try:
             record = json.loads(paths.record.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             return Verified(problem=f"run.json is unreadable ({type(exc).__name__})")
         if not isinstance(record, dict):
             return Verified(problem=f"run.json holds a {type(record).__name__}, not a record")
         missing = [name for name in RECORD_FIELDS if name not in record]
         if missing:
             return Verified(problem=f"run.json lacks {', '.join(missing)} (damaged, or from an older distillbench)")
-        if record["record_sha256"] != _record_digest(record):
+        try:
+            matches = record["record_sha256"] == _record_digest(record)
+        except (ValueError, RecursionError):  # NaN or Infinity, which no record of ours holds
+            matches = False
+        if not matches:
             return Verified(problem="run.json does not match its checksum (edited or damaged)")
         files = [(paths.history, "history_sha256"), (paths.predictions, "predictions_sha256")]
         if checkpoint:
@@ -363,7 +383,7 @@ class RunStore:
             runs = [
                 RunSpec(
                     check_name(r["model"], "a run's model"),
-                    int(r["seed"]),
+                    _seed(r["seed"]),
                     check_name(r["fingerprint"], "a run's fingerprint"),
                     tuple(check_name(t, "a teacher") for t in r["teachers"]),
                     r.get("arch"),
@@ -371,9 +391,14 @@ class RunStore:
                 for r in plan["runs"]
             ]
             pool = plan.get("pool")
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise UserError(f"{layout.plan} is damaged ({type(exc).__name__}: {exc}). {again}") from None
         if pool is not None:
-            self.pool = Path(os.path.normpath(layout.root / str(pool)))
+            self.pool = sweep_pool(layout.root, pool)
+            if self.pool is None:
+                raise UserError(
+                    f"{layout.plan} names {pool!r} as its sweep's pool of runs, but a sweep's point keeps its runs in "
+                    f"../../runs of a directory holding sweep.yaml. {again}"
+                )
         self.expect(runs)
         return runs

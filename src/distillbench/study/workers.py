@@ -20,6 +20,7 @@ what is not finished.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import os
 import signal
@@ -38,7 +39,7 @@ import torch.multiprocessing as mp
 
 from distillbench.config import PerfConfig, StudyConfig
 from distillbench.data import StudyData
-from distillbench.errors import UserError
+from distillbench.errors import UserError, describe_os_error
 from distillbench.study.plan import Plan, RunKey, RunSpec
 from distillbench.training.runtime import Runtime, planned_workers
 
@@ -151,7 +152,12 @@ class _PrefixedLines(io.TextIOBase):
 
 def _exit_when_orphaned(parent: int) -> None:
     """Exit the moment this worker's parent is gone: a study killed with SIGKILL cannot stop its
-    workers, and one still training would write into a directory a resumed study now holds."""
+    workers, and one still training would write into a directory a resumed study now holds. On Linux
+    the kernel kills the worker with its parent (PR_SET_PDEATHSIG); elsewhere a thread watches."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
     while os.getppid() == parent:
         time.sleep(0.5)
     os._exit(1)
@@ -191,6 +197,8 @@ def _worker(
                     executor.train_group(unit)
                 except UserError as exc:
                     outcome = ("error", str(exc))
+                except OSError as exc:  # what the operating system refused: words, not a traceback
+                    outcome = ("error", describe_os_error(exc))
                 except Exception:  # a bug: the parent shows the worker's traceback
                     outcome = ("bug", traceback.format_exc())
                 executor.models.forget_all()  # teachers are read back from disk when needed again

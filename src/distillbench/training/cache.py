@@ -1,18 +1,21 @@
 """Content-addressed caches of frozen activations and teacher logits, in memory and on disk.
 
 A key hashes everything the tensor depends on (weights, preprocessing, data, precision), so a
-stale entry can never be found; a file that fails its checksum is recomputed, never trusted.
+stale entry can never be found; a file that fails its checksum is recomputed, never trusted. Worker
+processes share the directory: an entry one of them is computing, the others wait for and read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 from torch import nn
 
 from distillbench.atomic import write_bytes
@@ -82,6 +85,33 @@ class TensorCache:
     def get(self, key: str, compute: Callable[[], torch.Tensor], what: str = "") -> torch.Tensor:
         if key in self.memory:
             return self.memory[key]
+        with self._claim(key, what):
+            return self._get(key, compute, what)
+
+    @contextlib.contextmanager
+    def _claim(self, key: str, what: str) -> Iterator[None]:
+        """Inside: no other process computes ``key`` into this directory (a file lock per entry), so
+        two workers that need the same features compute them once: the second waits, then reads."""
+        if self.directory is None:
+            yield
+            return
+        try:
+            (self.directory / "locks").mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(self.directory / "locks" / f"{key}.lock"), thread_local=False)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                self.log(f"waiting for another process computing {what or key}")
+                lock.acquire()
+        except OSError:  # a broken cache directory: _get finds out, says so and switches the disk off
+            yield
+            return
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _get(self, key: str, compute: Callable[[], torch.Tensor], what: str) -> torch.Tensor:
         path = self.directory / f"{key}.pt" if self.directory is not None else None
         tensor = self._read(path) if path is not None else None
         if tensor is None:

@@ -134,8 +134,9 @@ class Runtime:
     @property
     def numerics(self) -> str:
         """Precision, layout and (on the CPU) threads, as a cache key part: each may change cached
-        tensors' values. (Forward passes measured thread-invariant on the development CPU, but a
-        cached tensor must be what this run would compute on any CPU.)"""
+        tensors' values. (Forward passes gave bit-identical outputs with 1 and 2 threads on the
+        development CPU, but no kernel library promises it, and a cached tensor must be what this run
+        would compute itself.)"""
         threads = f"-threads{self.threads}" if self.device.type == "cpu" and self.threads is not None else ""
         return f"{self.precision}{'-channels_last' if self.channels_last else ''}{threads}"
 
