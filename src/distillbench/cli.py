@@ -162,7 +162,7 @@ def _report(args: argparse.Namespace) -> None:
     from distillbench.study.layout import RunLayout, SweepLayout
     from distillbench.study.lock import directory_lock
     from distillbench.study.results import finish_study
-    from distillbench.study.runner import sweep_of_point
+    from distillbench.study.store import sweep_of_point
     from distillbench.study.sweep import finish_sweep
 
     if not args.out.is_dir():

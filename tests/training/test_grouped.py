@@ -105,12 +105,10 @@ def test_what_cannot_be_grouped_says_so():
         GroupedModel(different, [torch.Generator(), torch.Generator()])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_fit_group_equals_fit_alone_on_cuda():
-    from distillbench.training.runtime import Runtime
-
-    runtime = Runtime(device=torch.device("cuda"), precision="fp32")
-    train, val = _data(256, seed=1), _data(64, seed=2)
+def _alone_and_grouped(runtime, val_images: int) -> list[tuple[nn.Module, nn.Module]]:
+    """Seeds 0 and 1 of the small CNN trained 2 epochs on 256 images on ``runtime``, each alone and
+    both as one group: (group member, the same run alone) per seed."""
+    train, val = _data(256, seed=1), _data(val_images, seed=2)
     cfg = TrainConfig(epochs=2, batch_size=32, patience=None)
 
     def optimizer(params):
@@ -118,13 +116,22 @@ def test_fit_group_equals_fit_alone_on_cuda():
 
     alone = []
     for seed in (0, 1):
-        module = _small_cnn(seed).cuda()
+        module = _small_cnn(seed).to(runtime.device)
         fit(module, train, val, cfg=cfg, optimizer=optimizer, seed=seed, runtime=runtime)
         alone.append(module)
-    members = [GroupMember(_small_cnn(seed).cuda(), seed, cross_entropy_objective, f"m{seed}") for seed in (0, 1)]
+    members = [
+        GroupMember(_small_cnn(seed).to(runtime.device), seed, cross_entropy_objective, f"m{seed}") for seed in (0, 1)
+    ]
     fit_group(members, train, val, cfg=cfg, optimizer=optimizer, runtime=runtime)
-    for member, module in zip(members, alone):
-        for mine, theirs in zip(member.module.state_dict().values(), module.state_dict().values()):
+    return [(member.module, module) for member, module in zip(members, alone)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fit_group_equals_fit_alone_on_cuda():
+    from distillbench.training.runtime import Runtime
+
+    for member, module in _alone_and_grouped(Runtime(device=torch.device("cuda"), precision="fp32"), 64):
+        for mine, theirs in zip(member.state_dict().values(), module.state_dict().values()):
             torch.testing.assert_close(mine, theirs, atol=1e-4, rtol=1e-3)
 
 
@@ -141,19 +148,7 @@ def test_batched_members_equal_solo_runs_within_the_stated_tolerance(precision):
     from distillbench.training.runtime import Runtime
 
     runtime = Runtime(precision=precision)
-    train, val = _data(256, seed=1), _data(128, seed=2)
-    cfg = TrainConfig(epochs=2, batch_size=32, patience=None)
-
-    def optimizer(params):
-        return build_optimizer(params, SPEC)
-
-    alone = []
-    for seed in (0, 1):
-        module = _small_cnn(seed)
-        fit(module, train, val, cfg=cfg, optimizer=optimizer, seed=seed, runtime=runtime)
-        alone.append(module)
-    members = [GroupMember(_small_cnn(seed), seed, cross_entropy_objective, f"m{seed}") for seed in (0, 1)]
-    fit_group(members, train, val, cfg=cfg, optimizer=optimizer, runtime=runtime)
-    for member, module in zip(members, alone):
-        difference = (predict(member.module, val[0], runtime) - predict(module, val[0], runtime)).abs().max()
+    val = _data(128, seed=2)
+    for member, module in _alone_and_grouped(runtime, len(val[1])):
+        difference = (predict(member, val[0], runtime) - predict(module, val[0], runtime)).abs().max()
         assert difference <= BATCHED_TOLERANCE[precision], difference

@@ -6,7 +6,6 @@ The pieces, one module each: ``plan`` (which runs, their identity), ``store`` (t
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import replace
@@ -26,7 +25,7 @@ from distillbench.study.lock import directory_lock
 from distillbench.study.models import StudyModels
 from distillbench.study.plan import Planner, RunKey, RunSpec, batch_groups, weights_source
 from distillbench.study.resolve import check_names
-from distillbench.study.store import RunStore, sweep_pool
+from distillbench.study.store import RunStore, sweep_of_point
 from distillbench.study.workers import ProcessExecutor, SerialExecutor, resolve_workers
 from distillbench.training.cache import TensorCache
 from distillbench.training.runtime import Runtime, cpu_count
@@ -134,9 +133,10 @@ class Study:
                 f"{self.layout.root} holds a sweep (it has sweep.yaml), not a study: `distillbench sweep` resumes it "
                 "and `distillbench report` rebuilds its report; give a study its own --out."
             )
-        if sweep_of_point(self.layout.root) is not None:
+        sweep = sweep_of_point(self.layout.root)
+        if sweep is not None:
             raise UserError(
-                f"{self.layout.root} is a point of the sweep in {sweep_of_point(self.layout.root)}: `distillbench "
+                f"{self.layout.root} is a point of the sweep in {sweep}: `distillbench "
                 "sweep` resumes it and `distillbench report` rebuilds its report; give a study its own --out."
             )
         if self.cfg.sweep.axes:
@@ -248,14 +248,3 @@ def _check_writable(directory: Path, what: str) -> None:
             probe.unlink(missing_ok=True)
         except OSError:
             pass
-
-
-def sweep_of_point(directory: Path) -> Path | None:
-    """The sweep directory whose point ``directory`` is (its plan.json names the sweep's pool, where a
-    sweep keeps it), or None."""
-    try:
-        plan = json.loads((Path(directory) / "plan.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
-    pool = sweep_pool(directory, plan.get("pool")) if isinstance(plan, dict) else None
-    return pool.parent if pool is not None else None

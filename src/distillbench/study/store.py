@@ -129,6 +129,17 @@ def sweep_pool(point: Path, pool: Any) -> Path | None:
     return Path(expected) if (sweep / "sweep.yaml").is_file() else None
 
 
+def sweep_of_point(directory: Path) -> Path | None:
+    """The sweep directory whose point ``directory`` is (its plan.json names the sweep's pool, where a
+    sweep keeps it), or None."""
+    try:
+        plan = json.loads((Path(directory) / "plan.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    pool = sweep_pool(directory, plan.get("pool")) if isinstance(plan, dict) else None
+    return pool.parent if pool is not None else None
+
+
 RunFiles = dict[str, bytes]  # a finished run's files by name, as they travel to and from remote workers
 
 
