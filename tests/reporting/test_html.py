@@ -4,8 +4,8 @@ import base64
 from pathlib import Path
 
 from distillbench.reporting.html import render_html
-from distillbench.reporting.markdown import escape_markdown
 from distillbench.reporting.sweep import render_sweep_markdown
+from distillbench.reporting.text import escape_markdown
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -33,11 +33,17 @@ def test_raw_html_and_links_in_the_markdown_stay_text(tmp_path):
 
 def test_the_sweep_report_warns_and_escapes_like_a_studys():
     results = {
-        "name": "tiny", "axes": {"zoo.kd.distill.method": ["kd", "<b>x</b> [l](javascript:y)"]}, "seeds": [0],
-        "executor": "local", "selection_rule": "Best.", "points": [], "synthetic_data": True,
-        "data_source": "GENERATED data", "weights": {"resnet50": "RANDOM init (weights: none)"},
+        "name": "tiny",
+        "axes": {"zoo.kd.distill.method": ["kd", "<b>x</b> [l](javascript:y)"]},
+        "seeds": [0],
+        "executor": "local",
+        "selection_rule": "Best.",
+        "points": [],
+        "synthetic_data": True,
+        "data_source": "GENERATED data",
+        "weights": {"resnet50": "RANDOM init (weights: none)"},
         "models": {"kd": {"varies": False, "selected": None, "waiting": "1 of 2 settings unfinished", "ranking": []}},
-    }  # fmt: skip
+    }
     text = render_sweep_markdown(results)
     assert "**GENERATED DATA.**" in text and "**RANDOM BACKBONE WEIGHTS for resnet50**" in text
     assert "[l\\](javascript:y)" in text

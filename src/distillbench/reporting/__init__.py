@@ -1,5 +1,6 @@
-"""The report: figures and ``report.md`` from ``results.json``."""
+"""The reports: a study's figures, ``report.md`` and ``report.html`` from ``results.json``
+(``report``), and a sweep's from ``sweep.json`` (``sweep``)."""
 
-from distillbench.reporting.markdown import write_report
+from distillbench.reporting.report import write_report
 
 __all__ = ["write_report"]

@@ -1,4 +1,5 @@
-"""The study's figures. Each function returns PNG bytes; the caller writes them atomically.
+"""The plots of the study and sweep reports. Each function returns PNG bytes; the caller writes
+them atomically, under ``FIGURES_DIR`` of its study or sweep directory.
 
 Titles, model names and class names come from a config or a dataset: every figure draws text as it
 is (``text.parse_math`` off), so a ``$`` in a title is a dollar sign, not a mathtext error.
@@ -17,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+FIGURES_DIR = "figures"  # inside a study or sweep directory; the reports link their figures there
 PALETTE = plt.get_cmap("tab10").colors
 Figure = TypeVar("Figure", bound=Callable[..., bytes])
 
@@ -55,18 +57,39 @@ def accuracy_bars(
     stds = [v.std(ddof=1) if len(v) > 1 else 0.0 for v in values]
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(labels)), 4.2))
     colors = [PALETTE[i % 10] for i in range(len(names))] + ["white"] * len(reference)
-    bars = ax.bar(labels, means, yerr=stds, capsize=4, color=colors, edgecolor="black", linewidth=0.8,
-                  error_kw=dict(elinewidth=1, ecolor="black"))  # fmt: skip
+    bars = ax.bar(
+        labels,
+        means,
+        yerr=stds,
+        capsize=4,
+        color=colors,
+        edgecolor="black",
+        linewidth=0.8,
+        error_kw=dict(elinewidth=1, ecolor="black"),
+    )
     for bar in bars[len(names) :]:
         bar.set_hatch("//")
     if max(len(v) for v in values) > 1:
         for bar, seed_values in zip(bars, values):
             center = bar.get_x() + bar.get_width() / 2
-            ax.scatter(center + np.linspace(-0.12, 0.12, len(seed_values)), seed_values, s=12, color="black", zorder=3,
-                       label="one seed" if bar is bars[0] else None)  # fmt: skip
+            ax.scatter(
+                center + np.linspace(-0.12, 0.12, len(seed_values)),
+                seed_values,
+                s=12,
+                color="black",
+                zorder=3,
+                label="one seed" if bar is bars[0] else None,
+            )
     for bar, mean, std in zip(bars, means, stds):
-        ax.annotate(f"{mean:.2f}", (bar.get_x() + bar.get_width() / 2, mean + std), ha="center", va="bottom",
-                    xytext=(0, 3), textcoords="offset points", fontsize=9)  # fmt: skip
+        ax.annotate(
+            f"{mean:.2f}",
+            (bar.get_x() + bar.get_width() / 2, mean + std),
+            ha="center",
+            va="bottom",
+            xytext=(0, 3),
+            textcoords="offset points",
+            fontsize=9,
+        )
     ax.axhline(100 / num_classes, color="grey", linestyle=":", linewidth=1, label=f"chance ({num_classes} classes)")
     ax.set_ylim(0, 112)
     ax.set_yticks(range(0, 101, 20))
@@ -119,8 +142,10 @@ def accuracy_vs_cost(
         if len(members) > 3:
             best = max(members, key=lambda j: accuracies[j])
             spread = [100 * accuracies[j] for j in members]
-            labels[best] = (f"{len(members)} models, {params[best] / 1e6:.2f}M params each: "
-                            f"{min(spread):.1f}-{max(spread):.1f}%\nbest: {names[best]}")  # fmt: skip
+            labels[best] = (
+                f"{len(members)} models, {params[best] / 1e6:.2f}M params each: "
+                f"{min(spread):.1f}-{max(spread):.1f}%\nbest: {names[best]}"
+            )
         else:
             labels.update(
                 {j: f"{names[j]}\n{params[j] / 1e6:.2f}M params, {100 * accuracies[j]:.1f}%" for j in members}
@@ -148,9 +173,15 @@ def accuracy_vs_cost(
         while collides(left, height, i):  # lift the label until it covers no other label or marker
             height += 9
         placed.append((left, height))
-        ax.annotate(labels[i], (macs[i], 100 * accuracies[i]), xytext=(10**left, height), textcoords="data",
-                    va="center", fontsize=8,
-                    arrowprops=dict(arrowstyle="-", color="grey", linewidth=0.6) if height != percent[i] else None)  # fmt: skip
+        ax.annotate(
+            labels[i],
+            (macs[i], 100 * accuracies[i]),
+            xytext=(10**left, height),
+            textcoords="data",
+            va="center",
+            fontsize=8,
+            arrowprops=dict(arrowstyle="-", color="grey", linewidth=0.6) if height != percent[i] else None,
+        )
     top = max(100 * (a + s) for a, s in zip(accuracies, stds))
     labels_top = max(height for _, height in placed)
     ax.set_ylim(0, max(min(100, top + 15), labels_top + 8))  # lifted labels stay inside the axes
@@ -176,11 +207,27 @@ def reliability_diagram(bins: dict[str, np.ndarray], title: str, note: str = "")
     fig, (ax, hist) = plt.subplots(
         2, 1, figsize=(5.4, 6.4), sharex=True, gridspec_kw=dict(height_ratios=[3, 1], hspace=0.08)
     )
-    ax.bar(centers[filled], bins["accuracy"][filled], width=width[filled], color=PALETTE[0], alpha=0.8, edgecolor="black",
-           linewidth=0.6, label="accuracy in bin")  # fmt: skip
+    ax.bar(
+        centers[filled],
+        bins["accuracy"][filled],
+        width=width[filled],
+        color=PALETTE[0],
+        alpha=0.8,
+        edgecolor="black",
+        linewidth=0.6,
+        label="accuracy in bin",
+    )
     ax.vlines(centers[filled], bins["accuracy"][filled], bins["confidence"][filled], color=PALETTE[3], linewidth=1.5)
-    ax.scatter(centers[filled], bins["confidence"][filled], marker="_", s=180, linewidths=2.5, color=PALETTE[3], zorder=3,
-               label="mean confidence in bin")  # fmt: skip
+    ax.scatter(
+        centers[filled],
+        bins["confidence"][filled],
+        marker="_",
+        s=180,
+        linewidths=2.5,
+        color=PALETTE[3],
+        zorder=3,
+        label="mean confidence in bin",
+    )
     ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
@@ -204,8 +251,15 @@ def confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(counts)):
         for j in range(len(counts)):
-            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7.5,
-                    color="white" if share[i, j] > 0.55 else "black")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                str(counts[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7.5,
+                color="white" if share[i, j] > 0.55 else "black",
+            )
     ticks = np.arange(len(class_names))
     ax.set_xticks(ticks, class_names, rotation=45, ha="right")
     ax.set_yticks(ticks, class_names)
@@ -276,9 +330,16 @@ def per_class_accuracy(per_class: dict[str, dict[str, float]], overall: float, t
     bars = ax.bar(names, values, color=PALETTE[0], edgecolor="black", linewidth=0.6)
     for bar, value in zip(bars, values):
         # A white box behind each label: the overall-accuracy line never runs through the digits.
-        ax.annotate(f"{value:.1f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
-                    xytext=(0, 2), textcoords="offset points", fontsize=8,
-                    bbox=dict(facecolor="white", edgecolor="none", pad=0.6))  # fmt: skip
+        ax.annotate(
+            f"{value:.1f}",
+            (bar.get_x() + bar.get_width() / 2, value),
+            ha="center",
+            va="bottom",
+            xytext=(0, 2),
+            textcoords="offset points",
+            fontsize=8,
+            bbox=dict(facecolor="white", edgecolor="none", pad=0.6),
+        )
     # zorder 0: drawn behind the bars and the labels.
     ax.axhline(
         100 * overall, color="black", linestyle="--", linewidth=1, zorder=0, label=f"overall {100 * overall:.2f}%"
@@ -313,8 +374,14 @@ def difference_forest(
         if images is not None:
             ax.plot([100 * images[0], 100 * images[1]], [row, row], color=color, linewidth=1.2, alpha=0.8)
         if seeds is not None:
-            ax.plot([100 * seeds[0], 100 * seeds[1]], [row, row], color=color, linewidth=4.5, alpha=0.45,
-                    solid_capstyle="butt")  # fmt: skip
+            ax.plot(
+                [100 * seeds[0], 100 * seeds[1]],
+                [row, row],
+                color=color,
+                linewidth=4.5,
+                alpha=0.45,
+                solid_capstyle="butt",
+            )
         ax.plot(100 * diff, row, "o", color=color, markersize=6, zorder=3)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(rows, names)
@@ -341,13 +408,15 @@ def sweep_heatmap(
     percent = 100 * values
     finite = percent[np.isfinite(percent)]
     low, high = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
-    image = ax.imshow(np.ma.masked_invalid(percent), cmap="viridis", vmin=low, vmax=high if high > low else low + 1,
-                      aspect="auto")  # fmt: skip
+    image = ax.imshow(
+        np.ma.masked_invalid(percent), cmap="viridis", vmin=low, vmax=high if high > low else low + 1, aspect="auto"
+    )
     middle = (low + high) / 2
     for (i, j), value in np.ndenumerate(percent):
         if np.isfinite(value):
-            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=9,
-                    color="white" if value < middle else "black")  # fmt: skip
+            ax.text(
+                j, i, f"{value:.1f}", ha="center", va="center", fontsize=9, color="white" if value < middle else "black"
+            )
         else:
             ax.text(j, i, "-", ha="center", va="center", fontsize=9, color="grey")
     if selected is not None:

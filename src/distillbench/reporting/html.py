@@ -1,7 +1,7 @@
 """``report.html``: the Markdown report as one self-contained page (figures embedded, no network).
 
 Nothing from a config or a dataset becomes markup: the Markdown is written with those strings escaped
-(``markdown.escape_markdown``), and raw HTML in it is rendered as text."""
+(``text.escape_markdown``), and raw HTML in it is rendered as text."""
 
 from __future__ import annotations
 

@@ -12,16 +12,9 @@ from typing import Any
 import numpy as np
 
 from distillbench.atomic import write_bytes
-from distillbench.reporting import figures
+from distillbench.reporting.figures import FIGURES_DIR, sweep_heatmap
 from distillbench.reporting.html import write_pages
-from distillbench.reporting.markdown import (
-    FIGURES_DIR,
-    data_warnings,
-    escape_markdown,
-    interval_text,
-    markdown_table,
-    plus_minus,
-)
+from distillbench.reporting.text import data_warnings, escape_markdown, interval_text, markdown_table, plus_minus
 
 SWEEP_MD = "sweep.md"
 SWEEP_HTML = "sweep.html"
@@ -57,8 +50,16 @@ def heatmap_grids(results: dict[str, Any], key: str) -> list[dict[str, Any]]:
         if selected is not None:
             cell = (row_values.index(selected[rows]) if rows is not None else 0, axes[columns].index(selected[columns]))
         others = [axis for axis in axes if axis not in (rows, columns)]
-        grids.append({"rows": rows, "columns": columns, "row_values": row_values, "grid": grid, "selected": cell,
-                      "others": others})  # fmt: skip
+        grids.append(
+            {
+                "rows": rows,
+                "columns": columns,
+                "row_values": row_values,
+                "grid": grid,
+                "selected": cell,
+                "others": others,
+            }
+        )
     return grids
 
 
@@ -75,8 +76,15 @@ def write_sweep_figures(root: Path, results: dict[str, Any]) -> None:
         for grid in heatmap_grids(results, key):
             over = f"; best over {', '.join(grid['others'])}" if grid["others"] else ""
             title = f"{key}: mean validation accuracy over {seeds} seed(s){over}\n(red: the selected point)"
-            png = figures.sweep_heatmap(grid["grid"], grid["row_values"], results["axes"][grid["columns"]],
-                                        grid["rows"] or "", grid["columns"], grid["selected"], title)  # fmt: skip
+            png = sweep_heatmap(
+                grid["grid"],
+                grid["row_values"],
+                results["axes"][grid["columns"]],
+                grid["rows"] or "",
+                grid["columns"],
+                grid["selected"],
+                title,
+            )
             write_bytes(folder / heatmap_name(key, grid), png)
 
 
@@ -93,10 +101,16 @@ def _selected_table(results: dict[str, Any]) -> list[str]:
             continue
         test = chosen["test_accuracy"]
         setting = _values_text(chosen["values"]) if model["varies"] else "(not changed by the axes)"
-        rows.append([
-            f"`{key}`", setting, plus_minus(chosen["mean_val_accuracy"], None),
-            plus_minus(test["mean"], test["std"]), interval_text(test["ci95"], bounds=(0.0, 1.0)), chosen["why"],
-        ])  # fmt: skip
+        rows.append(
+            [
+                f"`{key}`",
+                setting,
+                plus_minus(chosen["mean_val_accuracy"], None),
+                plus_minus(test["mean"], test["std"]),
+                interval_text(test["ci95"], bounds=(0.0, 1.0)),
+                chosen["why"],
+            ]
+        )
     header = ["model", "selected setting", "mean val acc (%)", "test acc (%)", "test 95% CI (seeds)", "why"]
     return [markdown_table(header, rows, "llrrrl"), ""]
 
@@ -111,10 +125,11 @@ def _model_section(results: dict[str, Any], key: str) -> list[str]:
         points = setting["points"]
         label = points[0] if len(points) == 1 else f"{points[0]} (same runs as {len(points) - 1} other point(s))"
         selected = model["selected"] is not None and points[0] == model["selected"]["point"]
-        accuracy = plus_minus(setting["mean_val_accuracy"], setting["val_accuracy_std"]) if setting["complete"] else (
-            "unfinished")  # fmt: skip
-        rows.append([str(rank) if setting["complete"] else "-", f"**{label}** (selected)" if selected else label,
-                     accuracy])  # fmt: skip
+        if setting["complete"]:
+            rank_text, accuracy = str(rank), plus_minus(setting["mean_val_accuracy"], setting["val_accuracy_std"])
+        else:
+            rank_text, accuracy = "-", "unfinished"
+        rows.append([rank_text, f"**{label}** (selected)" if selected else label, accuracy])
     out += [markdown_table(["rank", "point", "mean val acc (%) ± std over seeds"], rows, "rlr"), ""]
     return out
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from distillbench.reporting.markdown import FIGURES_DIR, REPORT_HTML, REPORT_MD
+from distillbench.reporting.figures import FIGURES_DIR
+from distillbench.reporting.report import REPORT_HTML, REPORT_MD
 from distillbench.reporting.sweep import SWEEP_HTML, SWEEP_MD
 
 
