@@ -14,7 +14,7 @@ import torch
 
 from distillbench.config import ModelDef, PerfConfig, TrainConfig
 from distillbench.models import build_model
-from distillbench.training.loop import GroupMember, cross_entropy_objective, fit, fit_group
+from distillbench.training.loop import FitSettings, GroupMember, cross_entropy_objective, fit, fit_group
 from distillbench.training.optim import build_optimizer
 from distillbench.training.runtime import Runtime
 
@@ -33,24 +33,24 @@ def main() -> None:
         torch.randint(0, 10, (args.images,), generator=generator),
     )
     val = (train[0][:1000], train[1][:1000])
-    cfg = TrainConfig(epochs=1, patience=None)
     memory = torch.channels_last if runtime.channels_last else torch.contiguous_format
 
     def model() -> torch.nn.Module:
         return build_model(SPEC, None, (3, 32, 32), 10).to(runtime.device, memory_format=memory)
 
-    def optimizer(params):
-        return build_optimizer(params, SPEC, runtime.fused_optimizer)
+    settings = FitSettings(
+        TrainConfig(epochs=1, patience=None), lambda p: build_optimizer(p, SPEC, runtime.fused_optimizer)
+    )
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {runtime.precision}, "
           f"channels_last={runtime.channels_last}, {args.members} members x {args.images} images")  # fmt: skip
     started = time.perf_counter()
     for seed in range(args.members):
-        fit(model(), train, val, cfg=cfg, optimizer=optimizer, seed=seed, runtime=runtime, name=f"alone {seed}")
+        fit(model(), train, val, settings, seed=seed, runtime=runtime, name=f"alone {seed}")
     alone = time.perf_counter() - started
     members = [GroupMember(model(), seed, cross_entropy_objective, f"member {seed}") for seed in range(args.members)]
     started = time.perf_counter()
-    fit_group(members, train, val, cfg=cfg, optimizer=optimizer, runtime=runtime)
+    fit_group(members, train, val, settings, runtime=runtime)
     grouped = time.perf_counter() - started
     total = args.members * args.images
     print(f"one by one: {alone:.1f}s ({total / alone:,.0f} images/s); batched: {grouped:.1f}s "

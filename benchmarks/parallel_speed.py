@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from distillbench.config import ModelDef
 from distillbench.data.synthetic import write_cifar10_like
-from distillbench.models import build_model
+from distillbench.models import BACKBONES, build_model
 from distillbench.models.weights import save_random_weights
 
 PAPER_EPOCHS = 20
@@ -97,7 +97,7 @@ def main() -> None:
     if not (data_dir / "test_batch").exists():
         write_cifar10_like(data_dir, 50_000, 10_000)
     if not (args.workdir / "weights" / "vgg16.pt").exists():
-        save_random_weights(args.workdir / "weights")
+        save_random_weights(args.workdir / "weights", BACKBONES.values())
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads", flush=True)
     features_seconds, _ = study(args.workdir, "features", 1, 1, ["models=[resnet50,vgg16]", "perf.workers=1"])

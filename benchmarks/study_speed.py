@@ -22,6 +22,7 @@ import torch
 
 from distillbench.config import load_config
 from distillbench.data.synthetic import write_cifar10_like
+from distillbench.models import BACKBONES
 from distillbench.models.weights import save_random_weights
 from distillbench.study.runner import Study
 
@@ -77,7 +78,7 @@ def main() -> None:
     if not (data_dir / "test_batch").exists():
         write_cifar10_like(data_dir, args.train, args.test)
     weights_dir = args.workdir / "weights"
-    weights = {p.stem: p for p in save_random_weights(weights_dir)}
+    weights = {p.stem: p for p in save_random_weights(weights_dir, BACKBONES.values())}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     paths = {"optimised": (args.epochs, [])}
     if args.naive_epochs:

@@ -8,6 +8,7 @@ import pytest
 
 from distillbench.cli import main
 from distillbench.data.synthetic import write_cifar10_like
+from distillbench.models import BACKBONES
 from distillbench.models.weights import save_random_weights
 
 N_TRAIN, N_TEST, VAL_SIZE = 2000, 400, 400
@@ -23,7 +24,7 @@ def cifar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    paths = save_random_weights(tmp_path_factory.mktemp("weights"))
+    paths = save_random_weights(tmp_path_factory.mktemp("weights"), BACKBONES.values())
     return {path.stem: path for path in paths}
 
 

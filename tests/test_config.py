@@ -139,7 +139,16 @@ def test_a_mapping_override_merges_into_its_section():
             "zoo.small_cnn.arch=lenet",
             r"zoo\.small_cnn\.arch: unknown architecture 'lenet'; known: small_cnn, resnet50, vgg16",
         ),
-        ("weights.small_cnn=imagenet", r"weights\.small_cnn: not a pretrained backbone"),
+        ("weights.small_cnn=imagenet", r"weights\.small_cnn: unknown pretrained backbone 'small_cnn'; known: resnet50"),
+        (
+            "zoo.small_cnn.optimizer=adamm",
+            r"zoo\.small_cnn\.optimizer: unknown optimizer 'adamm'; known: adam, adamw, sgd \(did you mean 'adam'\?\)",
+        ),
+        (
+            "zoo.vgg16.schedule=cosin",
+            r"zoo\.vgg16\.schedule: unknown schedule 'cosin'; known: constant, cosine, one_cycle "
+            r"\(did you mean 'cosine'\?\)",
+        ),
         ("train.augment=mixup", r"train\.augment: unknown augmentation 'mixup'; known: none, crop_flip"),
         ("zoo.kd_resnet50.distill=dkdd", r"zoo\.kd_resnet50\.distill: unknown distillation method 'dkdd'; known: kd, "),
     ],

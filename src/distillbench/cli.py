@@ -38,19 +38,38 @@ def _study_options(parser: argparse.ArgumentParser) -> None:
     """The options ``run`` and ``sweep`` share."""
     parser.add_argument("--config", type=Path, help="study preset (YAML); default: the paper's protocol")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override any config field by dotted path, value in YAML (repeatable): "
         "train.epochs=5, models=[small_cnn,vgg16], weights.vgg16=PATH, kd.alpha=0.7",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--data-dir", type=Path, help="extracted cifar-10-batches-py directory (sets data.dir); no download"
     )
     parser.add_argument(
-        "--seeds", type=int, metavar="N",
+        "--seeds",
+        type=int,
+        metavar="N",
         help="train every model with seeds 0..N-1 (sets seeds; default: the config's, [0, 1, 2])",
-    )  # fmt: skip
+    )
     parser.add_argument("--out", type=Path, help="output directory (default: results/<study name>)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="sets device")
+    _plugin_option(parser)
+
+
+def _plugin_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plugin",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a Python module (my_lab.kd) or .py file that registers your own architectures, datasets, "
+        "augmentations or methods (repeatable; added to the config's plugins)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,18 +105,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     _study_options(sweep)
     sweep.add_argument(
-        "--grid", action="append", default=[], metavar="KEY=[V1,V2,...]",
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=[V1,V2,...]",
         help="an axis of the grid: a config key and its values in YAML (repeatable; sets sweep.axes.KEY), "
         "e.g. --grid kd.temperature=[1,3,6]",
-    )  # fmt: skip
+    )
     sweep.add_argument("--executor", choices=["local", "ray"], help="sets sweep.executor (default: local)")
     sweep.add_argument(
-        "--address", metavar="auto|HOST:PORT",
+        "--address",
+        metavar="auto|HOST:PORT",
         help="ray: the cluster to use (sets sweep.address); default: start Ray on this machine",
-    )  # fmt: skip
+    )
 
     report = commands.add_parser("report", help="rebuild results.json, report.md and figures from saved runs")
     report.add_argument("out", type=Path, help="a study's or a sweep's output directory")
+    _plugin_option(report)  # a study's own plugins (its config's) are imported anyway
 
     synth = commands.add_parser(
         "synth-data", help="write generated, learnable data in CIFAR-10's on-disk format (for tests, benchmarks)"
@@ -127,7 +151,7 @@ def _study_config(args: argparse.Namespace, extra: list[str] = ()) -> StudyConfi
         if not 1 <= args.seeds <= MAX_SEEDS:
             raise UserError(f"--seeds {args.seeds}: give a number of seeds from 1 to {MAX_SEEDS}, e.g. --seeds 3.")
         overrides.append(f"seeds={list(range(args.seeds))}")
-    return load_study_config(args.config, overrides)
+    return load_study_config(args.config, overrides, args.plugins)
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -159,6 +183,7 @@ def _sweep(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
+    from distillbench.plugins import load_plugins
     from distillbench.study.layout import RunLayout, SweepLayout
     from distillbench.study.lock import directory_lock
     from distillbench.study.results import finish_study
@@ -167,6 +192,7 @@ def _report(args: argparse.Namespace) -> None:
 
     if not args.out.is_dir():
         raise UserError(f"{args.out} is not a directory. Give the --out of a study or a sweep.")
+    load_plugins(args.plugins)
     if SweepLayout(args.out).config.is_file():
         with directory_lock(args.out, "sweep"):
             finish_sweep(args.out)
@@ -194,9 +220,10 @@ def _synth(args: argparse.Namespace) -> None:
 
 
 def _random_weights(args: argparse.Namespace) -> None:
+    from distillbench.models import BACKBONES
     from distillbench.models.weights import save_random_weights
 
-    for path in save_random_weights(args.directory):
+    for path in save_random_weights(args.directory, BACKBONES.values()):
         print(f"Wrote random-init weights {path} (for smoke tests, not ImageNet)")
 
 

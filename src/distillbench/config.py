@@ -107,7 +107,9 @@ class ModelDef(_Strict):
     title: str | None = Field(None, description="The model's name in the report; the key if null.")
     lr: float = Field(gt=0, le=10, description="Learning rate (the peak, with a schedule).")
     adam_eps: float = Field(1e-7, gt=0, le=1, description="Adam/AdamW epsilon; Keras' 1e-7 by default.")
-    optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="adam (the paper), adamw, or sgd.")
+    optimizer: str = Field(
+        "adam", description="A registered optimizer: adam (the paper), adamw, sgd, ... (checked by study.resolve)."
+    )
     weight_decay: float = Field(
         0.0,
         ge=0,
@@ -117,10 +119,10 @@ class ModelDef(_Strict):
     )
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd only.")
     nesterov: bool = Field(False, description="sgd only: Nesterov momentum.")
-    schedule: Literal["constant", "cosine", "one_cycle"] = Field(
+    schedule: str = Field(
         "constant",
-        description="Learning rate per step: constant (the paper), cosine decay after a linear warm-up, or "
-        "one_cycle (torch's OneCycleLR, peak lr).",
+        description="A registered learning rate schedule, stepped per step: constant (the paper), cosine decay "
+        "after a linear warm-up, one_cycle (torch's OneCycleLR, peak lr), ... (checked by study.resolve).",
     )
     warmup_epochs: float = Field(0.0, ge=0, le=MAX_EPOCHS, description="cosine: epochs of linear warm-up from 0 to lr.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Of the cross-entropy on the labels.")
@@ -191,22 +193,26 @@ class ComparisonDef(_Strict):
 def _paper_comparisons() -> list[ComparisonDef]:
     return [
         ComparisonDef(
-            a="small_cnn", b="kd_resnet50",
+            a="small_cnn",
+            b="kd_resnet50",
             claim="The small CNN trained from scratch is more accurate than KD from ResNet50 (70.57% vs 68.79%)",
         ),
         ComparisonDef(
-            a="small_cnn", b="kd_ensemble",
+            a="small_cnn",
+            b="kd_ensemble",
             claim="The small CNN trained from scratch is more accurate than KD from the ensemble (70.57% vs 66.13%)",
         ),
         ComparisonDef(
-            a="kd_resnet50", b="kd_ensemble",
+            a="kd_resnet50",
+            b="kd_ensemble",
             claim="KD from ResNet50 alone is more accurate than KD from the ResNet50 + VGG16 ensemble (68.79% vs 66.13%)",
         ),
         ComparisonDef(
-            a="vgg16", b="resnet50",
+            a="vgg16",
+            b="resnet50",
             claim="Fine-tuned VGG16 is more accurate than fine-tuned ResNet50 at 32x32 (61.24% vs 42.81%)",
         ),
-    ]  # fmt: skip
+    ]
 
 
 class EvaluationConfig(_Strict):
@@ -364,6 +370,11 @@ class StudyConfig(_Strict):
         description="Every model is trained once per seed; a KD student of seed s distils its teachers of seed s.",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="Python modules (my_lab.kd) or .py files imported before anything is built: they register "
+        "their own architectures, datasets, augmentations, methods, optimizers or schedules (README: Extending).",
+    )
     models: list[str] = Field(default_factory=lambda: list(PAPER_MODELS))
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -2,7 +2,14 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from distillbench.data.augment import crop_flip, random_crop_flip
+from distillbench.data.augment import (
+    AUGMENTATIONS,
+    augmentation_named,
+    augmentation_problem,
+    crop_flip,
+    random_crop_flip,
+    register_augmentation,
+)
 
 
 def _reference(image: torch.Tensor, shift: tuple[int, int], flip: bool, pad: int) -> torch.Tensor:
@@ -41,3 +48,25 @@ def test_random_crop_flip_is_seeded_and_covers_every_shift_and_flip():
     assert all(count > 0 for count in counts.values())
     flipped = sum(count for (_, _, flip), count in counts.items() if flip) / sum(counts.values())
     assert flipped == pytest.approx(0.5, abs=0.05)
+
+
+def test_an_augmentation_name_registers_once():
+    with pytest.raises(ValueError, match="augmentation 'crop_flip' is already registered"):
+        register_augmentation("crop_flip", random_crop_flip)
+    assert AUGMENTATIONS["crop_flip"] is random_crop_flip
+
+
+def test_names_joined_by_plus_compose_and_none_is_no_augmentation(monkeypatch):
+    monkeypatch.setitem(AUGMENTATIONS, "invert", lambda images, generator: 255 - images)
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    assert augmentation_named("none") is None and augmentation_named("none+none") is None
+    assert torch.equal(augmentation_named("none+invert")(images, torch.Generator()), 255 - images)
+    assert torch.equal(augmentation_named("invert+invert")(images, torch.Generator()), images)
+
+
+def test_an_unknown_part_is_named_with_the_known_ones():
+    assert augmentation_problem("crop_flip+none", "train.augment") is None
+    assert augmentation_problem("crop_flip+crop_flp", "train.augment") == (
+        "train.augment: unknown augmentation 'crop_flp'; known: none, crop_flip, trivial_augment, random_erasing "
+        "(did you mean 'crop_flip'?); a+b applies a, then b"
+    )

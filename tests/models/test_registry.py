@@ -8,7 +8,7 @@ from torch import nn
 from distillbench.config import ModelDef
 from distillbench.errors import UserError
 from distillbench.models import ARCHITECTURES, BACKBONES, build_model, register_backbone
-from distillbench.models.backbone import BackboneSpec
+from distillbench.models.backbone_spec import BackboneSpec
 from distillbench.models.classifier import Float32Linear
 from distillbench.models.weights import check_backbone_weights, save_random_weights
 
@@ -30,23 +30,19 @@ RESNET18 = BackboneSpec(
 
 
 @pytest.fixture
-def resnet18(monkeypatch):
-    monkeypatch.setattr("distillbench.models.ARCHITECTURES", dict(ARCHITECTURES))
-    monkeypatch.setattr("distillbench.models.BACKBONES", dict(BACKBONES))
+def resnet18():
+    """ResNet18 registered for the test, and unregistered afterwards."""
     register_backbone(RESNET18)
-    return RESNET18
+    yield RESNET18
+    del ARCHITECTURES["resnet18"], BACKBONES["resnet18"]
 
 
 def test_a_registered_backbone_builds_with_its_weights_and_cut(resnet18, tmp_path):
-    from distillbench import models
-
-    assert "resnet18" in models.BACKBONES and "resnet18" not in BACKBONES  # the test's copy only
-    paths = {path.stem: path for path in save_random_weights(tmp_path)}
+    assert "resnet18" in BACKBONES and "resnet18" in ARCHITECTURES
+    paths = {path.stem: path for path in save_random_weights(tmp_path, BACKBONES.values())}
     assert set(paths) == {"resnet50", "vgg16", "resnet18"}  # every registered backbone
     check_backbone_weights(resnet18, str(paths["resnet18"]))
-    model = models.build_model(
-        ModelDef(arch="resnet18", lr=1e-4, trainable_layers=2), str(paths["resnet18"]), (3, 32, 32), 7
-    )
+    model = build_model(ModelDef(arch="resnet18", lr=1e-4, trainable_layers=2), str(paths["resnet18"]), (3, 32, 32), 7)
     assert model.body[-1].out_features == 7 and model.body[-1].in_features == 512
     reference = torchvision.models.resnet18()
     reference.load_state_dict(torch.load(paths["resnet18"], weights_only=True), strict=False)
@@ -68,5 +64,7 @@ def test_backbones_need_rgb_images():
 def test_names_are_registered_once():
     from distillbench.models import register_architecture
 
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(ValueError, match="architecture 'small_cnn' is already registered"):
         register_architecture("small_cnn", ARCHITECTURES["small_cnn"])
+    with pytest.raises(ValueError, match="architecture 'vgg16' is already registered"):
+        register_backbone(BACKBONES["vgg16"])

@@ -35,13 +35,13 @@ def test_augmented_study_falls_back_to_on_the_fly_and_says_so(tmp_path, cifar_di
     # The student's teacher sees the very batch the student sees (here: not a training image).
     cfg = load_config(None, [item for flag, item in zip(args, args[1:]) if flag == "--set"] + [f"data.dir={cifar_dir}"])
     study = Study(cfg, out, load_study_data(cfg.data))
-    objective = study.inputs.objective_for("kd_resnet50", 0, trains_on_images=True)
+    objective = study.executor.inputs.objective_for("kd_resnet50", 0, trains_on_images=True)
     batch = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
     idx, labels, student_logits = torch.arange(8), torch.randint(0, 10, (8,)), torch.randn(8, 10)
     with torch.no_grad():
-        teacher_logits = study.models.trained_model("resnet50", 0)(batch).float()
+        teacher_logits = study.executor.models.trained_model("resnet50", 0)(batch).float()
     expected = kd_loss(student_logits, teacher_logits, labels, cfg.kd)
-    torch.testing.assert_close(objective(idx, batch, labels, student_logits), expected, rtol=2e-2, atol=1e-3)
+    torch.testing.assert_close(objective(idx, batch, labels, student_logits, 1), expected, rtol=2e-2, atol=1e-3)
 
 
 def test_a_strong_teacher_recipe_and_a_student_augmented_alone(tmp_path, cifar_dir, weight_files, capsys):
@@ -66,13 +66,13 @@ def test_a_strong_teacher_recipe_and_a_student_augmented_alone(tmp_path, cifar_d
 
     cfg = load_config(None, [item for flag, item in zip(args, args[1:]) if flag == "--set"] + [f"data.dir={cifar_dir}"])
     study = Study(cfg, out, load_study_data(cfg.data))
-    objective = study.inputs.objective_for("kd_resnet50", 0, trains_on_images=True)
-    teacher = study.models.trained_model("resnet50", 0)
+    objective = study.executor.inputs.objective_for("kd_resnet50", 0, trains_on_images=True)
+    teacher = study.executor.models.trained_model("resnet50", 0)
     seen = []
     teacher.body[0][0].register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[-2:]))
     batch = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)  # the student's (augmented) view
     labels, student_logits = torch.randint(0, 10, (8,)), torch.randn(8, 10)
-    loss = objective(torch.arange(8), batch, labels, student_logits)
+    loss = objective(torch.arange(8), batch, labels, student_logits, 1)
     assert seen == [torch.Size([64, 64])]  # the teacher saw the student's batch, resized to its own size
     with torch.no_grad():
         expected = kd_loss(student_logits, teacher(batch).float(), labels, cfg.kd)

@@ -301,7 +301,7 @@ def test_a_broken_cache_is_skipped_with_a_warning(tiny_study, tmp_path, cifar_di
 
 def test_a_diverging_run_stops_with_its_name_and_epoch(tmp_path, cifar_dir, weight_files, monkeypatch, capsys):
     def diverging(label_smoothing):
-        return lambda idx, x, y, logits: F.cross_entropy(logits, y) * float("nan")
+        return lambda idx, x, y, logits, epoch: F.cross_entropy(logits, y) * float("nan")
 
     monkeypatch.setattr("distillbench.study.inputs.smoothed_cross_entropy", diverging)
     out = tmp_path / "out"

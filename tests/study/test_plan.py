@@ -4,7 +4,8 @@ when) what the run depends on changes; ``ready`` and ``batch_groups`` for execut
 import torch
 
 from distillbench.config import load_config
-from distillbench.study.plan import Planner, batch_groups
+from distillbench.study.plan import Planner
+from distillbench.study.scheduling import batch_groups
 from distillbench.training.runtime import Runtime
 
 NO_WEIGHTS = ["weights.resnet50=none", "weights.vgg16=none", "seeds=[0,1]"]
@@ -38,7 +39,7 @@ def test_ready_runs_are_those_whose_teachers_are_done():
 
 def test_batch_groups_are_runs_of_one_architecture_and_optimiser():
     planner = _planner("zoo.kd_ensemble.lr=0.002")
-    groups = batch_groups(planner.plan().runs, planner.cfg)
+    groups = batch_groups(planner.plan().runs, planner.recipes)
     assert [[run.key for run in group] for group in groups] == [
         [("small_cnn", 0), ("kd_resnet50", 0), ("small_cnn", 1), ("kd_resnet50", 1)],  # teachers/distill may differ
         [("resnet50", 0), ("resnet50", 1)],

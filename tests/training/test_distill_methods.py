@@ -167,10 +167,17 @@ def test_gradients_are_finite_in_bf16(name):
 @pytest.mark.parametrize(
     "distill, message",
     [
-        ({"method": "dkdd"}, "zoo.s.distill: unknown distillation method 'dkdd'; known: kd, "),
+        (
+            {"method": "dkdd"},
+            "zoo.s.distill: unknown distillation method 'dkdd'; known: kd, .* (did you mean 'dkd'\\?)$",
+        ),
         ({"method": "dkd", "beta": -1}, "zoo.s.distill.beta: Input should be greater than or equal to 0"),
         ({"method": "dkd", "betta": 2}, "zoo.s.distill.betta: Extra inputs are not permitted"),
         ({"method": "kd", "aggregation": "median"}, "zoo.s.distill.aggregation: unknown aggregation 'median'"),
+        (
+            {"method": "kd", "aggregation": "mean_prob"},
+            "aggregation 'mean_prob'; known: .* (did you mean 'mean_probs'\\?)$",
+        ),
         ({"method": "dist", "aggregation": "entropy_weighted"}, "dist is a loss over the batch"),
     ],
 )

@@ -10,7 +10,7 @@ from distillbench.config import ModelDef, TrainConfig
 from distillbench.models import build_model
 from distillbench.models.classifier import Float32Linear
 from distillbench.training.grouped import GroupedModel, NotGroupable, load_member
-from distillbench.training.loop import GroupMember, cross_entropy_objective, fit, fit_group
+from distillbench.training.loop import FitSettings, GroupMember, cross_entropy_objective, fit, fit_group
 from distillbench.training.optim import build_optimizer
 from distillbench.training.randomness import derive_seed, global_rng, stream_generator
 
@@ -55,26 +55,24 @@ def test_grouped_dropout_draws_each_members_own_masks():
         torch.testing.assert_close(logits[index], alone, atol=1e-5, rtol=1e-5)
 
 
-def _wrong_labels(idx, x, y, logits):
+def _wrong_labels(idx, x, y, logits, epoch):
     return F.cross_entropy(logits, (y + 1) % 10)  # drives validation loss up: stops early
 
 
 def test_fit_group_equals_fit_alone_member_by_member():
     train, val = _data(256, seed=1), _data(64, seed=2)
     cfg = TrainConfig(epochs=4, batch_size=32, patience=1)
+    settings = FitSettings(cfg, lambda params: build_optimizer(params, SPEC))
     runs = [(0, cross_entropy_objective), (1, cross_entropy_objective), (0, _wrong_labels)]
-
-    def optimizer(params):
-        return build_optimizer(params, SPEC)
 
     alone = []
     for seed, objective in runs:
         module = _small_cnn(seed)
-        result = fit(module, train, val, cfg=cfg, optimizer=optimizer, seed=seed, objective=objective)
+        result = fit(module, train, val, settings, seed=seed, objective=objective)
         alone.append((module, result))
     done = []
     members = [GroupMember(_small_cnn(seed), seed, objective, f"m{i}") for i, (seed, objective) in enumerate(runs)]
-    results = fit_group(members, train, val, cfg=cfg, optimizer=optimizer, on_done=lambda i, r: done.append(i))
+    results = fit_group(members, train, val, settings, on_done=lambda i, r: done.append(i))
     assert done[0] == 2 and sorted(done) == [0, 1, 2]  # the member that stopped early was handed over first
     assert results[2].epochs_trained < cfg.epochs
     for member, result, (module, expected) in zip(members, results, alone):
@@ -109,20 +107,19 @@ def _alone_and_grouped(runtime, val_images: int) -> list[tuple[nn.Module, nn.Mod
     """Seeds 0 and 1 of the small CNN trained 2 epochs on 256 images on ``runtime``, each alone and
     both as one group: (group member, the same run alone) per seed."""
     train, val = _data(256, seed=1), _data(val_images, seed=2)
-    cfg = TrainConfig(epochs=2, batch_size=32, patience=None)
-
-    def optimizer(params):
-        return build_optimizer(params, SPEC)
+    settings = FitSettings(
+        TrainConfig(epochs=2, batch_size=32, patience=None), lambda params: build_optimizer(params, SPEC)
+    )
 
     alone = []
     for seed in (0, 1):
         module = _small_cnn(seed).to(runtime.device)
-        fit(module, train, val, cfg=cfg, optimizer=optimizer, seed=seed, runtime=runtime)
+        fit(module, train, val, settings, seed=seed, runtime=runtime)
         alone.append(module)
     members = [
         GroupMember(_small_cnn(seed).to(runtime.device), seed, cross_entropy_objective, f"m{seed}") for seed in (0, 1)
     ]
-    fit_group(members, train, val, cfg=cfg, optimizer=optimizer, runtime=runtime)
+    fit_group(members, train, val, settings, runtime=runtime)
     return [(member.module, module) for member, module in zip(members, alone)]
 
 

@@ -4,13 +4,16 @@ import torch
 from distillbench.config import ModelDef, TrainConfig
 from distillbench.errors import UserError
 from distillbench.models import build_model
-from distillbench.training.loop import fit, predict
+from distillbench.training.loop import FitSettings, GroupMember, fit, fit_group, predict
 from distillbench.training.optim import EarlyStopping, build_optimizer
 from distillbench.training.runtime import Runtime
 
 
-def _adam(lr: float):
-    return lambda params: build_optimizer(params, ModelDef(arch="small_cnn", lr=lr))
+def _adam(lr: float, config: TrainConfig, augment=None) -> FitSettings:
+    """``config`` with Adam at ``lr`` and a constant rate."""
+    return FitSettings(
+        config, lambda params: build_optimizer(params, ModelDef(arch="small_cnn", lr=lr)), augment=augment
+    )
 
 
 def test_bf16_autocast_is_applied_and_close_to_fp32():
@@ -29,8 +32,7 @@ def test_early_stopping_restores_the_best_epoch():
     # Validation labels are the opposite of what training teaches: val loss rises from epoch 1 on.
     val = (x, 1 - (x[:, 0] > 0).long())
     train = (x, (x[:, 0] > 0).long())
-    result = fit(model, train, val, cfg=TrainConfig(epochs=10, batch_size=16, patience=2), optimizer=_adam(0.1),
-                 seed=0)  # fmt: skip
+    result = fit(model, train, val, _adam(0.1, TrainConfig(epochs=10, batch_size=16, patience=2)), seed=0)
     losses = [row["val_loss"] for row in result.history]
     best = losses.index(min(losses)) + 1
     assert result.best_epoch == best and result.epochs_trained == best + 2  # stopped after 2 stale epochs
@@ -49,8 +51,7 @@ def test_augmentation_transforms_every_training_batch_and_never_validation():
     model = build_model(ModelDef(arch="small_cnn", lr=1e-3), None, (3, 32, 32), 10)
     train = (torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (40,)))
     val = (torch.full((8, 3, 32, 32), 7, dtype=torch.uint8), torch.zeros(8, dtype=torch.long))
-    fit(model, train, val, cfg=TrainConfig(epochs=2, batch_size=16, patience=None), optimizer=_adam(1e-3),
-        seed=0, augment=spy)  # fmt: skip
+    fit(model, train, val, _adam(1e-3, TrainConfig(epochs=2, batch_size=16, patience=None), augment=spy), seed=0)
     assert [len(batch) for batch in seen] == [16, 16, 8] * 2  # every training batch, both epochs
     seen_images = {bytes(image.numpy()) for batch in seen for image in batch}
     assert seen_images == {bytes(image.numpy()) for image in train[0]}  # each training image, no val image
@@ -63,8 +64,8 @@ def test_compile_switch_trains_through_torch_compile():
     x = torch.randn(256, 4)
     data = (x, (x[:, 0] > 0).long())
     frames_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-    result = fit(model, data, data, cfg=TrainConfig(epochs=5, batch_size=64, patience=None), optimizer=_adam(0.02),
-                 seed=0, runtime=Runtime(compile=True))  # fmt: skip
+    settings = _adam(0.02, TrainConfig(epochs=5, batch_size=64, patience=None))
+    result = fit(model, data, data, settings, seed=0, runtime=Runtime(compile=True))
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > frames_before  # dynamo really compiled
     assert result.history[-1]["val_accuracy"] > 0.9
 
@@ -78,8 +79,7 @@ def test_compile_failure_is_a_user_error(monkeypatch):
     model = torch.nn.Linear(4, 2)
     data = (torch.randn(32, 4), torch.zeros(32, dtype=torch.long))
     with pytest.raises(UserError, match=r"perf\.compile: torch\.compile could not compile model .*perf\.compile=false"):
-        fit(model, data, data, cfg=TrainConfig(epochs=1, batch_size=16), optimizer=_adam(0.01), seed=0,
-            runtime=Runtime(compile=True))  # fmt: skip
+        fit(model, data, data, _adam(0.01, TrainConfig(epochs=1, batch_size=16)), seed=0, runtime=Runtime(compile=True))
 
 
 def test_fp16_scales_the_loss_so_small_gradients_do_not_underflow():
@@ -91,11 +91,11 @@ def test_fp16_scales_the_loss_so_small_gradients_do_not_underflow():
     x = torch.randn(64, 8)
     data = (x, (x[:, 0] > 0).long())
 
-    def tiny_loss(idx, xb, yb, logits):
+    def tiny_loss(idx, xb, yb, logits, epoch):
         return 1e-9 * torch.nn.functional.cross_entropy(logits, yb)
 
-    fit(model, data, data, cfg=TrainConfig(epochs=1, batch_size=64, patience=None), optimizer=_adam(1e-3),
-        seed=0, runtime=Runtime(precision="fp16"), objective=tiny_loss)  # fmt: skip
+    settings = _adam(1e-3, TrainConfig(epochs=1, batch_size=64, patience=None))
+    fit(model, data, data, settings, seed=0, runtime=Runtime(precision="fp16"), objective=tiny_loss)
     assert not torch.equal(model[0].weight, before)
 
 
@@ -112,8 +112,7 @@ def test_same_seed_same_run_whatever_the_global_rng_did_before():
         train = (torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)),
                  torch.arange(96) % 10)  # fmt: skip
         state = torch.get_rng_state()
-        fit(model, train, train, cfg=TrainConfig(epochs=1, batch_size=32, patience=None), optimizer=_adam(1e-3),
-            seed=3)  # fmt: skip
+        fit(model, train, train, _adam(1e-3, TrainConfig(epochs=1, batch_size=32, patience=None)), seed=3)
         assert torch.equal(torch.get_rng_state(), state)
         results.append(predict(model, train[0], Runtime(), 64))
     torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
@@ -132,3 +131,32 @@ def test_early_stopping_counts_stale_epochs_and_keeps_the_best_weights():
     stopping.restore(model)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in best.items())
     assert not EarlyStopping(model, patience=None).should_stop
+
+
+def _recording(calls: list[int]):
+    """Cross-entropy that records the epoch it is told, once per call (one call per step)."""
+
+    def objective(idx, x, y, logits, epoch):
+        calls.append(epoch)
+        return torch.nn.functional.cross_entropy(logits, y)
+
+    return objective
+
+
+def test_the_objective_is_told_the_epoch_it_trains_once_per_step():
+    """Warm-ups (DKD's) read the epoch from the loop: 1..E in order, one call per step, in ``fit``
+    and for each member of ``fit_group``."""
+    x = torch.randn(40, 4, 1, 1)  # features as a cached prefix gives them: a head on them can be grouped
+    data = (x, (x[:, 0, 0, 0] > 0).long())
+    settings = _adam(1e-3, TrainConfig(epochs=3, batch_size=16, patience=None))  # 3 steps an epoch
+    expected = [epoch for epoch in (1, 2, 3) for _ in range(3)]
+
+    def head() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+
+    alone: list[int] = []
+    fit(head(), data, data, settings, seed=0, objective=_recording(alone))
+    assert alone == expected
+    calls: list[list[int]] = [[], []]
+    fit_group([GroupMember(head(), seed, _recording(calls[seed]), f"m{seed}") for seed in (0, 1)], data, data, settings)
+    assert calls == [expected, expected]

@@ -14,8 +14,8 @@ from distillbench.evaluation.efficiency import count_macs
 from distillbench.models import build_model
 from distillbench.models.classifier import Preprocess
 from distillbench.training.cache import hash_module
-from distillbench.training.loop import fit, smoothed_cross_entropy
-from distillbench.training.optim import build_optimizer, build_schedule
+from distillbench.training.loop import FitSettings, fit, smoothed_cross_entropy
+from distillbench.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule
 
 
 def _params() -> list[tuple[str, nn.Parameter]]:
@@ -72,13 +72,47 @@ def test_one_cycle_peaks_at_the_learning_rate():
     assert max(lrs) == pytest.approx(0.4, rel=0.02) and lrs[0] < 0.05 and lrs[-1] < 0.01
 
 
+def test_a_constant_rate_has_no_scheduler():
+    spec = ModelDef(arch="small_cnn", lr=0.1)
+    assert build_schedule(build_optimizer(_params(), spec), spec, steps_per_epoch=4, epochs=3) is None
+
+
+def test_an_optimizer_and_a_schedule_are_one_registration_each(monkeypatch):
+    """A registered optimiser gets build_optimizer's parameter groups, and its name and a registered
+    schedule's pass the study's name check like the built-in ones."""
+    from distillbench.study.resolve import load_study_config
+
+    def rmsprop(params: list, spec: ModelDef, fused: bool | None) -> torch.optim.Optimizer:
+        return torch.optim.RMSprop(params, lr=spec.lr, weight_decay=spec.weight_decay)
+
+    def halving(optimizer, spec, steps_per_epoch, epochs):  # halves the rate every epoch
+        return torch.optim.lr_scheduler.StepLR(optimizer, steps_per_epoch, gamma=0.5)
+
+    monkeypatch.setitem(OPTIMIZERS, "rmsprop", rmsprop)
+    monkeypatch.setitem(SCHEDULES, "halving", halving)
+    spec = ModelDef(arch="small_cnn", lr=0.1, optimizer="rmsprop", schedule="halving", weight_decay=0.01)
+    optimizer = build_optimizer(nn.Linear(3, 2).named_parameters(), spec)
+    assert type(optimizer) is torch.optim.RMSprop
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.01, 0.0]  # the bias is spared
+    schedule = build_schedule(optimizer, spec, steps_per_epoch=2, epochs=2)
+    for _ in range(2):
+        optimizer.step()
+        schedule.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+    cfg = load_study_config(None, ["zoo.small_cnn.optimizer=rmsprop", "zoo.small_cnn.schedule=halving"])
+    assert (cfg.zoo["small_cnn"].optimizer, cfg.zoo["small_cnn"].schedule) == ("rmsprop", "halving")
+
+
 def test_fit_steps_the_schedule_every_batch():
     spec = ModelDef(arch="small_cnn", lr=1e-3, schedule="cosine")
     model = build_model(spec, None, (3, 32, 32), 10)
     images, labels = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (64,))
-    result = fit(model, (images, labels), (images[:16], labels[:16]), cfg=TrainConfig(epochs=2, batch_size=16,
-                 patience=None), optimizer=lambda p: build_optimizer(p, spec), seed=0,
-                 schedule=lambda o, steps, epochs: build_schedule(o, spec, steps, epochs))  # fmt: skip
+    settings = FitSettings(
+        TrainConfig(epochs=2, batch_size=16, patience=None),
+        lambda p: build_optimizer(p, spec),
+        lambda o, steps, epochs: build_schedule(o, spec, steps, epochs),
+    )
+    result = fit(model, (images, labels), (images[:16], labels[:16]), settings, seed=0)
     # lr logs the mean rate of the epoch's steps: cosine over 8 steps, k = 0..3 in epoch 1, 4..7 in epoch 2.
     rates = [5e-4 * (1 + math.cos(math.pi * k / 8)) for k in range(8)]
     assert [row["lr"] for row in result.history] == pytest.approx([sum(rates[:4]) / 4, sum(rates[4:]) / 4])
@@ -86,7 +120,7 @@ def test_fit_steps_the_schedule_every_batch():
 
 def test_label_smoothing_is_torchs():
     logits, labels = torch.randn(5, 10), torch.randint(0, 10, (5,))
-    loss = smoothed_cross_entropy(0.1)(None, None, labels, logits)
+    loss = smoothed_cross_entropy(0.1)(None, None, labels, logits, 1)
     assert loss.item() == pytest.approx(F.cross_entropy(logits, labels, label_smoothing=0.1).item())
 
 

@@ -14,18 +14,28 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from distillbench.registry import Registry
+
 # (uint8 batch [N, C, H, W], generator) -> augmented uint8 batch of the same shape
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-AUGMENTATIONS: dict[str, Augmentation | None] = {"none": None}
+AUGMENTATIONS: Registry[Augmentation | None] = Registry("augmentation")
+AUGMENTATIONS.register("none", None)  # no augmentation: the cached activations stay valid
 
 
 def register_augmentation(name: str, augmentation: Augmentation) -> None:
-    AUGMENTATIONS[name] = augmentation
+    """``augmentation`` is ``train.augment: name`` (or a part of ``a+b``); a name registers once."""
+    AUGMENTATIONS.register(name, augmentation)
 
 
 def unknown_augmentations(name: str) -> list[str]:
     """The parts of ``name`` (``a+b``) that no augmentation is registered as."""
     return [part for part in name.split("+") if part not in AUGMENTATIONS]
+
+
+def augmentation_problem(name: str, where: str) -> str | None:
+    """The config error line for ``name`` (at config key ``where``) if a part of it is unknown."""
+    unknown = unknown_augmentations(name)
+    return f"{AUGMENTATIONS.unknown(unknown[0], where)}; a+b applies a, then b" if unknown else None
 
 
 def augmentation_named(name: str) -> Augmentation | None:

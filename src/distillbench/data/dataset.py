@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from distillbench.config import DataConfig
+from distillbench.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,9 @@ class DatasetArrays:
 
 
 DatasetReader = Callable[[DataConfig], DatasetArrays]
-DATASETS: dict[str, DatasetReader] = {}
+DATASETS: Registry[DatasetReader] = Registry("dataset")
 
 
 def register_dataset(name: str, reader: DatasetReader) -> None:
-    if name in DATASETS:
-        raise ValueError(f"dataset {name!r} is already registered")
-    DATASETS[name] = reader
+    """``reader`` reads ``data.dataset: name``; a name registers once."""
+    DATASETS.register(name, reader)

@@ -22,7 +22,7 @@ from distillbench.data.cifar10 import (
     SYNTHETIC_MARK,
     TEST_FILE,
     TRAIN_FILES,
-)  # fmt: skip
+)
 
 
 class _Global:

@@ -42,9 +42,15 @@ def paired_bootstrap_ci(
     if np.ptp(per_image) == 0:  # no variation to resample: the interval is the point
         return [float(per_image[0])] * 2
     result = stats.bootstrap(
-        (per_image,), np.mean, n_resamples=resamples, confidence_level=confidence, method="percentile",
-        vectorized=True, batch=1000, rng=np.random.default_rng(seed),
-    )  # fmt: skip
+        (per_image,),
+        np.mean,
+        n_resamples=resamples,
+        confidence_level=confidence,
+        method="percentile",
+        vectorized=True,
+        batch=1000,
+        rng=np.random.default_rng(seed),
+    )
     return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
 
 

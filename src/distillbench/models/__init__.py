@@ -1,8 +1,9 @@
-"""Architectures found by name.
+"""Architectures found by name (``zoo.<key>.arch``).
 
 Add an architecture with ``register_architecture(name, builder)``, or a pretrained backbone (which
 takes ``weights.<name>`` in the config) with ``register_backbone(spec)``: one file declaring it,
-one line below.
+one line below. Both registries are ``registry.Registry``s: a name registers once, and
+``study.resolve`` checks the config's names against them with the same error as every other kind.
 """
 
 from __future__ import annotations
@@ -11,25 +12,26 @@ from collections.abc import Callable
 from functools import partial
 
 from distillbench.config import ModelDef
-from distillbench.models.backbone import BackboneSpec, ImageShape, build_backbone
+from distillbench.models.backbone import ImageShape, build_backbone
+from distillbench.models.backbone_spec import BackboneSpec
 from distillbench.models.classifier import Classifier
+from distillbench.registry import Registry
 
 Builder = Callable[[ModelDef, "str | None", ImageShape, int], Classifier]
-ARCHITECTURES: dict[str, Builder] = {}
-BACKBONES: dict[str, BackboneSpec] = {}  # architectures that take pretrained weights (weights.<arch>)
+ARCHITECTURES: Registry[Builder] = Registry("architecture")
+# The architectures that take pretrained weights (weights.<arch>), each also in ARCHITECTURES.
+BACKBONES: Registry[BackboneSpec] = Registry("pretrained backbone")
 
 
 def register_architecture(name: str, builder: Builder) -> None:
     """``builder(spec, weights, image_shape, num_classes)`` builds ``zoo.<key>.arch: name``."""
-    if name in ARCHITECTURES:
-        raise ValueError(f"architecture {name!r} is already registered")
-    ARCHITECTURES[name] = builder
+    ARCHITECTURES.register(name, builder)
 
 
 def register_backbone(backbone: BackboneSpec) -> None:
     """A pretrained backbone: an architecture of the same name whose weights the config gives."""
     register_architecture(backbone.name, partial(build_backbone, backbone))
-    BACKBONES[backbone.name] = backbone
+    BACKBONES.register(backbone.name, backbone)
 
 
 def build_model(spec: ModelDef, weights: str | None, image_shape: ImageShape, num_classes: int) -> Classifier:

@@ -1,5 +1,5 @@
-"""Pretrained backbones declared once, as a ``BackboneSpec``, and cut into a frozen prefix and a
-fine-tuned body by one builder.
+"""Pretrained backbones declared once, as a ``BackboneSpec`` (``models.backbone_spec``), and cut
+into a frozen prefix and a fine-tuned body by one builder.
 
 A spec says how to build the torchvision network, where its ImageNet weights are, which state_dict
 entries are its classifier (dropped: the study replaces the head), the stages between which the
@@ -16,29 +16,18 @@ no backbone weight (``trainable_layers: 0``); ``trainable_layers: 1`` on VGG16 t
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import torch
 from torch import nn
-from torchvision.models import WeightsEnum
 
 from distillbench.config import ModelDef
 from distillbench.errors import UserError
+from distillbench.models.backbone_spec import BackboneSpec
 from distillbench.models.classifier import Classifier, Preprocess, keras_init_, seen_shape
 from distillbench.models.weights import load_backbone_weights
 
+__all__ = ["BackboneSpec", "ImageShape", "build_backbone", "split_stages"]
+
 ImageShape = tuple[int, int, int]  # (channels, height, width) of the study's images
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    name: str
-    network: Callable[[], nn.Module]  # the torchvision architecture, randomly initialised
-    imagenet: WeightsEnum  # torchvision's ImageNet weights (URL and checksum) for ``weights: imagenet``
-    head_prefixes: tuple[str, ...]  # state_dict entries of the network's own classifier
-    stages: Callable[[nn.Module], list[nn.Module]]  # in order; the frozen prefix ends between two
-    head: Callable[[int, int], nn.Sequential]  # (features after the stages, classes) -> the new head
 
 
 def _weight_layers(stage: nn.Module) -> list[nn.Module]:

@@ -14,6 +14,7 @@ def small_cnn_body(image_shape: ImageShape, num_classes: int) -> nn.Sequential:
     """Conv(32)-Pool-Drop(.25)-Conv(64)-Pool-Drop(.25)-Dense(256)-Drop(.5)-Dense(classes), valid padding."""
     channels, height, width = image_shape
     height, width = (((side - 2) // 2 - 2) // 2 for side in (height, width))
+    # One row per block, as the paper's Keras listing reads: the table is the architecture.
     return nn.Sequential(
         nn.Conv2d(channels, 32, 3), nn.ReLU(), nn.MaxPool2d(2), Dropout(0.25),
         nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), Dropout(0.25),

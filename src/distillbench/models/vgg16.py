@@ -5,7 +5,7 @@ from __future__ import annotations
 import torchvision
 from torch import nn
 
-from distillbench.models.backbone import BackboneSpec
+from distillbench.models.backbone_spec import BackboneSpec
 from distillbench.models.classifier import Float32Linear
 
 

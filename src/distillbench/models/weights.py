@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import pickle
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from distillbench.atomic import write_bytes
 from distillbench.errors import UserError
-
-if TYPE_CHECKING:
-    from distillbench.models.backbone import BackboneSpec
+from distillbench.models.backbone_spec import BackboneSpec
 
 
 def _imagenet_state(backbone: BackboneSpec) -> dict[str, torch.Tensor]:
@@ -97,16 +97,12 @@ def describe_weights(backbone: BackboneSpec, source: str) -> str:
     return f"local file {Path(source).expanduser()}"
 
 
-def save_random_weights(directory: Path, seed: int = 0) -> list[Path]:
-    """Save state_dicts of every registered backbone, randomly initialised, as stand-ins for offline
-    tests (seeded: the same files every time, so tests on them are deterministic)."""
-    import io
-
-    from distillbench.atomic import write_bytes
-    from distillbench.models import BACKBONES
-
+def save_random_weights(directory: Path, backbones: Iterable[BackboneSpec], seed: int = 0) -> list[Path]:
+    """Save a state_dict of each of ``backbones`` (``models.BACKBONES.values()``: every registered
+    one), randomly initialised, as ``<name>.pt``: stand-ins for offline tests (seeded: the same files
+    every time, so tests on them are deterministic)."""
     paths = []
-    for arch, backbone in BACKBONES.items():
+    for backbone in backbones:
         with torch.random.fork_rng(devices=[]):  # seeded without disturbing the caller's RNG
             torch.manual_seed(seed)
             net = backbone.network()
@@ -114,7 +110,7 @@ def save_random_weights(directory: Path, seed: int = 0) -> list[Path]:
         state = {k: v for k, v in net.state_dict().items() if not k.startswith(backbone.head_prefixes)}
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        path = Path(directory) / f"{arch}.pt"
+        path = Path(directory) / f"{backbone.name}.pt"
         write_bytes(path, buffer.getvalue())
         paths.append(path)
     return paths

@@ -4,7 +4,6 @@ units an executor schedules."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -17,13 +16,15 @@ from distillbench.evaluation.efficiency import measure_efficiency
 from distillbench.models import BACKBONES
 from distillbench.models.classifier import Classifier, count_parameters
 from distillbench.models.weights import describe_weights
+from distillbench.plugins import load_plugins
 from distillbench.study.inputs import RunInputs
 from distillbench.study.models import StudyModels
-from distillbench.study.plan import RunSpec, weights_source
+from distillbench.study.plan import RunSpec
+from distillbench.study.recipe import Recipes, model_recipes
 from distillbench.study.store import RunStore, encode_checkpoint, sha256_hex
+from distillbench.training.cache import TensorCache
 from distillbench.training.grouped import NotGroupable
-from distillbench.training.loop import FitResult, GroupMember, Objective, ScheduleFactory, fit, fit_group, predict
-from distillbench.training.optim import build_optimizer, build_schedule
+from distillbench.training.loop import FitResult, FitSettings, GroupMember, Objective, fit, fit_group, predict
 from distillbench.training.runtime import Runtime
 
 
@@ -58,7 +59,34 @@ class RunExecutor:
     ):
         self.cfg, self.data, self.runtime = cfg, data, runtime
         self.store, self.models, self.inputs = store, models, inputs
+        self.recipes = inputs.recipes
         self.say_test = say_test  # False in a sweep: the log shows validation accuracy
+
+    @classmethod
+    def build(
+        cls,
+        cfg: StudyConfig,
+        data: StudyData,
+        store: RunStore,
+        runtime: Runtime | None = None,
+        cache: TensorCache | None = None,
+        recipes: Recipes | None = None,
+        say_test: bool | None = None,
+    ) -> RunExecutor:
+        """The composition root of what trains the study's runs, in this process, a worker process or
+        a Ray task: the study's plugins imported, its recipes resolved, its models and inputs, with
+        ``runtime`` (the study's, resolved once where the plan was made; by default resolved here),
+        ``cache`` (by default ``perf.cache_dir``'s) and ``recipes`` (by default resolved here). A sweep's runs (a store with a pool, or
+        ``say_test`` False) log their validation accuracy, not their test accuracy."""
+        load_plugins(cfg.plugins)
+        perf = cfg.perf.effective()
+        runtime = runtime if runtime is not None else Runtime.resolve(perf, cfg.device)
+        cache = cache if cache is not None else TensorCache(perf.cache_dir if perf.disk_cache else None)
+        recipes = recipes if recipes is not None else model_recipes(cfg)
+        models = StudyModels(recipes, runtime, store, data.image_shape, len(data.class_names))
+        inputs = RunInputs(recipes, perf, data, runtime, models, cache)
+        say_test = store.pool is None if say_test is None else say_test
+        return cls(cfg, data, runtime, store, models, inputs, say_test)
 
     def train(self, run: RunSpec) -> None:
         """Train ``run`` alone and save it, with the runtime's thread count whatever this process uses."""
@@ -71,14 +99,11 @@ class RunExecutor:
             job.module,
             (job.inputs["train"], self.data.train.labels),
             (job.inputs["val"], self.data.val.labels),
-            cfg=self.inputs.train_config(run.model),
-            optimizer=self._optimizer(run),
+            self._fit_settings(run),
             seed=run.seed,
             runtime=self.runtime,
             objective=job.objective,
-            augment=self.inputs.augmentation(run.model),
             name=run.model,
-            schedule=self._schedule(run),
         )
         self._save(job, result, group=None)
 
@@ -105,12 +130,9 @@ class RunExecutor:
                 members,
                 (jobs[0].inputs["train"], self.data.train.labels),
                 (jobs[0].inputs["val"], self.data.val.labels),
-                cfg=self.inputs.train_config(runs[0].model),
-                optimizer=self._optimizer(runs[0]),
+                self._fit_settings(runs[0]),
                 runtime=self.runtime,
-                augment=self.inputs.augmentation(runs[0].model),
                 on_done=lambda index, result: self._save(jobs[index], result, group=names),
-                schedule=self._schedule(runs[0]),
             )
         except NotGroupable as exc:
             _say(f"[group] cannot be batched ({exc}); training the runs one by one")
@@ -120,37 +142,18 @@ class RunExecutor:
         for job in jobs:
             self._train(job.run)
 
-    def _optimizer(self, run: RunSpec) -> Callable[[list], torch.optim.Optimizer]:
-        spec = self.cfg.zoo[run.model]
-        return lambda params: build_optimizer(params, spec, self.runtime.fused_optimizer)
-
-    def _recipe(self, run: RunSpec) -> dict[str, Any]:
-        """How this model trained, for the report: its optimiser, schedule, budget, input pipeline,
-        and whether its teachers ran online on its augmented batches."""
-        spec, train = self.cfg.zoo[run.model], self.inputs.train_config(run.model)
-        augment = self.inputs.augment_name(run.model)
-        fields = ("optimizer", "lr", "weight_decay", "momentum", "nesterov", "schedule", "warmup_epochs",
-                  "label_smoothing", "trainable_layers", "input_size", "input_norm")  # fmt: skip
-        return {
-            **{name: getattr(spec, name) for name in fields},
-            "epochs": train.epochs,
-            "batch_size": train.batch_size,
-            "augment": augment,
-            "teachers_online": bool(spec.teachers) and augment != "none",
-        }
-
-    def _schedule(self, run: RunSpec) -> ScheduleFactory:
-        spec = self.cfg.zoo[run.model]
-        return lambda optimizer, steps, epochs: build_schedule(optimizer, spec, steps, epochs)
+    def _fit_settings(self, run: RunSpec) -> FitSettings:
+        return self.recipes[run.model].fit_settings(self.runtime.fused_optimizer)
 
     def _prepare(self, run: RunSpec) -> _Job:
         """The run's model with its initial weights, what it trains on, and its objective."""
         key, seed = run.model, run.seed
-        spec = self.cfg.zoo[key]
         self.store.start(key, seed)
         model = self.models.initial(key, seed)
         total, trainable = count_parameters(model)
-        _say(f"[{key}] {spec.arch}, {total:,} parameters ({trainable:,} trainable), device {self.runtime.device}")
+        _say(
+            f"[{key}] {self.recipes[key].arch}, {total:,} parameters ({trainable:,} trainable), device {self.runtime.device}"
+        )
         started = time.perf_counter()
         inputs, module = self.inputs.training_inputs(key, model)
         objective = self.inputs.objective_for(key, seed, trains_on_images=module is model)
@@ -158,49 +161,16 @@ class RunExecutor:
 
     def _save(self, job: _Job, result: FitResult, group: list[str] | None) -> None:
         """Evaluate a trained run on the test split and write it through the store."""
-        run, model = job.run, job.model
-        key, seed = run.model, run.seed
-        spec = self.cfg.zoo[key]
+        key, seed = job.run.model, job.run.seed
         test_logits = predict(job.module, job.inputs["test"], self.runtime)
-        checkpoint = encode_checkpoint(model.state_dict())
-        self.models.keep(key, seed, model, sha256_hex(checkpoint))
-        total, trainable = count_parameters(model)
+        checkpoint = encode_checkpoint(job.model.state_dict())
+        self.models.keep(key, seed, job.model, sha256_hex(checkpoint))
         self.store.save(
             key,
             seed,
             checkpoint=checkpoint,
             history=result.history,
-            record={
-                "model": key,
-                "fingerprint": run.fingerprint,
-                # The checkpoints this student distilled (the files it read, verified): it is stale once a
-                # teacher's checkpoint differs.
-                "teacher_checkpoints": {t: self.models.checkpoint_sha256(t, seed) for t in run.teachers},
-                "arch": spec.arch,
-                "title": spec.title or key,
-                "teachers": spec.teachers,
-                "weights": self._weights_line(spec.arch),
-                "seed": seed,
-                "data_source": self.data.source,
-                "synthetic_data": self.data.synthetic,
-                "device": str(self.runtime.device),
-                "device_type": self.runtime.device.type,
-                "precision": self.runtime.precision,
-                "torch_threads": self.runtime.threads,  # bit-identical results need the same count
-                "channels_last": self.runtime.channels_last,
-                "fused_optimizer": self.runtime.fused_optimizer,
-                "compile": self.runtime.compile and group is None,  # batched groups run eagerly
-                "params": total,
-                "trainable_params": trainable,
-                "epochs_trained": result.epochs_trained,
-                "best_epoch": result.best_epoch,
-                "train_seconds": result.train_seconds,
-                "prepare_seconds": job.prepare_seconds,
-                "trained_with": group,  # the runs of its batched group (history seconds are the group's)
-                "recipe": self._recipe(run),
-                "efficiency": None,  # timed once training is over, alone on the CPU (Study.time_efficiency)
-                "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            },
+            record=self._record(job, result, group),
             test_logits=test_logits.numpy(),
             test_labels=self.data.test.labels.numpy(),
             class_names=self.data.class_names,
@@ -212,12 +182,47 @@ class RunExecutor:
             accuracy = result.history[result.best_epoch - 1]["val_accuracy"]
             _say(f"[{key}] seed {seed} done: validation accuracy {accuracy:.4f}, {result.train_seconds:.1f}s")
 
-    def _weights_line(self, arch: str) -> str | None:
-        source = weights_source(self.cfg, arch)
-        return describe_weights(BACKBONES[arch], source) if source is not None else None
+    def _record(self, job: _Job, result: FitResult, group: list[str] | None) -> dict[str, Any]:
+        """run.json's content (the store adds the files' checksums)."""
+        run, recipe = job.run, self.recipes[job.run.model]
+        total, trainable = count_parameters(job.model)
+        return {
+            "model": run.model,
+            "fingerprint": run.fingerprint,
+            # The checkpoints this student distilled (the files it read, verified): it is stale once a
+            # teacher's checkpoint differs.
+            "teacher_checkpoints": {t: self.models.checkpoint_sha256(t, run.seed) for t in run.teachers},
+            "arch": recipe.arch,
+            "title": recipe.title,
+            "teachers": list(recipe.teachers),
+            "weights": describe_weights(BACKBONES[recipe.arch], recipe.weights) if recipe.weights else None,
+            "seed": run.seed,
+            "data_source": self.data.source,
+            "synthetic_data": self.data.synthetic,
+            "device": str(self.runtime.device),
+            "device_type": self.runtime.device.type,
+            "precision": self.runtime.precision,
+            "torch_threads": self.runtime.threads,  # bit-identical results need the same count
+            "channels_last": self.runtime.channels_last,
+            "fused_optimizer": self.runtime.fused_optimizer,
+            "compile": self.runtime.compile and group is None,  # batched groups run eagerly
+            "params": total,
+            "trainable_params": trainable,
+            "epochs_trained": result.epochs_trained,
+            "best_epoch": result.best_epoch,
+            "train_seconds": result.train_seconds,
+            "prepare_seconds": job.prepare_seconds,
+            "trained_with": group,  # the runs of its batched group (history seconds are the group's)
+            "recipe": recipe.record(),
+            "efficiency": None,  # timed once training is over, alone on the CPU (Study.time_efficiency)
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
 
-    def efficiency(self, model: Classifier, checkpoint_bytes: int) -> dict[str, Any] | None:
-        """The efficiency record (``evaluation.efficiency``), timed with this process's threads."""
+    def measure_efficiency(self, run: RunSpec) -> dict[str, Any] | None:
+        """A finished run's efficiency record (``evaluation.efficiency``), timed with this process's
+        threads; its models leave memory afterwards, except its seed's teachers."""
         if not self.cfg.evaluation.efficiency:
             return None
+        model = self.models.trained_model(run.model, run.seed)
+        checkpoint_bytes = self.store.paths(run.model, run.seed).model.stat().st_size
         return measure_efficiency(model, self.data.image_shape, checkpoint_bytes, self.cfg.evaluation.latency_repeats)

@@ -8,20 +8,17 @@ images and teachers see the very batch the student sees.
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections.abc import Callable
 
 import torch
 
-from distillbench.config import StudyConfig, TrainConfig, model_train_config
+from distillbench.config import PerfConfig
 from distillbench.data import StudyData
-from distillbench.data.augment import Augmentation, augmentation_named
 from distillbench.models.classifier import Classifier
 from distillbench.study.models import StudyModels
 from distillbench.study.plan import RunKey
+from distillbench.study.recipe import Recipes
 from distillbench.training.cache import TensorCache, cache_key, hash_module
-from distillbench.training.distill import resolve_method
 from distillbench.training.loop import Objective, predict, smoothed_cross_entropy
 from distillbench.training.runtime import Runtime
 
@@ -35,28 +32,18 @@ class RunInputs:
 
     def __init__(
         self,
-        cfg: StudyConfig,
+        recipes: Recipes,
+        perf: PerfConfig,
         data: StudyData,
         runtime: Runtime,
         models: StudyModels,
         cache: TensorCache,
         log: Callable[[str], None] = _say,
     ):
-        self.cfg, self.data, self.runtime, self.models, self.cache = cfg, data, runtime, models, cache
-        self.perf = cfg.perf.effective()
-        self.log = log
+        """``perf``: the study's effective speed switches (``PerfConfig.effective``)."""
+        self.recipes, self.perf, self.data, self.runtime = recipes, perf, data, runtime
+        self.models, self.cache, self.log = models, cache, log
         self._model_hashes: dict[RunKey, str] = {}
-
-    def augment_name(self, key: str) -> str:
-        """The model's augmentation: its own ``augment``, else ``train.augment``."""
-        return self.train_config(key).augment
-
-    def augmentation(self, key: str) -> Augmentation | None:
-        return augmentation_named(self.augment_name(key))
-
-    def train_config(self, key: str) -> TrainConfig:
-        """``train:`` with the model's own epochs, batch size and augmentation where it sets them."""
-        return model_train_config(self.cfg, key)
 
     def _infer(self, module: torch.nn.Module, inputs: torch.Tensor, desc: str | None = None) -> torch.Tensor:
         return predict(module, inputs, self.runtime, desc=desc)
@@ -108,46 +95,42 @@ class RunInputs:
     def training_inputs(self, key: str, model: Classifier) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
         """``inputs_for``, except that with augmentation every model trains on images: an augmented
         batch is new each step, so no cached activation of it exists."""
-        augmented = self.augmentation(key) is not None
+        augmented = self.recipes[key].augmentation is not None
         if augmented and self.perf.cache_features and not model.prefix_is_trivial:
             self._say_uncached(key, "frozen-layer activations", "frozen layers")
         return self.inputs_for(key, model, cached=not augmented)
 
     def _say_uncached(self, key: str, cached: str, runs: str) -> None:
         self.log(
-            f"[{key}] augment={self.augment_name(key)}: cached {cached} do not apply to augmented "
+            f"[{key}] augment={self.recipes[key].augment}: cached {cached} do not apply to augmented "
             f"batches, so the {runs} run on every batch"
         )
 
     def objective_for(self, key: str, seed: int, trains_on_images: bool) -> Objective:
         """The training loss. A student's teachers come from cached logits, or run on every batch
         (the naive path, and any augmentation: teachers must see the batch the student sees)."""
-        spec = self.cfg.zoo[key]
-        if not spec.teachers:
-            return smoothed_cross_entropy(spec.label_smoothing)
-        method = resolve_method(spec.distill, self.cfg.kd, f"zoo.{key}.distill")
-        steps = math.ceil(len(self.data.train) / self.train_config(key).batch_size)
-        calls = itertools.count()  # one call per training step: the epoch, for warm-ups
-
-        def epoch() -> int:
-            return next(calls) // steps + 1
-
-        augmented = self.augmentation(key) is not None
+        recipe = self.recipes[key]
+        method = recipe.method
+        if method is None:
+            return smoothed_cross_entropy(recipe.spec.label_smoothing)
+        augmented = recipe.augmentation is not None
         if self.perf.cache_teacher_logits and not augmented or method.needs_all_teacher_logits:
-            teachers = torch.stack([self.logits(t, seed, "train") for t in spec.teachers])  # [K, N, C]
+            teachers = torch.stack([self.logits(t, seed, "train") for t in recipe.teachers])  # [K, N, C]
             teachers = method.prepare(teachers, self.data.train.labels, seed).to(self.runtime.device)
-            return lambda idx, x, y, logits: method.loss(logits, teachers[:, idx], y, epoch())
+            return lambda idx, x, y, logits, epoch: method.loss(logits, teachers[:, idx], y, epoch)
         if self.perf.cache_teacher_logits:
             self._say_uncached(key, "teacher logits", "teachers")
-        models = [self.models.trained_model(t, seed) for t in spec.teachers]
+        models = [self.models.trained_model(t, seed) for t in recipe.teachers]
         # The student's batch (its augmented view, resized by each teacher's own prefix) is the
         # teachers' input, unless the student trains on cached activations.
         images = None if trains_on_images else self.data.train.images.to(self.runtime.device)
 
-        def objective(idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        def objective(
+            idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, epoch: int
+        ) -> torch.Tensor:
             batch = x if images is None else images[idx]
             with torch.no_grad(), self.runtime.autocast():
                 teachers = torch.stack([t(batch).float() for t in models])
-            return method.loss(logits, teachers, y, epoch())
+            return method.loss(logits, teachers, y, epoch)
 
         return objective

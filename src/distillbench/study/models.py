@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from distillbench.config import StudyConfig
 from distillbench.models import build_model
 from distillbench.models.backbone import ImageShape
 from distillbench.models.classifier import Classifier
-from distillbench.study.plan import RunKey, weights_source
+from distillbench.study.plan import RunKey
+from distillbench.study.recipe import Recipes
 from distillbench.study.store import RunStore
 from distillbench.training.randomness import derive_seed, global_rng
 from distillbench.training.runtime import Runtime
@@ -17,14 +17,14 @@ from distillbench.training.runtime import Runtime
 class StudyModels:
     """Builds models for new runs and keeps trained ones (teachers) in memory, keyed by (model, seed)."""
 
-    def __init__(self, cfg: StudyConfig, runtime: Runtime, store: RunStore, image_shape: ImageShape, num_classes: int):
-        self.cfg, self.runtime, self.store = cfg, runtime, store
+    def __init__(self, recipes: Recipes, runtime: Runtime, store: RunStore, image_shape: ImageShape, num_classes: int):
+        self.recipes, self.runtime, self.store = recipes, runtime, store
         self.image_shape, self.num_classes = image_shape, num_classes
         self.trained: dict[RunKey, Classifier] = {}
         self.checkpoints: dict[RunKey, str] = {}  # sha256 of the checkpoint each trained model is
 
     def _build(self, key: str, weights: str | None) -> Classifier:
-        model = build_model(self.cfg.zoo[key], weights, self.image_shape, self.num_classes)
+        model = build_model(self.recipes[key].spec, weights, self.image_shape, self.num_classes)
         memory_format = torch.channels_last if self.runtime.channels_last else torch.contiguous_format
         return model.to(self.runtime.device, memory_format=memory_format)
 
@@ -32,7 +32,7 @@ class StudyModels:
         """``key``'s model as its run with ``seed`` starts: the run's own initialisation stream, the
         configured backbone weights."""
         with global_rng(derive_seed(seed, "init"), self.runtime.device):
-            return self._build(key, weights_source(self.cfg, self.cfg.zoo[key].arch))
+            return self._build(key, self.recipes[key].weights)
 
     def keep(self, key: str, seed: int, model: Classifier, checkpoint_sha256: str) -> None:
         """A model just trained (saved as the checkpoint with ``checkpoint_sha256``): its students of

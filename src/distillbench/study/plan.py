@@ -6,8 +6,8 @@ its teachers' fingerprints). ``study.store`` judges a saved run against it; the 
 hashes are checked there too, since they are known only once the teachers have trained.
 
 The plan lists runs seed by seed, teachers before their students, which is the order a serial
-executor follows: after the first seed a complete single-seed study is on disk. ``ready`` and
-``batch_groups`` give an executor what it can run at once and what it can train as one group.
+executor follows: after the first seed a complete single-seed study is on disk. ``ready`` gives
+an executor what it can run at once (``study.scheduling`` orders and groups it).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distillbench.atomic import file_sha256
-from distillbench.config import StudyConfig, model_train_config, training_order
+from distillbench.config import StudyConfig
 from distillbench.models import BACKBONES
-from distillbench.training.distill import DistillMethod, resolve_method
+from distillbench.study.recipe import ModelRecipe, Recipes, model_recipes
 from distillbench.training.runtime import Runtime
 
 # Part of every fingerprint: runs written by code whose results differ are stale, and retrained
@@ -35,11 +35,6 @@ from distillbench.training.runtime import Runtime
 IDENTITY_VERSION = 4
 
 RunKey = tuple[str, int]  # (model key, seed)
-
-# Model settings a fingerprint leaves out: the title names the model; epochs, batch size and augment
-# enter resolved (``model_train_config``); a student's method enters resolved, and a model without
-# teachers distils nothing.
-NOT_IN_IDENTITY = {"title", "epochs", "batch_size", "augment", "distill"}
 
 
 @dataclass(frozen=True)
@@ -72,69 +67,45 @@ class Plan:
         return [run for run in self.runs if run.key not in done and all(need in done for need in run.needs)]
 
 
-def batch_groups(runs: Iterable[RunSpec], cfg: StudyConfig) -> list[list[RunSpec]]:
-    """``runs`` gathered into groups that can train as one batched model: the same architecture and
-    the same model settings apart from teachers, title and distillation method (so the same inputs
-    and optimiser); plan order kept, within and across groups."""
-    groups: dict[str, list[RunSpec]] = {}
-    for run in runs:
-        settings = cfg.zoo[run.model].model_dump(mode="json", exclude={"teachers", "title", "distill"})
-        groups.setdefault(json.dumps(settings, sort_keys=True), []).append(run)
-    return list(groups.values())
-
-
-def weights_source(cfg: StudyConfig, arch: str) -> str | None:
-    """``weights.<arch>`` for a pretrained backbone (the config requires one), else None."""
-    return cfg.weights[arch] if arch in BACKBONES else None
-
-
 class Planner:
-    """Fingerprints of a study's runs (memoised)."""
+    """Fingerprints of a study's runs (memoised), from the models' recipes."""
 
-    def __init__(self, cfg: StudyConfig, data_fingerprint: str, runtime: Runtime):
+    def __init__(self, cfg: StudyConfig, data_fingerprint: str, runtime: Runtime, recipes: Recipes | None = None):
         self.cfg, self.data_fingerprint, self.runtime = cfg, data_fingerprint, runtime
+        self.recipes = recipes if recipes is not None else model_recipes(cfg)
         self._fingerprints: dict[RunKey, str] = {}
 
-    def _weights_identity(self, arch: str) -> str | None:
-        source = weights_source(self.cfg, arch)
+    def _weights_identity(self, recipe: ModelRecipe) -> str | None:
+        source = recipe.weights
         if source is None or source == "none":
             return source
         if source == "imagenet":
-            return f"imagenet:{BACKBONES[arch].imagenet.url}"
+            return f"imagenet:{BACKBONES[recipe.arch].imagenet.url}"
         path = Path(source).expanduser()
         if not path.is_file():
             return f"file:{path}"
         return f"file:{file_sha256(path)}"
 
-    def _method(self, key: str) -> DistillMethod:
-        return resolve_method(self.cfg.zoo[key].distill, self.cfg.kd, f"zoo.{key}.distill")
-
     def fingerprint(self, key: str, seed: int) -> str:
         """Hash of everything a run's result depends on; a finished run is reused only if equal."""
         if (key, seed) not in self._fingerprints:
-            spec = self.cfg.zoo[key]
+            recipe = self.recipes[key]
             payload = {
                 "identity": IDENTITY_VERSION,
-                # What the model is and how it trains, resolved: a teacher that sets its own epochs, batch
-                # size and augmentation does not change when train: does; its title changes nothing.
-                "spec": spec.model_dump(mode="json", exclude=NOT_IN_IDENTITY),
-                "train": model_train_config(self.cfg, key).model_dump(mode="json"),
+                **recipe.identity(),  # the model's settings, its merged training settings, its method
                 "seed": seed,
                 "data": self.data_fingerprint,
                 "runtime": self.runtime.identity(),
-                "weights": self._weights_identity(spec.arch),
-                # The method with every parameter resolved: kd's defaults come from the kd: section.
-                "distill": self._method(key).model_dump(mode="json") if spec.teachers else None,
-                "teachers": [self.fingerprint(t, seed) for t in spec.teachers],
+                "weights": self._weights_identity(recipe),
+                "teachers": [self.fingerprint(t, seed) for t in recipe.teachers],
             }
             digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
             self._fingerprints[(key, seed)] = digest
         return self._fingerprints[(key, seed)]
 
     def run(self, key: str, seed: int) -> RunSpec:
-        spec = self.cfg.zoo[key]
-        return RunSpec(key, seed, self.fingerprint(key, seed), tuple(spec.teachers), spec.arch)
+        recipe = self.recipes[key]
+        return RunSpec(key, seed, self.fingerprint(key, seed), recipe.teachers, recipe.arch)
 
     def plan(self) -> Plan:
-        order = training_order(self.cfg.zoo, self.cfg.models)
-        return Plan(tuple(self.run(key, seed) for seed in self.cfg.seeds for key in order))
+        return Plan(tuple(self.run(key, seed) for seed in self.cfg.seeds for key in self.recipes))

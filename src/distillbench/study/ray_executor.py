@@ -28,9 +28,11 @@ import torch
 from distillbench.config import PerfConfig, StudyConfig
 from distillbench.data import StudyData
 from distillbench.errors import UserError
+from distillbench.study.execute import RunExecutor
 from distillbench.study.plan import Plan, RunKey, RunSpec
-from distillbench.study.store import RunFiles
-from distillbench.study.workers import Scheduler
+from distillbench.study.scheduling import Scheduler
+from distillbench.study.store import RunFiles, RunStore
+from distillbench.training.cache import TensorCache
 from distillbench.training.runtime import Runtime
 
 MAX_RETRIES = 3  # a task whose worker process or node dies is run again, this many times at most
@@ -91,15 +93,15 @@ def train_task(
     teachers' files and logits (``train_task`` results, in ``run.needs`` order); return the run's
     files and, if it ``teaches``, the logits its students distil (as cache entries: a student's task
     then computes nothing of its teachers)."""
-    from distillbench.study.runner import run_executor
-
     runtime.check_here()
     with tempfile.TemporaryDirectory(prefix="distillbench-task-") as directory:
         # Efficiency is timed by the driver once training is over: here other tasks share the node.
-        executor = run_executor(cfg, Path(directory), data, runtime, say_test=False)
+        perf = cfg.perf.effective()
+        cache = TensorCache(perf.cache_dir if perf.disk_cache else None)
+        executor = RunExecutor.build(cfg, data, RunStore(Path(directory)), runtime, cache, say_test=False)
         for (key, seed), (files, logits) in zip(run.needs, teachers):
             executor.store.import_run(key, seed, files)
-            executor.inputs.cache.memory.update(logits)
+            cache.memory.update(logits)
         executor.train(run)
         logits = executor.inputs.students_logits(run.model, run.seed) if teaches else {}
         return executor.store.export_run(run.model, run.seed), logits
@@ -202,8 +204,7 @@ class RayExecutor:
                         f"{time.perf_counter() - started:.0f}s)",
                         flush=True,
                     )
-            if not schedule.finished:  # cannot happen with a valid plan: every teacher is in it
-                raise RuntimeError("runs are left whose teachers are not in the plan")
+            schedule.check_finished()
         finally:  # after a failure or Ctrl-C, nothing more trains
             for ref in pending:
                 ray.cancel(ref, force=True)

@@ -21,8 +21,10 @@ from distillbench.evaluation.calibration import (
 from distillbench.evaluation.metrics import classification_metrics
 from distillbench.evaluation.significance import mean_std_ci, paired_comparison
 from distillbench.study.layout import RunLayout
+from distillbench.study.plan import RunSpec
+from distillbench.study.recipe import Recipes, model_recipes
+from distillbench.study.resolve import check_names
 from distillbench.study.store import RunStore, SavedRun
-from distillbench.training.distill import resolve_method
 
 SCHEMA_VERSION = 2  # docs/results-schema.md; 2: models under "models", stale runs, two comparison intervals
 CALIBRATION_METRICS = ("ece", "nll", "brier")
@@ -35,8 +37,10 @@ def _mean_spread(values: list[float], name: str) -> dict[str, Any]:
 
 def _mean_of(records: list[dict[str, float]]) -> dict[str, float]:
     """Per metric, the mean over seeds; ``support`` (the same test images in every seed) stays a count."""
-    return {metric: records[0][metric] if metric == "support" else float(np.mean([r[metric] for r in records]))
-            for metric in records[0]}  # fmt: skip
+    return {
+        metric: records[0][metric] if metric == "support" else float(np.mean([r[metric] for r in records]))
+        for metric in records[0]
+    }
 
 
 def _calibration_summary(per_seed: list[dict[str, float]]) -> dict[str, Any]:
@@ -124,10 +128,13 @@ def _teacher_logits(runs: dict[str, dict[int, SavedRun]], members: list[str]) ->
 
 def _ensemble_entry(members: list[str], logits: dict[int, np.ndarray], y_true: np.ndarray, bins: int) -> dict[str, Any]:
     per_seed = [
-        {"seed": seed, "test_accuracy": float(np.mean(seed_logits.argmax(1) == y_true)),
-         "calibration": calibration_metrics(seed_logits, y_true, bins)}
+        {
+            "seed": seed,
+            "test_accuracy": float(np.mean(seed_logits.argmax(1) == y_true)),
+            "calibration": calibration_metrics(seed_logits, y_true, bins),
+        }
         for seed, seed_logits in logits.items()
-    ]  # fmt: skip
+    ]
     return {
         "members": members,
         **_mean_spread([s["test_accuracy"] for s in per_seed], "test_accuracy"),
@@ -170,10 +177,34 @@ def collect_results(root: Path) -> dict[str, Any]:
         raise UserError(f"{root} is not a study output directory: it has no config.yaml. Give the --out of a run.")
     store = RunStore(root)
     planned = store.read_plan()  # first: an older study's config may not parse, and this says what to do
-    cfg = load_config(layout.config)
-    order = list(dict.fromkeys(run.model for run in planned))
-    seeds = list(dict.fromkeys(run.seed for run in planned))
-    evaluation = cfg.evaluation
+    cfg = check_names(load_config(layout.config), str(layout.config))  # imports the study's plugins
+    runs, stale = _finished_runs(store, planned)
+    all_runs = [run for per_seed in runs.values() for run in per_seed.values()]
+    if any(not np.array_equal(run.y_true, all_runs[0].y_true) for run in all_runs):
+        raise UserError(
+            f"The saved runs in {root} were evaluated on different test sets; they cannot be compared. "
+            "Use a fresh --out directory for a study with different data."
+        )
+    results: dict[str, Any] = {}
+    for key, per_seed in runs.items():
+        members = next(iter(per_seed.values())).record["teachers"]
+        results[key] = _model_entry(key, per_seed, _teacher_logits(runs, members), cfg.evaluation.ece_bins)
+    compared = [entry for spec in cfg.comparisons if (entry := _comparison(spec, runs, results, cfg.evaluation))]
+    output = {
+        "schema_version": SCHEMA_VERSION,
+        "study": _study_entry(cfg, planned, runs, stale),
+        "models": results,
+        "teachers": _ensembles(runs, cfg.evaluation.ece_bins),
+        "comparisons": compared,
+    }
+    methods = _distillation_methods(cfg, model_recipes(cfg), runs, results)
+    if methods:
+        output["distillation"] = methods
+    return output
+
+
+def _finished_runs(store: RunStore, planned: list[RunSpec]) -> tuple[dict[str, dict[int, SavedRun]], list[str]]:
+    """The plan's finished runs by model and seed, and a line per stale run saying why it is."""
     runs: dict[str, dict[int, SavedRun]] = {}
     stale: list[str] = []
     for run in planned:
@@ -182,58 +213,55 @@ def collect_results(root: Path) -> dict[str, Any]:
             runs.setdefault(run.model, {})[run.seed] = store.load(run.model, run.seed)
         elif state == "stale":
             stale.append(f"{run.model} seed {run.seed} ({why})")
-    all_runs = [run for per_seed in runs.values() for run in per_seed.values()]
-    if any(not np.array_equal(run.y_true, all_runs[0].y_true) for run in all_runs):
-        raise UserError(
-            f"The saved runs in {root} were evaluated on different test sets; they cannot be compared. "
-            "Use a fresh --out directory for a study with different data."
-        )
-    results: dict[str, Any] = {}
+    return runs, stale
+
+
+def _ensembles(runs: dict[str, dict[int, SavedRun]], ece_bins: int) -> dict[str, Any]:
+    """An entry per distinct ensemble of teachers that a student distilled, scored as a classifier."""
     ensembles: list[tuple[str, ...]] = []
-    for key, per_seed in runs.items():
-        members = next(iter(per_seed.values())).record["teachers"]
-        results[key] = _model_entry(key, per_seed, _teacher_logits(runs, members), evaluation.ece_bins)
-        if len(members) > 1 and tuple(members) not in ensembles:
-            ensembles.append(tuple(members))
+    for per_seed in runs.values():
+        members = tuple(next(iter(per_seed.values())).record["teachers"])
+        if len(members) > 1 and members not in ensembles:
+            ensembles.append(members)
+    y_true = next(iter(next(iter(runs.values())).values())).y_true if runs else None
     teachers = {}
     for group in ensembles:
         logits = _teacher_logits(runs, list(group))
         if logits:
             name = "ensemble" if len(ensembles) == 1 else "ensemble(" + "+".join(group) + ")"
-            teachers[name] = _ensemble_entry(list(group), logits, all_runs[0].y_true, evaluation.ece_bins)
-    first = all_runs[0] if all_runs else None
-    records = [run.record for run in all_runs]
+            teachers[name] = _ensemble_entry(list(group), logits, y_true, ece_bins)
+    return teachers
+
+
+def _study_entry(
+    cfg: StudyConfig, planned: list[RunSpec], runs: dict[str, dict[int, SavedRun]], stale: list[str]
+) -> dict[str, Any]:
+    """results.json's ``study``: what was planned and finished, the data and numerics the runs
+    record, and the settings the report states."""
+    order = list(dict.fromkeys(run.model for run in planned))
+    seeds = list(dict.fromkeys(run.seed for run in planned))
+    records = [run.record for per_seed in runs.values() for run in per_seed.values()]
+    first = records[0] if records else None
+    first_run = next(iter(next(iter(runs.values())).values())) if runs else None
     config = cfg.model_dump(mode="json")
-    study = {
+    return {
         "name": cfg.name,
         "seeds": seeds,
         "models": order,
         "finished": [key for key in order if len(runs.get(key, {})) == len(seeds)],
         "unfinished_runs": [f"{key} seed {seed}" for key in order for seed in seeds if seed not in runs.get(key, {})],
         "stale_runs": stale,
-        "class_names": first.class_names if first else [],
-        "data_source": first.record.get("data_source") if first else None,
-        "synthetic_data": bool(first and first.record.get("synthetic_data")),
-        "device": first.record.get("device") if first else None,
-        "precision": first.record.get("precision") if first else None,
-        "channels_last": first.record.get("channels_last") if first else None,
+        "class_names": first_run.class_names if first_run else [],
+        "data_source": first.get("data_source") if first else None,
+        "synthetic_data": bool(first and first.get("synthetic_data")),
+        "device": first.get("device") if first else None,
+        "precision": first.get("precision") if first else None,
+        "channels_last": first.get("channels_last") if first else None,
         "weights": {r["arch"]: r["weights"] for r in records if r.get("weights")},
         "kd": config["kd"],
         "train": config["train"],
-        "evaluation": evaluation.model_dump(mode="json"),
+        "evaluation": cfg.evaluation.model_dump(mode="json"),
     }
-    compared = [entry for spec in cfg.comparisons if (entry := _comparison(spec, runs, results, evaluation))]
-    output = {
-        "schema_version": SCHEMA_VERSION,
-        "study": study,
-        "models": results,
-        "teachers": teachers,
-        "comparisons": compared,
-    }
-    methods = _distillation_methods(cfg, runs, results)
-    if methods:
-        output["distillation"] = methods
-    return output
 
 
 def describe_method(distill: str | dict[str, Any]) -> str:
@@ -249,27 +277,24 @@ def describe_method(distill: str | dict[str, Any]) -> str:
 
 
 def _distillation_methods(
-    cfg: StudyConfig, runs: dict[str, dict[int, SavedRun]], results: dict[str, Any]
+    cfg: StudyConfig, recipes: Recipes, runs: dict[str, dict[int, SavedRun]], results: dict[str, Any]
 ) -> list[dict[str, Any]] | None:
     """One entry per finished student (and the scratch baseline), sorted by accuracy: the method,
     and its difference from the scratch model and from the plain-KD reference, each with the
     seed-aware intervals and verdict; None unless students use more than one method."""
-    students = [key for key in results if cfg.zoo[key].teachers]
-    methods = {
-        json.dumps(resolve_method(cfg.zoo[key].distill, cfg.kd, key).model_dump(mode="json"), sort_keys=True)
-        for key in students
-    }
+    students = [key for key in results if recipes[key].method is not None]
+    methods = {json.dumps(recipes[key].method.model_dump(mode="json"), sort_keys=True) for key in students}
     if len(methods) < 2:
         return None
     scratch, reference = cfg.evaluation.scratch, cfg.evaluation.kd_reference
     entries = []
     for key in [scratch, *students] if scratch in results else students:
-        spec, entry = cfg.zoo[key], results[key]
+        recipe, entry = recipes[key], results[key]
         row = {
             "model": key,
             "title": entry["title"],
-            "method": describe_method(spec.distill) if spec.teachers else "none (trained from scratch)",
-            "teachers": spec.teachers,
+            "method": describe_method(recipe.spec.distill) if recipe.teachers else "none (trained from scratch)",
+            "teachers": list(recipe.teachers),
             "test_accuracy": entry["test_accuracy"],
             "test_accuracy_std": entry["test_accuracy_std"],
             "ece": entry["calibration"]["ece"],
@@ -278,9 +303,13 @@ def _distillation_methods(
         for name, other in (("vs_scratch", scratch), ("vs_kd", reference)):
             if other != key and other in runs:
                 compared = _comparison(
-                    ComparisonDef(a=key, b=other, claim=f"{entry['title']} is more accurate than {results[other]['title']}"),
-                    runs, results, cfg.evaluation,
-                )  # fmt: skip
+                    ComparisonDef(
+                        a=key, b=other, claim=f"{entry['title']} is more accurate than {results[other]['title']}"
+                    ),
+                    runs,
+                    results,
+                    cfg.evaluation,
+                )
                 if compared is not None:  # None: no seed that both finished
                     row[name] = {k: compared[k] for k in ("accuracy_diff", "ci95_seeds", "ci95_images", "outcome")}
         entries.append(row)

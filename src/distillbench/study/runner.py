@@ -1,7 +1,9 @@
 """The study: the plan's runs executed in order (teachers first), finished runs kept, then the report.
 
-The pieces, one module each: ``plan`` (which runs, their identity), ``store`` (the study directory),
-``models`` (building and loading models), ``inputs`` (caches and objectives), ``execute`` (one run).
+The pieces, one module each: ``recipe`` (each model's settings, resolved once), ``plan`` (which runs,
+their identity), ``store`` (the study directory), ``scheduling`` (the order runs train in),
+``execute`` (one run or batched group, built by ``RunExecutor.build``), ``workers`` and
+``ray_executor`` (where units train).
 """
 
 from __future__ import annotations
@@ -20,38 +22,15 @@ from distillbench.models import BACKBONES
 from distillbench.models.weights import check_backbone_weights
 from distillbench.study.environment import describe_environment
 from distillbench.study.execute import RunExecutor
-from distillbench.study.inputs import RunInputs
 from distillbench.study.lock import directory_lock
-from distillbench.study.models import StudyModels
-from distillbench.study.plan import Planner, RunKey, RunSpec, batch_groups, weights_source
+from distillbench.study.plan import Planner, RunSpec
+from distillbench.study.recipe import model_recipes
 from distillbench.study.resolve import check_names
+from distillbench.study.scheduling import grouping_for
 from distillbench.study.store import RunStore, sweep_of_point
 from distillbench.study.workers import ProcessExecutor, SerialExecutor, resolve_workers
 from distillbench.training.cache import TensorCache
 from distillbench.training.runtime import Runtime, cpu_count
-
-
-def run_executor(
-    cfg: StudyConfig,
-    out: Path,
-    data: StudyData,
-    runtime: Runtime | None = None,
-    pool: Path | None = None,
-    fingerprints: dict[RunKey, str] | None = None,
-    say_test: bool | None = None,
-) -> RunExecutor:
-    """What trains one run of the study in ``out`` (its runs in ``pool`` if given, by the plan's
-    ``fingerprints``) with ``runtime`` (the study's, resolved once where the plan was made; by default
-    resolved here): in this process, in a worker process or in a Ray task. A sweep's runs (``pool``,
-    or ``say_test`` False) log their validation accuracy, not their test accuracy."""
-    perf = cfg.perf.effective()
-    runtime = runtime if runtime is not None else Runtime.resolve(perf, cfg.device)
-    store = RunStore(Path(out), pool, fingerprints)
-    cache = TensorCache(perf.cache_dir if perf.disk_cache else None)
-    models = StudyModels(cfg, runtime, store, data.image_shape, len(data.class_names))
-    inputs = RunInputs(cfg, data, runtime, models, cache)
-    say_test = pool is None if say_test is None else say_test
-    return RunExecutor(cfg, data, runtime, store, models, inputs, say_test)
 
 
 class Study:
@@ -74,17 +53,14 @@ class Study:
         self.data = data if data is not None else load_study_data(cfg.data)
         self.pool = pool
         self.label = ""  # said before each run's line: a sweep's point
-        self.executor = run_executor(cfg, Path(out), self.data, pool=pool)
-        self.runtime, self.store, self.models, self.inputs = (
-            self.executor.runtime,
-            self.executor.store,
-            self.executor.models,
-            self.executor.inputs,
-        )
+        self.runtime = Runtime.resolve(self.perf, cfg.device)
+        self.store = RunStore(Path(out), pool)
         self.layout = self.store.layout
-        self.cache = self.inputs.cache
+        self.cache = TensorCache(self.perf.cache_dir if self.perf.disk_cache else None)
+        self.recipes = model_recipes(self.cfg)
+        self.executor = RunExecutor.build(self.cfg, self.data, self.store, self.runtime, self.cache, self.recipes)
         self.planned_runtime = planned_runtime or self.runtime
-        self.plan = Planner(self.cfg, self.data.fingerprint, self.planned_runtime).plan()
+        self.plan = Planner(self.cfg, self.data.fingerprint, self.planned_runtime, self.recipes).plan()
         self.store.expect(list(self.plan.runs))
 
     def preflight(self) -> None:
@@ -99,10 +75,8 @@ class Study:
                 remove_temporaries(self.cache.directory, shared=True)
             except UserError as exc:  # the cache is an optimisation: without it the study computes more
                 self.cache.disable(f"{exc} Training without the disk cache.")
-        for arch in dict.fromkeys(run.arch for run in self.plan.runs):
-            source = weights_source(self.cfg, arch)
-            if source is not None:
-                check_backbone_weights(BACKBONES[arch], source)
+        for arch, source in dict.fromkeys((r.arch, r.weights) for r in self.recipes.values() if r.weights):
+            check_backbone_weights(BACKBONES[arch], source)
         if self.cfg.tracking.backend != "none":
             from distillbench.study.tracking import check_tracking
 
@@ -180,11 +154,9 @@ class Study:
             for run in self.plan.runs:
                 record = self.store.record(run.model, run.seed)
                 if record is not None and record.get("efficiency") is None:
-                    model = self.models.trained_model(run.model, run.seed)
-                    checkpoint = self.store.paths(run.model, run.seed).model.stat().st_size
-                    efficiency = self.executor.efficiency(model, checkpoint)
+                    efficiency = self.executor.measure_efficiency(run)
                     self.store.update_record(run.model, run.seed, efficiency=efficiency)
-                    self.models.forget_seed(run.seed)
+                    self.executor.models.forget_seed(run.seed)
 
     def study_threads(self) -> Runtime:
         """This machine's runtime with all the study's threads: for what runs after training."""
@@ -192,8 +164,8 @@ class Study:
 
     def release(self) -> None:
         """Free the models and cached tensors held in memory (a sweep's finished point)."""
-        self.models.forget_all()
-        self.inputs.cache.memory.clear()
+        self.executor.models.forget_all()
+        self.cache.memory.clear()
 
     def _where(self, run: RunSpec) -> str:
         seeds, per_seed = self.cfg.seeds, len(self.plan.runs) // len(self.cfg.seeds)
@@ -213,10 +185,10 @@ class Study:
     def _executor(self, todo: int) -> SerialExecutor | ProcessExecutor:
         """``perf.workers`` local processes (no more than there are runs to do), or this process when
         one is all there is. Either way every run trains with the study's thread count per run."""
-        grouping = (lambda runs: batch_groups(runs, self.cfg)) if self.perf.batched else None
+        grouping = grouping_for(self.recipes, self.perf.batched)
         workers = resolve_workers(self.perf, self.runtime.device, todo)
         if workers == 1:
-            return SerialExecutor(self.executor.train_group, self.models.forget_seed, grouping)
+            return SerialExecutor(self.executor.train_group, self.executor.models.forget_seed, grouping)
         print(f"Training on {workers} worker processes, {self.runtime.threads} torch thread(s) each", flush=True)
         cfg = self.cfg
         if self.perf.disk_cache and self.cache.directory is None:  # switched off by preflight: off there too

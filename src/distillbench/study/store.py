@@ -49,10 +49,23 @@ PLAN_FORMAT = 1
 # What every reader of a finished run.json relies on; a record without them is from an older
 # distillbench (or damaged) and the run is stale.
 RECORD_FIELDS = (
-    "model", "seed", "fingerprint", "teachers", "teacher_checkpoints", "arch", "weights", "params",
-    "trainable_params", "epochs_trained", "best_epoch", "train_seconds", "checkpoint_sha256", "history_sha256",
-    "predictions_sha256", "record_sha256",
-)  # fmt: skip
+    "model",
+    "seed",
+    "fingerprint",
+    "teachers",
+    "teacher_checkpoints",
+    "arch",
+    "weights",
+    "params",
+    "trainable_params",
+    "epochs_trained",
+    "best_epoch",
+    "train_seconds",
+    "checkpoint_sha256",
+    "history_sha256",
+    "predictions_sha256",
+    "record_sha256",
+)
 
 
 @dataclass
@@ -363,7 +376,7 @@ class RunStore:
                         "arch": r.arch,
                     }
                     for r in runs
-                ],  # fmt: skip
+                ],
             },
         )
 

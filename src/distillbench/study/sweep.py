@@ -258,12 +258,14 @@ def _select(key: str, points: list[dict[str, Any]], stores: list[RunStore], cfg:
     ranking = []
     for indexes in variants.values():
         entry = points[indexes[0]]["models"][key]
-        ranking.append({
-            "points": [points[i]["name"] for i in indexes],
-            "mean_val_accuracy": entry["mean_val_accuracy"],
-            "val_accuracy_std": entry["val_accuracy_std"],
-            "complete": entry["complete"],
-        })  # fmt: skip
+        ranking.append(
+            {
+                "points": [points[i]["name"] for i in indexes],
+                "mean_val_accuracy": entry["mean_val_accuracy"],
+                "val_accuracy_std": entry["val_accuracy_std"],
+                "complete": entry["complete"],
+            }
+        )
     complete = [r for r in ranking if r["complete"]]
     complete.sort(key=lambda r: -r["mean_val_accuracy"])  # stable: ties keep grid order
     unfinished = len(ranking) - len(complete)

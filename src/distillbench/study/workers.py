@@ -40,7 +40,10 @@ import torch.multiprocessing as mp
 from distillbench.config import PerfConfig, StudyConfig
 from distillbench.data import StudyData
 from distillbench.errors import UserError, describe_os_error
+from distillbench.study.execute import RunExecutor
 from distillbench.study.plan import Plan, RunKey, RunSpec
+from distillbench.study.scheduling import Grouping, Scheduler, Unit
+from distillbench.study.store import RunStore
 from distillbench.training.runtime import Runtime, planned_workers
 
 
@@ -49,60 +52,6 @@ def resolve_workers(perf: PerfConfig, device: torch.device, runs: int) -> int:
     more than there are runs to do. Fewer processes never means more threads per run: each run's
     thread count is the study's (``Runtime.threads``)."""
     return max(1, min(planned_workers(perf, device), runs))
-
-
-Unit = list[RunSpec]  # what one worker trains at once: a run, or a batched group of runs
-Grouping = Callable[[list[RunSpec]], list[Unit]]
-
-
-class Scheduler:
-    """The order in which runs train: each as soon as its teachers are done, earliest in the plan
-    first (so without batching, seed by seed). ``begin(run)`` judges a run when it becomes ready
-    (its teachers are final by then) and says whether it needs training; ``grouping`` (batched
-    groups) gathers every ready run that does into units, one unit per run otherwise."""
-
-    def __init__(self, plan: Plan, begin: Callable[[RunSpec], bool], grouping: Grouping | None):
-        self.plan, self.begin, self.grouping = plan, begin, grouping
-        self.done: set[RunKey] = set()
-        self.training: set[RunKey] = set()
-        self.to_train: list[RunSpec] = []  # judged, waiting for a worker (batched mode)
-
-    @property
-    def finished(self) -> bool:
-        return len(self.done) == len(self.plan.runs)
-
-    def next_unit(self) -> Unit | None:
-        """The next unit to train, or None while nothing more is ready."""
-        while True:
-            ready = [run for run in self.plan.ready(self.done) if run.key not in self.training]
-            waiting = {run.key for run in self.to_train}
-            fresh = [run for run in ready if run.key not in waiting]
-            if self.grouping is None:
-                fresh = fresh[:1]  # judge one at a time: the log follows the training order
-            if not fresh:
-                break
-            for run in fresh:
-                if self.begin(run):
-                    self.to_train.append(run)
-                else:
-                    self.done.add(run.key)  # may make its students ready: look again
-            if self.grouping is None and self.to_train:
-                break
-        if not self.to_train:
-            return None
-        unit = self.grouping(self.to_train)[0] if self.grouping is not None else self.to_train[:1]
-        keys = {run.key for run in unit}
-        self.to_train = [run for run in self.to_train if run.key not in keys]
-        self.training |= keys
-        return unit
-
-    def completed(self, unit: Unit) -> None:
-        for run in unit:
-            self.training.discard(run.key)
-            self.done.add(run.key)
-
-    def seed_complete(self, seed: int) -> bool:
-        return all(run.key in self.done for run in self.plan.runs if run.seed == seed)
 
 
 class SerialExecutor:
@@ -124,8 +73,7 @@ class SerialExecutor:
                 if schedule.seed_complete(seed):
                     self.forget_seed(seed)
                     forgotten.add(seed)
-        if not schedule.finished:  # cannot happen with a valid plan: every teacher is in it
-            raise RuntimeError("runs are left whose teachers are not in the plan")
+        schedule.check_finished()
 
 
 class _PrefixedLines(io.TextIOBase):
@@ -180,9 +128,7 @@ def _worker(
     sys.stdout, sys.stderr = stdout, stderr
     try:
         try:
-            from distillbench.study.runner import run_executor
-
-            executor = run_executor(cfg, out, data, runtime, pool=pool, fingerprints=fingerprints)
+            executor = RunExecutor.build(cfg, data, RunStore(out, pool, fingerprints), runtime)
             failed = None
         except UserError as exc:  # e.g. a name registered in the parent only: answered for the first unit
             executor, failed = None, ("error", f"a worker could not start: {exc}")
@@ -260,8 +206,7 @@ class ProcessExecutor:
                         raise _failure(unit, outcome)
                     schedule.completed(unit)
                     idle.append(channel)
-            if not schedule.finished:  # cannot happen with a valid plan: every teacher is in it
-                raise RuntimeError("runs are left whose teachers are not in the plan")
+            schedule.check_finished()
         finally:  # idle workers are told to stop; after a failure or Ctrl-C, busy ones are stopped
             for _, channel in pool:
                 if channel not in busy:

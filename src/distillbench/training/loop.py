@@ -2,10 +2,18 @@
 
 The same loop trains every model. What it trains on is either raw uint8 images (the model's
 whole forward pass) or cached activations of a frozen prefix (only the trainable body runs).
+
+``fit`` trains one module; ``fit_group`` trains several runs of one architecture side by side as one
+batched module (``training.grouped``). Both run one setup and one epoch (``_Training``): shuffle,
+step through the batches, validate each run, write its history row, and stop each run on its own
+once its validation loss stops improving. They differ only in how a step draws and computes its
+batch (``_Solo``, ``_Batched``). The objective is told the 1-based epoch being trained, so a loss
+with a warm-up (DKD's) needs no step counter of its own.
 """
 
 from __future__ import annotations
 
+import abc
 import math
 import sys
 import time
@@ -25,27 +33,43 @@ from distillbench.training.optim import EarlyStopping
 from distillbench.training.randomness import derive_seed, global_rng, stream_generator
 from distillbench.training.runtime import Runtime
 
-# (batch indices, input batch, labels, logits) -> loss
-Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# (batch indices, input batch, labels, logits, epoch) -> loss; epoch: the 1-based epoch being trained
+Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
 # trainable parameters with their names -> optimiser (``optim.build_optimizer`` with a model's config bound)
 OptimizerFactory = Callable[[list[tuple[str, nn.Parameter]]], torch.optim.Optimizer]
 # (optimiser, steps per epoch, epochs) -> a per-step schedule or None (``optim.build_schedule``, bound)
 ScheduleFactory = Callable[[torch.optim.Optimizer, int, int], "torch.optim.lr_scheduler.LRScheduler | None"]
 
 
-def _no_schedule(optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int) -> None:
+def no_schedule(optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int) -> None:
+    """A constant learning rate: no schedule to step."""
     return None
 
 
-def cross_entropy_objective(idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+def cross_entropy_objective(
+    idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, epoch: int
+) -> torch.Tensor:
     return F.cross_entropy(logits, y)
 
 
 def smoothed_cross_entropy(label_smoothing: float) -> Objective:
-    """Cross-entropy on the labels smoothed by ``label_smoothing`` (0: ``cross_entropy_objective``)."""
+    """Cross-entropy on the labels smoothed by ``label_smoothing`` (0: ``cross_entropy_objective``);
+    the epoch changes nothing."""
     if not label_smoothing:
         return cross_entropy_objective
-    return lambda idx, x, y, logits: F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    return lambda idx, x, y, logits, epoch: F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How a model trains, resolved once per run: its merged ``TrainConfig`` (epochs, batch size,
+    patience, evaluation batch), its optimiser and per-step schedule built from the trainable
+    parameters, and the augmentation of its training batches (None: none)."""
+
+    config: TrainConfig
+    optimizer: OptimizerFactory
+    schedule: ScheduleFactory = no_schedule
+    augment: Augmentation | None = None
 
 
 @torch.inference_mode()
@@ -75,52 +99,6 @@ def evaluate(
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
 
 
-def _history_row(
-    epoch: int,
-    n: int,
-    loss_sum: torch.Tensor,
-    ce_sum: torch.Tensor,
-    correct: torch.Tensor,
-    val_loss: float,
-    val_acc: float,
-    lr: float,
-    seconds: float,
-    name: str,
-) -> dict[str, float]:
-    """One epoch's line of ``history.csv``; ``lr`` is the mean rate of the epoch's steps. A loss that
-    is not a finite number stops the run (``UserError`` naming it and the epoch): nothing it would go
-    on to compute means anything."""
-    train_finite = bool(torch.isfinite(loss_sum).item())
-    if not (train_finite and math.isfinite(val_loss)):
-        which, bad = ("training", loss_sum.item()) if not train_finite else ("validation", val_loss)
-        raise UserError(
-            f"{name} diverged: its {which} loss became {bad} in epoch {epoch} (mean learning rate {lr:g}). The "
-            "learning rate is the likely cause: lower it (zoo.<model>.lr) or add warm-up; for a student, check "
-            "its distillation settings too (a very small temperature, very large loss weights). Finished runs "
-            "are saved; fix the config and run again to resume."
-        )
-    return {
-        "epoch": epoch,
-        "train_loss": loss_sum.item() / n,
-        "train_ce": ce_sum.item() / n,
-        "train_accuracy": correct.item() / n,
-        "val_loss": val_loss,
-        "val_accuracy": val_acc,
-        "lr": lr,
-        "seconds": seconds,
-    }
-
-
-def _say_epoch(name: str, epochs: int, row: dict[str, float], improved: bool) -> None:
-    eta = row["seconds"] * (epochs - row["epoch"])
-    print(
-        f"[{name}] epoch {row['epoch']:>2}/{epochs}  loss {row['train_loss']:.4f}  acc {row['train_accuracy']:.4f}"
-        f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}  {row['seconds']:6.1f}s"
-        f"{'  *best' if improved else ''}  (eta <= {eta:.0f}s)",
-        flush=True,
-    )
-
-
 @dataclass
 class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
@@ -129,26 +107,230 @@ class FitResult:
     train_seconds: float = 0.0
 
 
+@dataclass
+class _Epoch:
+    """One epoch's training, per run: summed objective, summed cross-entropy on the hard labels and
+    correct predictions, kept on the device (no host sync per step); the summed learning rate of
+    its steps; its training time."""
+
+    number: int
+    examples: int
+    steps: int
+    loss: torch.Tensor  # [runs]
+    cross_entropy: torch.Tensor  # [runs]
+    correct: torch.Tensor  # [runs]
+    lr_sum: float = 0.0
+    seconds: float = 0.0
+
+    @classmethod
+    def start(cls, number: int, runs: int, examples: int, steps: int, device: torch.device) -> _Epoch:
+        sums = [torch.zeros(runs, device=device) for _ in range(2)]
+        return cls(number, examples, steps, *sums, torch.zeros(runs, device=device, dtype=torch.long))
+
+    def add(self, loss: torch.Tensor, cross_entropy: torch.Tensor, correct: torch.Tensor) -> None:
+        """Add a step's sums: one value per run, or one value for a single run."""
+        self.loss += loss
+        self.cross_entropy += cross_entropy
+        self.correct += correct
+
+    def history_row(self, run: int, validation: tuple[float, float], seconds: float, label: str) -> dict[str, float]:
+        """Run ``run``'s line of ``history.csv``; ``lr`` is the mean rate of the epoch's steps. A loss
+        that is not a finite number stops the run (``UserError`` naming ``label`` and the epoch):
+        nothing it would go on to compute means anything."""
+        loss_sum, (val_loss, val_acc), lr = self.loss[run], validation, self.lr_sum / self.steps
+        train_finite = bool(torch.isfinite(loss_sum).item())
+        if not (train_finite and math.isfinite(val_loss)):
+            which, bad = ("training", loss_sum.item()) if not train_finite else ("validation", val_loss)
+            raise UserError(
+                f"{label} diverged: its {which} loss became {bad} in epoch {self.number} (mean learning rate "
+                f"{lr:g}). The learning rate is the likely cause: lower it (zoo.<model>.lr) or add warm-up; for a "
+                "student, check its distillation settings too (a very small temperature, very large loss weights). "
+                "Finished runs are saved; fix the config and run again to resume."
+            )
+        return {
+            "epoch": self.number,
+            "train_loss": loss_sum.item() / self.examples,
+            "train_ce": self.cross_entropy[run].item() / self.examples,
+            "train_accuracy": self.correct[run].item() / self.examples,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "lr": lr,
+            "seconds": seconds,
+        }
+
+
+class _Run:
+    """One run's part of the loop: its module (it ends holding the weights of its best validation
+    epoch), objective, early stopping and result. ``name`` labels the log, ``label`` the errors."""
+
+    def __init__(self, module: nn.Module, objective: Objective, name: str, label: str, patience: int | None):
+        self.module, self.objective, self.name, self.label = module, objective, name, label
+        self.stopping = EarlyStopping(module, patience)
+        self.result = FitResult()
+
+    def record(self, row: dict[str, float], epochs: int) -> bool:
+        """Keep and log an epoch's row; True if the run stops here."""
+        self.result.history.append(row)
+        improved = self.stopping.update(row["epoch"], row["val_loss"], self.module)
+        eta = row["seconds"] * (epochs - row["epoch"])
+        print(
+            f"[{self.name}] epoch {row['epoch']:>2}/{epochs}  loss {row['train_loss']:.4f}  "
+            f"acc {row['train_accuracy']:.4f}  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}  "
+            f"{row['seconds']:6.1f}s{'  *best' if improved else ''}  (eta <= {eta:.0f}s)",
+            flush=True,
+        )
+        if self.stopping.should_stop:
+            print(f"[{self.name}] early stop: val_loss has not improved for {self.stopping.stale} epochs", flush=True)
+        return self.stopping.should_stop
+
+    def finish(self, started: float) -> FitResult:
+        """Restore the best epoch's weights and complete the result (``started``: when training began)."""
+        self.stopping.restore(self.module)
+        self.result.best_epoch, self.result.epochs_trained = self.stopping.best_epoch, len(self.result.history)
+        self.result.train_seconds = time.perf_counter() - started
+        return self.result
+
+
+class _Training(abc.ABC):
+    """The setup and the epoch ``fit`` and ``fit_group`` share: the training split on the device, the
+    optimiser over ``module``'s trainable parameters with its schedule and (fp16) loss scaler, and
+    the epoch loop with validation and early stopping per run. A subclass says how an epoch's batch
+    order is drawn (``shuffle``), how one step computes its runs' losses (``step``, which calls
+    ``optimise``) and where a run's current weights are for validation (``current``)."""
+
+    name: str  # the progress bar's
+
+    def __init__(
+        self,
+        module: nn.Module,
+        runs: list[_Run],
+        train: tuple[torch.Tensor, torch.Tensor],
+        settings: FitSettings,
+        runtime: Runtime,
+    ):
+        device = runtime.device
+        self.module, self.runs, self.settings, self.runtime = module, runs, settings, runtime
+        self.x, self.y = train[0].to(device), train[1].to(device)
+        self.optimizer = settings.optimizer([(name, p) for name, p in module.named_parameters() if p.requires_grad])
+        self.scaler = torch.amp.GradScaler(device.type, enabled=runtime.precision == "fp16")
+        self.examples, batch_size = len(self.y), settings.config.batch_size
+        self.steps = (self.examples + batch_size - 1) // batch_size
+        self.scheduler = settings.schedule(self.optimizer, self.steps, settings.config.epochs)
+
+    @abc.abstractmethod
+    def shuffle(self) -> torch.Tensor:
+        """This epoch's batch order on the device: ``[examples]``, or ``[runs, examples]``."""
+
+    @abc.abstractmethod
+    def step(self, idx: torch.Tensor, epoch: _Epoch) -> None:
+        """One training step on the batch at ``idx`` (indices into the split, per run if 2-D)."""
+
+    def current(self, run: int) -> nn.Module:
+        """Run ``run``'s module holding its current weights."""
+        return self.runs[run].module
+
+    def optimise(self, loss: torch.Tensor, epoch: _Epoch) -> None:
+        """One optimiser step on ``loss`` (fp16: scaled, skipped on overflow), then the schedule's."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        epoch.lr_sum += self.optimizer.param_groups[0]["lr"]  # the rate this step uses
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    def train(
+        self, val: tuple[torch.Tensor, torch.Tensor], on_done: Callable[[int, FitResult], None]
+    ) -> list[FitResult]:
+        """Train every epoch, or until every run stopped early; each run is restored to its best
+        weights and handed to ``on_done`` as soon as it stops."""
+        config = self.settings.config
+        started = time.perf_counter()
+        active = list(range(len(self.runs)))
+        for number in range(1, config.epochs + 1):
+            epoch = self._train_epoch(number)
+            for index in list(active):
+                run, validation_start = self.runs[index], time.perf_counter()
+                validation = evaluate(self.current(index), *val, self.runtime, config.eval_batch_size)
+                seconds = epoch.seconds + time.perf_counter() - validation_start
+                if run.record(epoch.history_row(index, validation, seconds, run.label), config.epochs):
+                    active.remove(index)
+                    on_done(index, run.finish(started))
+            if not active:
+                break
+        for index in active:
+            on_done(index, self.runs[index].finish(started))
+        return [run.result for run in self.runs]
+
+    def _train_epoch(self, number: int) -> _Epoch:
+        started = time.perf_counter()
+        self.module.train()
+        order = self.shuffle()
+        epoch = _Epoch.start(number, len(self.runs), self.examples, self.steps, self.runtime.device)
+        batch_size = self.settings.config.batch_size
+        desc = f"{self.name} epoch {number}"
+        bar = tqdm(range(self.steps), desc=desc, unit="batch", leave=False, disable=None, file=sys.stderr)
+        for step in bar:
+            self.step(order[..., step * batch_size : (step + 1) * batch_size], epoch)
+        bar.close()
+        epoch.seconds = time.perf_counter() - started
+        return epoch
+
+
+class _Solo(_Training):
+    """One module: batch order and augmentation from the run's ``order`` stream; dropout from torch's
+    global RNG, which ``fit`` seeds with the run's ``dropout`` stream."""
+
+    def __init__(
+        self, run: _Run, seed: int, train: tuple[torch.Tensor, torch.Tensor], settings: FitSettings, runtime: Runtime
+    ):
+        super().__init__(run.module, [run], train, settings, runtime)
+        self.name = run.name
+        self.generator = stream_generator(seed, "order")
+        self.step_module = torch.compile(run.module) if runtime.compile else run.module
+        self.compile_failed = (torch._dynamo.exc.BackendCompilerFailed,) if runtime.compile else ()
+
+    def shuffle(self) -> torch.Tensor:
+        return torch.randperm(self.examples, generator=self.generator).to(self.runtime.device)
+
+    def step(self, idx: torch.Tensor, epoch: _Epoch) -> None:
+        x, y = self.x[idx], self.y[idx]
+        if self.settings.augment is not None:
+            x = self.settings.augment(x, self.generator)
+        x = self.runtime.to_device(x)
+        try:
+            with self.runtime.autocast():
+                logits = self.step_module(x)
+            logits = logits.float()
+            loss = self.runs[0].objective(idx, x, y, logits, epoch.number)
+            self.optimise(loss, epoch)
+        except self.compile_failed as exc:
+            raise UserError(
+                f"perf.compile: torch.compile could not compile {self.name} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0]}); it needs a working C++ compiler on CPU and Triton on "
+                "CUDA. Set perf.compile=false to train without it."
+            ) from None
+        logits = logits.detach()
+        epoch.add(loss.detach() * len(idx), F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(1) == y).sum())
+
+
 def fit(
     module: nn.Module,
     train: tuple[torch.Tensor, torch.Tensor],
     val: tuple[torch.Tensor, torch.Tensor],
+    settings: FitSettings,
     *,
-    cfg: TrainConfig,
-    optimizer: OptimizerFactory,
     seed: int,
     runtime: Runtime | None = None,
     objective: Objective = cross_entropy_objective,
-    augment: Augmentation | None = None,
     name: str = "model",
-    schedule: ScheduleFactory = _no_schedule,
 ) -> FitResult:
-    """Train ``module`` in place and leave it holding the weights of its best validation epoch.
+    """Train ``module`` in place as ``settings`` say and leave it holding the weights of its best
+    validation epoch.
 
-    ``optimizer`` builds the optimiser from the trainable parameters (``optim.build_optimizer``).
-    Batch order and ``augment`` (each training batch, never validation) draw from the run's ``order``
-    stream, dropout from its ``dropout`` stream (``training.randomness``): the same ``seed`` gives the
-    same run whatever ran before. ``runtime`` (default: fp32 on the CPU) says where and how;
+    Batch order and the augmentation (each training batch, never validation) draw from the run's
+    ``order`` stream, dropout from its ``dropout`` stream (``training.randomness``): the same ``seed``
+    gives the same run whatever ran before. ``runtime`` (default: fp32 on the CPU) says where and how;
     ``runtime.compile`` runs training steps through ``torch.compile``;
     evaluation stays eager (it shares the weights). fp16 scales the loss (``GradScaler``) so small
     gradients do not underflow; bf16 has fp32's range and needs no scaling.
@@ -157,85 +339,9 @@ def fit(
     labels, what ``val_loss`` measures): for plain training the two are equal.
     """
     runtime = runtime or Runtime()
-    device = runtime.device
-    generator = stream_generator(seed, "order")
-    with global_rng(derive_seed(seed, "dropout"), device):  # dropout draws from torch's global RNG
-        x, y = train[0].to(device), train[1].to(device)
-        val_x, val_y = val
-        steps_optimizer = optimizer([(name, p) for name, p in module.named_parameters() if p.requires_grad])
-        scaler = torch.amp.GradScaler(device.type, enabled=runtime.precision == "fp16")
-        n, batch_size = len(y), cfg.batch_size
-        steps = (n + batch_size - 1) // batch_size
-        scheduler = schedule(steps_optimizer, steps, cfg.epochs)
-        step_module = torch.compile(module) if runtime.compile else module
-        compile_failed = (torch._dynamo.exc.BackendCompilerFailed,) if runtime.compile else ()
-        result = FitResult()
-        stopping = EarlyStopping(module, cfg.patience)
-        started = time.perf_counter()
-        for epoch in range(1, cfg.epochs + 1):
-            epoch_start = time.perf_counter()
-            module.train()
-            order = torch.randperm(n, generator=generator).to(device)
-            loss_sum = torch.zeros((), device=device)
-            ce_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            lr_sum = 0.0
-            bar = tqdm(
-                range(steps), desc=f"{name} epoch {epoch}", unit="batch", leave=False, disable=None, file=sys.stderr
-            )
-            for step in bar:
-                idx = order[step * batch_size : (step + 1) * batch_size]
-                xb, yb = x[idx], y[idx]
-                if augment is not None:
-                    xb = augment(xb, generator)
-                xb = runtime.to_device(xb)
-                try:
-                    with runtime.autocast():
-                        logits = step_module(xb)
-                    logits = logits.float()
-                    loss = objective(idx, xb, yb, logits)
-                    steps_optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                except compile_failed as exc:
-                    raise UserError(
-                        f"perf.compile: torch.compile could not compile {name} ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0]}); it needs a working C++ compiler on CPU and Triton on "
-                        "CUDA. Set perf.compile=false to train without it."
-                    ) from None
-                lr_sum += steps_optimizer.param_groups[0]["lr"]  # the rate this step uses
-                scaler.step(steps_optimizer)
-                scaler.update()
-                if scheduler is not None:
-                    scheduler.step()
-                logits = logits.detach()
-                loss_sum += loss.detach() * len(idx)  # stays on the device: no host sync per step
-                ce_sum += F.cross_entropy(logits, yb, reduction="sum")
-                correct += (logits.argmax(1) == yb).sum()
-            bar.close()
-            val_loss, val_acc = evaluate(module, val_x, val_y, runtime, cfg.eval_batch_size)
-            seconds = time.perf_counter() - epoch_start
-            row = _history_row(
-                epoch, n, loss_sum, ce_sum, correct, val_loss, val_acc, lr_sum / steps, seconds, f"{name} seed {seed}"
-            )
-            result.history.append(row)
-            improved = stopping.update(epoch, val_loss, module)
-            _say_epoch(name, cfg.epochs, row, improved)
-            if stopping.should_stop:
-                _say_early_stop(name, stopping)
-                break
-        return _finish(result, stopping, module, started)
-
-
-def _finish(result: FitResult, stopping: EarlyStopping, module: nn.Module, started: float) -> FitResult:
-    """Restore ``module`` to its best epoch's weights and complete ``result``."""
-    stopping.restore(module)
-    result.best_epoch, result.epochs_trained = stopping.best_epoch, len(result.history)
-    result.train_seconds = time.perf_counter() - started
-    return result
-
-
-def _say_early_stop(name: str, stopping: EarlyStopping) -> None:
-    print(f"[{name}] early stop: val_loss has not improved for {stopping.stale} epochs", flush=True)
+    with global_rng(derive_seed(seed, "dropout"), runtime.device):  # dropout draws from torch's global RNG
+        run = _Run(module, objective, name, f"{name} seed {seed}", settings.config.patience)
+        return _Solo(run, seed, train, settings, runtime).train(val, lambda index, result: None)[0]
 
 
 @dataclass
@@ -249,93 +355,69 @@ class GroupMember:
     name: str
 
 
+class _Batched(_Training):
+    """Members as one ``GroupedModel``: each member's batch order and augmentation from its own
+    ``order`` stream, its dropout from its own ``dropout`` stream; one optimiser step on the sum of
+    the members' losses gives each member's weights its own gradient."""
+
+    def __init__(
+        self,
+        members: list[GroupMember],
+        train: tuple[torch.Tensor, torch.Tensor],
+        settings: FitSettings,
+        runtime: Runtime,
+    ):
+        if runtime.precision == "fp16":  # one GradScaler would skip every member's step when one overflows
+            raise NotGroupable("fp16 training: each run needs its own loss scaler")
+        device = runtime.device
+        self.orders = [stream_generator(member.seed, "order") for member in members]
+        dropouts = [stream_generator(member.seed, "dropout", device) for member in members]
+        group = GroupedModel([m.module for m in members], dropouts, channels_last=runtime.channels_last)
+        group = group.to(device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
+        patience = settings.config.patience
+        runs = [_Run(member.module, member.objective, member.name, member.name, patience) for member in members]
+        super().__init__(group, runs, train, settings, runtime)  # one lr for all: the members share a setting
+        self.group, self.name = group, f"group of {len(members)}"
+
+    def shuffle(self) -> torch.Tensor:
+        return torch.stack([torch.randperm(self.examples, generator=g) for g in self.orders]).to(self.runtime.device)
+
+    def step(self, idx: torch.Tensor, epoch: _Epoch) -> None:  # idx: [members, batch]
+        x, y, count = self.x[idx], self.y[idx], len(self.runs)
+        if self.settings.augment is not None:
+            x = torch.stack([self.settings.augment(x[m], self.orders[m]) for m in range(count)])
+        with self.runtime.autocast():
+            logits = self.group(x).float()  # [members, batch, classes]
+        losses = torch.stack(
+            [
+                self.runs[m].objective(idx[m], self.runtime.to_device(x[m]), y[m], logits[m], epoch.number)
+                for m in range(count)
+            ]
+        )
+        self.optimise(losses.sum(), epoch)
+        logits = logits.detach()
+        cross_entropy = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y).sum(1)
+        epoch.add(losses.detach() * idx.shape[1], cross_entropy, (logits.argmax(2) == y).sum(1))
+
+    def current(self, run: int) -> nn.Module:
+        load_member(self.runs[run].module, self.group, run)
+        return self.runs[run].module
+
+
 def fit_group(
     members: list[GroupMember],
     train: tuple[torch.Tensor, torch.Tensor],
     val: tuple[torch.Tensor, torch.Tensor],
+    settings: FitSettings,
     *,
-    cfg: TrainConfig,
-    optimizer: OptimizerFactory,
     runtime: Runtime | None = None,
-    augment: Augmentation | None = None,
     on_done: Callable[[int, FitResult], None] = lambda index, result: None,
-    schedule: ScheduleFactory = _no_schedule,
 ) -> list[FitResult]:
-    """Train ``members`` (the same architecture and optimiser settings, the same inputs) side by
-    side as one ``GroupedModel``; each computes what ``fit`` would give it alone, up to float
-    summation order. A member that stops early is restored to its best weights and handed to
-    ``on_done`` at once (the group keeps computing it, unused, until all are done). Raises
-    ``NotGroupable`` if the members' structure cannot be grouped."""
+    """Train ``members`` (the same architecture and settings, the same inputs) side by side as one
+    ``GroupedModel``; each computes what ``fit`` would give it alone, up to float summation order.
+    A member that stops early is restored to its best weights and handed to ``on_done`` at once
+    (the group keeps computing it, unused, until all are done). Raises ``NotGroupable`` if the
+    members' structure cannot be grouped."""
     runtime = runtime or Runtime()
-    if runtime.precision == "fp16":  # one GradScaler would skip every member's step when one overflows
-        raise NotGroupable("fp16 training: each run needs its own loss scaler")
-    device, count = runtime.device, len(members)
-    orders = [stream_generator(member.seed, "order") for member in members]
-    dropouts = [stream_generator(member.seed, "dropout", device) for member in members]
-    group = GroupedModel([m.module for m in members], dropouts, channels_last=runtime.channels_last)
-    group = group.to(device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
-    with global_rng(None, device):  # nothing here draws from torch's global RNG; nothing is disturbed
-        x, y = train[0].to(device), train[1].to(device)
-        val_x, val_y = val
-        steps_optimizer = optimizer(list(group.named_parameters()))
-        n, batch_size = len(y), cfg.batch_size
-        steps = (n + batch_size - 1) // batch_size
-        scheduler = schedule(steps_optimizer, steps, cfg.epochs)  # one lr for all: the members share a setting
-        stoppings = [EarlyStopping(member.module, cfg.patience) for member in members]
-        results = [FitResult() for _ in members]
-        active = list(range(count))
-        started = time.perf_counter()
-
-        def finish(index: int) -> None:
-            on_done(index, _finish(results[index], stoppings[index], members[index].module, started))
-
-        for epoch in range(1, cfg.epochs + 1):
-            epoch_start = time.perf_counter()
-            group.train()
-            order = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
-            loss_sum = torch.zeros(count, device=device)
-            ce_sum = torch.zeros(count, device=device)
-            correct = torch.zeros(count, device=device, dtype=torch.long)
-            lr_sum = 0.0
-            for step in range(steps):
-                idx = order[:, step * batch_size : (step + 1) * batch_size]  # [members, batch]
-                xb, yb = x[idx], y[idx]
-                if augment is not None:
-                    xb = torch.stack([augment(xb[m], orders[m]) for m in range(count)])
-                with runtime.autocast():
-                    logits = group(xb).float()  # [members, batch, classes]
-                losses = torch.stack(
-                    [members[m].objective(idx[m], runtime.to_device(xb[m]), yb[m], logits[m]) for m in range(count)]
-                )
-                steps_optimizer.zero_grad(set_to_none=True)
-                losses.sum().backward()  # each member's weights get its own gradient
-                lr_sum += steps_optimizer.param_groups[0]["lr"]
-                steps_optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                logits = logits.detach()
-                loss_sum += losses.detach() * idx.shape[1]
-                ce_sum += F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view_as(yb).sum(1)
-                correct += (logits.argmax(2) == yb).sum(1)
-            training_seconds = time.perf_counter() - epoch_start
-            lr = lr_sum / steps
-            for m in list(active):
-                member = members[m]
-                validation_start = time.perf_counter()
-                load_member(member.module, group, m)
-                val_loss, val_acc = evaluate(member.module, val_x, val_y, runtime, cfg.eval_batch_size)
-                seconds = training_seconds + time.perf_counter() - validation_start  # the group's step time
-                row = _history_row(
-                    epoch, n, loss_sum[m], ce_sum[m], correct[m], val_loss, val_acc, lr, seconds, member.name
-                )
-                results[m].history.append(row)
-                _say_epoch(member.name, cfg.epochs, row, stoppings[m].update(epoch, val_loss, member.module))
-                if stoppings[m].should_stop:
-                    _say_early_stop(member.name, stoppings[m])
-                    active.remove(m)
-                    finish(m)
-            if not active:
-                break
-        for m in active:
-            finish(m)
-    return results
+    with global_rng(None, runtime.device):  # nothing here draws from torch's global RNG; nothing is disturbed
+        return _Batched(members, train, settings, runtime).train(val, on_done)

@@ -1,15 +1,43 @@
-"""Optimisers built from a model's config, and early stopping on validation loss."""
+"""Optimisers and learning-rate schedules found by name (``zoo.<key>.optimizer``, ``.schedule``),
+built from a model's config; and early stopping on validation loss.
+
+An optimiser is one function ``(param_groups, spec, fused) -> torch.optim.Optimizer`` reading the
+options it takes from ``spec`` (a ``ModelDef``), registered with ``@register_optimizer(name)``;
+``build_optimizer`` makes the parameter groups (weight decay on ``is_decayed`` parameters only), the
+same for all. A schedule is one function ``(optimizer, spec, steps_per_epoch, epochs) -> LRScheduler
+or None`` (None: the rate stays), stepped once per training step, registered with
+``@register_schedule(name)``. timm's optimizer factory (``_optim_factory.py``: an entry per
+optimiser) is the model. ``study.resolve`` checks the config's names against both registries.
+"""
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 
 from distillbench.config import ModelDef
+from distillbench.registry import Registry
+
+# (parameters or parameter groups, the model's config, fused: True, or None for torch's default)
+OptimizerBuilder = Callable[[list, ModelDef, "bool | None"], torch.optim.Optimizer]
+# (optimiser, steps per epoch, epochs) -> the schedule stepped once per step, or None for a constant rate
+ScheduleBuilder = Callable[[torch.optim.Optimizer, ModelDef, int, int], "torch.optim.lr_scheduler.LRScheduler | None"]
+OPTIMIZERS: Registry[OptimizerBuilder] = Registry("optimizer")
+SCHEDULES: Registry[ScheduleBuilder] = Registry("schedule")
+
+
+def register_optimizer(name: str) -> Callable[[OptimizerBuilder], OptimizerBuilder]:
+    """``@register_optimizer(name)`` makes a function the optimiser ``optimizer: name``."""
+    return OPTIMIZERS.register(name)
+
+
+def register_schedule(name: str) -> Callable[[ScheduleBuilder], ScheduleBuilder]:
+    """``@register_schedule(name)`` makes a function the schedule ``schedule: name``."""
+    return SCHEDULES.register(name)
 
 
 def is_decayed(name: str, param: nn.Parameter) -> bool:
@@ -22,20 +50,34 @@ def is_decayed(name: str, param: nn.Parameter) -> bool:
 def build_optimizer(
     named_params: Iterable[tuple[str, nn.Parameter]], spec: ModelDef, fused: bool = False
 ) -> torch.optim.Optimizer:
-    """The optimiser ``spec`` asks for by name (adam, adamw, sgd) with its learning rate, epsilon
-    (Keras' 1e-7 by default), weight decay (``is_decayed`` parameters only) and momentum; ``fused``:
-    one kernel per step over all weights (CPU too, torch >= 2.4)."""
-    named_params, fused = list(named_params), fused or None
+    """The optimiser ``spec`` names, over ``named_params``: with weight decay, two groups (the
+    ``is_decayed`` parameters, and the rest without decay), else one; ``fused``: one kernel per step
+    over all weights (CPU too, torch >= 2.4)."""
+    named_params = list(named_params)
     if spec.weight_decay:
         decayed = [p for name, p in named_params if is_decayed(name, p)]
         spared = [p for name, p in named_params if not is_decayed(name, p)]
         params: list = [{"params": decayed}, {"params": spared, "weight_decay": 0.0}]
     else:
         params = [p for _, p in named_params]
-    if spec.optimizer == "adam":
-        return torch.optim.Adam(params, lr=spec.lr, eps=spec.adam_eps, weight_decay=spec.weight_decay, fused=fused)
-    if spec.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=spec.lr, eps=spec.adam_eps, weight_decay=spec.weight_decay, fused=fused)
+    return OPTIMIZERS[spec.optimizer](params, spec, fused or None)
+
+
+@register_optimizer("adam")
+def adam(params: list, spec: ModelDef, fused: bool | None) -> torch.optim.Optimizer:
+    """Adam (the paper): lr, epsilon (Keras' 1e-7 by default) and L2 weight decay."""
+    return torch.optim.Adam(params, lr=spec.lr, eps=spec.adam_eps, weight_decay=spec.weight_decay, fused=fused)
+
+
+@register_optimizer("adamw")
+def adamw(params: list, spec: ModelDef, fused: bool | None) -> torch.optim.Optimizer:
+    """AdamW: Adam with decoupled weight decay."""
+    return torch.optim.AdamW(params, lr=spec.lr, eps=spec.adam_eps, weight_decay=spec.weight_decay, fused=fused)
+
+
+@register_optimizer("sgd")
+def sgd(params: list, spec: ModelDef, fused: bool | None) -> torch.optim.Optimizer:
+    """SGD with momentum (Nesterov's if ``spec.nesterov``) and L2 weight decay."""
     return torch.optim.SGD(
         params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=spec.weight_decay, fused=fused
     )
@@ -44,17 +86,22 @@ def build_optimizer(
 def build_schedule(
     optimizer: torch.optim.Optimizer, spec: ModelDef, steps_per_epoch: int, epochs: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """The learning-rate schedule ``spec`` asks for, stepped once per training step: None for
-    constant; cosine decay to 0 after ``warmup_epochs`` of linear warm-up; or torch's OneCycleLR
-    (its rise lasts ``warmup_epochs``, or 30% of the steps; the momentum stays as configured)."""
+    """The learning-rate schedule ``spec`` names, stepped once per training step (None: constant)."""
+    return SCHEDULES[spec.schedule](optimizer, spec, steps_per_epoch, epochs)
+
+
+@register_schedule("constant")
+def constant(optimizer: torch.optim.Optimizer, spec: ModelDef, steps_per_epoch: int, epochs: int) -> None:
+    """The rate stays at ``spec.lr`` (the paper): no scheduler."""
+    return None
+
+
+@register_schedule("cosine")
+def cosine(
+    optimizer: torch.optim.Optimizer, spec: ModelDef, steps_per_epoch: int, epochs: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up from 0 over ``spec.warmup_epochs``, then cosine decay to 0 at the last step."""
     total = steps_per_epoch * epochs
-    if spec.schedule == "constant":
-        return None
-    if spec.schedule == "one_cycle":  # warm-up: warmup_epochs if set, else torch's 30%; momentum as configured
-        warmup_share = min(0.9, spec.warmup_epochs / epochs) if spec.warmup_epochs else 0.3
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=spec.lr, total_steps=total, pct_start=warmup_share, cycle_momentum=False
-        )
     warmup = round(spec.warmup_epochs * steps_per_epoch)
 
     def factor(step: int) -> float:  # the lr of the step about to run, relative to spec.lr
@@ -64,6 +111,18 @@ def build_schedule(
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@register_schedule("one_cycle")
+def one_cycle(
+    optimizer: torch.optim.Optimizer, spec: ModelDef, steps_per_epoch: int, epochs: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """torch's OneCycleLR peaking at ``spec.lr``: its rise lasts ``warmup_epochs`` if set, else
+    torch's 30% of the steps; the momentum stays as configured."""
+    warmup_share = min(0.9, spec.warmup_epochs / epochs) if spec.warmup_epochs else 0.3
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=spec.lr, total_steps=steps_per_epoch * epochs, pct_start=warmup_share, cycle_momentum=False
+    )
 
 
 class EarlyStopping:

@@ -4,7 +4,7 @@ teachers (``aggregation``).
 A method is one file holding one ``DistillMethod`` subclass (its typed parameters and its loss) and
 one ``@register_method`` line; an aggregation is one function and one ``@register_aggregation``
 line. The study resolves a student's ``distill`` setting to a method instance with
-``resolve_method`` (``study.resolve``), which raises the one-paragraph error naming a bad method,
+``resolve_method`` (called by ``study.recipe`` only), which raises the one-paragraph error naming a bad method,
 aggregation or parameter.
 """
 

@@ -10,6 +10,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distillbench.config import KDConfig, Temperature
+from distillbench.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -23,27 +24,18 @@ class Target:
 
 
 Aggregation = Callable[[torch.Tensor, torch.Tensor, float], Target]  # (teachers, labels, temperature)
-AGGREGATIONS: dict[str, Aggregation] = {}
-METHODS: dict[str, type[DistillMethod]] = {}
+AGGREGATIONS: Registry[Aggregation] = Registry("aggregation")
+METHODS: Registry[type[DistillMethod]] = Registry("distillation method")
 
 
 def register_aggregation(name: str) -> Callable[[Aggregation], Aggregation]:
-    def register(function: Aggregation) -> Aggregation:
-        if name in AGGREGATIONS:
-            raise ValueError(f"aggregation {name!r} is already registered")
-        AGGREGATIONS[name] = function
-        return function
-
-    return register
+    """``@register_aggregation(name)`` makes a function the aggregation ``aggregation: name``."""
+    return AGGREGATIONS.register(name)
 
 
 def register_method(cls: type[DistillMethod]) -> type[DistillMethod]:
     """Register a method under the value of its ``method`` field's default."""
-    name = cls.model_fields["method"].default
-    if name in METHODS:
-        raise ValueError(f"distillation method {name!r} is already registered")
-    METHODS[name] = cls
-    return cls
+    return METHODS.register(cls.model_fields["method"].default, cls)
 
 
 class DistillMethod(BaseModel):
@@ -100,19 +92,14 @@ def resolve_method(distill: str | dict[str, Any], kd: KDConfig, where: str) -> D
     ``where.PARAM: problem`` line per problem."""
     settings = {"method": distill} if isinstance(distill, str) else dict(distill)
     name = settings.get("method")
-    if name not in METHODS:
-        raise ValueError(f"{where}: unknown distillation method {name!r}; known: {', '.join(METHODS)}")
-    cls = METHODS[name]
+    cls = METHODS.resolve(name, where)
     if cls.defaults_from_kd_section:  # kd and the controls built on it: the kd: section is the default
         settings = {**kd.model_dump(), **settings}
     try:
         method = cls(**settings)
     except ValidationError as exc:
         raise ValueError("; ".join(f"{where}.{line}" for line in _problem(exc))) from None
-    if method.aggregation not in AGGREGATIONS:
-        raise ValueError(
-            f"{where}.aggregation: unknown aggregation {method.aggregation!r}; known: {', '.join(AGGREGATIONS)}"
-        )
+    AGGREGATIONS.resolve(method.aggregation, f"{where}.aggregation")
     if not method.per_sample and method.aggregation in {"entropy_weighted", "confidence_weighted"}:
         raise ValueError(
             f"{where}.aggregation: {name} is a loss over the batch, so it cannot weight teachers per sample; "

@@ -23,8 +23,9 @@ def soft_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) ->
     ).sum(-1)
 
 
-def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, cfg: KDConfig) -> torch.Tensor:
-    """Hinton et al.: alpha * [T^2] * KL(softmax(teacher/T) || softmax(student/T)) + (1-alpha) * CE.
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, cfg: KDConfig | KD) -> torch.Tensor:
+    """Hinton et al.: alpha * [T^2] * KL(softmax(teacher/T) || softmax(student/T)) + (1-alpha) * CE,
+    with ``cfg``'s temperature, alpha and scale_by_t2 (the ``kd:`` section, or a resolved ``KD``).
 
     KL is summed over classes and averaged over the batch, as Keras' KLDivergence does.
     """
@@ -58,5 +59,4 @@ class KD(DistillMethod):
     def batch_loss(
         self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, epoch: int
     ) -> torch.Tensor:
-        cfg = KDConfig(temperature=self.temperature, alpha=self.alpha, scale_by_t2=self.scale_by_t2)
-        return kd_loss(student, teacher, labels, cfg)  # the batch form: the paper preset's numbers, to the bit
+        return kd_loss(student, teacher, labels, self)  # the batch form: the paper preset's numbers, to the bit

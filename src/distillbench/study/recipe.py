@@ -1,0 +1,174 @@
+"""A model's recipe: everything about how one model key trains, resolved once from the config.
+
+The config says it in several places (the model's own keys, ``train:`` for what it leaves unset,
+``kd:`` for plain KD's parameters, ``weights.<arch>`` for a backbone); ``model_recipes`` merges them
+into one ``ModelRecipe`` per model key when the study is made. The plan (identities, batched groups),
+the run's inputs and objective, the executor, the results and the report read the recipe; none of
+them looks a model's settings up in the config again.
+
+This module is also the one place that resolves a student's ``distill`` setting into a
+``DistillMethod`` (``distill_problems`` reports the settings that do not resolve).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from distillbench.config import ModelDef, StudyConfig, TrainConfig, model_train_config, training_order
+from distillbench.data.augment import Augmentation, augmentation_named
+from distillbench.models import BACKBONES
+from distillbench.training.distill import DistillMethod, resolve_method
+from distillbench.training.loop import FitSettings
+from distillbench.training.optim import build_optimizer, build_schedule
+
+# Model settings a fingerprint leaves out: the title names the model; epochs, batch size and augment
+# enter resolved (``ModelRecipe.train``); a student's method enters resolved, and a model without
+# teachers distils nothing.
+NOT_IN_IDENTITY = {"title", "epochs", "batch_size", "augment", "distill"}
+
+# Settings that a batched group of runs must share (one optimiser, one input pipeline): everything
+# but what names the model and what it distils.
+NOT_IN_GROUP = {"teachers", "title", "distill"}
+
+# The recipe fields run.json (and the report) show, besides the merged budget and augmentation.
+RECORDED_SETTINGS = (
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "momentum",
+    "nesterov",
+    "schedule",
+    "warmup_epochs",
+    "label_smoothing",
+    "trainable_layers",
+    "input_size",
+    "input_norm",
+)
+
+
+@dataclass(frozen=True)
+class ModelRecipe:
+    """How model ``key`` trains: its config entry, the merged training settings, its pretrained
+    weights' source (a backbone), and as a student its teachers and resolved method."""
+
+    key: str
+    spec: ModelDef
+    train: TrainConfig  # ``train:`` with the model's own epochs, batch size and augmentation
+    weights: str | None  # ``weights.<arch>`` for a pretrained backbone, else None
+    method: DistillMethod | None  # None: trained on the labels alone
+
+    @property
+    def arch(self) -> str:
+        return self.spec.arch
+
+    @property
+    def title(self) -> str:
+        return self.spec.title or self.key
+
+    @property
+    def teachers(self) -> tuple[str, ...]:
+        return tuple(self.spec.teachers)
+
+    @property
+    def augment(self) -> str:
+        return self.train.augment
+
+    @property
+    def augmentation(self) -> Augmentation | None:
+        return augmentation_named(self.train.augment)
+
+    @property
+    def teachers_online(self) -> bool:
+        """Whether its teachers run on every (augmented) batch rather than from cached logits."""
+        return bool(self.teachers) and self.augment != "none"
+
+    def fit_settings(self, fused_optimizer: bool) -> FitSettings:
+        """What the training loop needs of this recipe: the merged settings, the optimiser (``fused``:
+        one kernel per step) and schedule it names, and its augmentation."""
+        return FitSettings(
+            self.train,
+            optimizer=lambda params: build_optimizer(params, self.spec, fused_optimizer),
+            schedule=lambda optimizer, steps, epochs: build_schedule(optimizer, self.spec, steps, epochs),
+            augment=self.augmentation,
+        )
+
+    def identity(self) -> dict[str, Any]:
+        """The model's part of a run's fingerprint: what it is and how it trains, resolved (a
+        teacher that sets its own epochs does not change when ``train:`` does; its title changes
+        nothing), and the method with every parameter resolved (kd's from the ``kd:`` section)."""
+        return {
+            "spec": self.spec.model_dump(mode="json", exclude=NOT_IN_IDENTITY),
+            "train": self.train.model_dump(mode="json"),
+            "distill": self.method.model_dump(mode="json") if self.method is not None else None,
+        }
+
+    def group_key(self) -> str:
+        """Equal for recipes whose runs can train as one batched model: the same architecture and
+        settings apart from teachers, title and method (so the same inputs and optimiser)."""
+        return json.dumps(self.spec.model_dump(mode="json", exclude=NOT_IN_GROUP), sort_keys=True)
+
+    def record(self) -> dict[str, Any]:
+        """How this model trained, for run.json and the report: optimiser, schedule, budget, input
+        pipeline, and whether its teachers ran online on its augmented batches."""
+        return {
+            **{name: getattr(self.spec, name) for name in RECORDED_SETTINGS},
+            "epochs": self.train.epochs,
+            "batch_size": self.train.batch_size,
+            "augment": self.augment,
+            "teachers_online": self.teachers_online,
+        }
+
+
+Recipes = Mapping[str, ModelRecipe]  # by model key
+
+
+def _method(cfg: StudyConfig, key: str) -> DistillMethod:
+    """``zoo.<key>.distill`` resolved (a name, or a mapping with parameters; kd's defaults from
+    ``kd:``); ``ValueError`` naming the setting if it does not resolve."""
+    return resolve_method(cfg.zoo[key].distill, cfg.kd, f"zoo.{key}.distill")
+
+
+def distill_problems(cfg: StudyConfig) -> list[str]:
+    """One ``key: problem`` line per student whose method does not resolve or cannot train as
+    configured; empty when all do."""
+    problems = []
+    for key, spec in cfg.zoo.items():
+        if not spec.teachers:
+            continue
+        try:
+            method = _method(cfg, key)
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        augment = model_train_config(cfg, key).augment
+        if method.needs_all_teacher_logits and augment != "none":
+            problems.append(
+                f"zoo.{key}.distill: {method.method} uses the teachers' logits of the whole training set, "
+                f"which do not exist under augment={augment}; use augment none for this student"
+            )
+        if spec.label_smoothing:
+            problems.append(
+                f"zoo.{key}.label_smoothing: applies to models trained without a teacher; a student's loss "
+                "is its distillation method's (set its parameters in distill)"
+            )
+    return problems
+
+
+def model_recipe(cfg: StudyConfig, key: str) -> ModelRecipe:
+    """Model ``key``'s recipe (its names already checked: ``study.resolve.check_names``)."""
+    spec = cfg.zoo[key]
+    return ModelRecipe(
+        key=key,
+        spec=spec,
+        train=model_train_config(cfg, key),
+        weights=cfg.weights[spec.arch] if spec.arch in BACKBONES else None,
+        method=_method(cfg, key) if spec.teachers else None,
+    )
+
+
+def model_recipes(cfg: StudyConfig) -> Recipes:
+    """The recipe of every model the study trains (``models`` and their teachers), teachers first."""
+    return {key: model_recipe(cfg, key) for key in training_order(cfg.zoo, cfg.models)}
