@@ -53,7 +53,11 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    dataset: str = Field("cifar10", description="A registered dataset reader (distillbench.data.DATASETS).")
+    dataset: str = Field(
+        "cifar10",
+        description="A registered dataset: cifar10, cifar100, svhn, imagefolder, hf:<name or saved path>, or a "
+        "plugin's (distillbench.data.DATASETS).",
+    )
     dir: Path | None = Field(
         None,
         description="The dataset on disk (cifar10: an extracted cifar-10-batches-py directory); null downloads it.",
@@ -66,6 +70,18 @@ class DataConfig(_Strict):
         None, ge=20, le=100 * MAX_COUNT, description="Use a seeded, stratified subset of this many training images."
     )
     test_limit: int | None = Field(None, ge=10, le=100 * MAX_COUNT, description="Use the first N test images.")
+    image_size: int | None = Field(
+        None,
+        ge=8,
+        le=1024,
+        description="imagefolder and hf: decode every image to RGB, this many pixels per side (required for "
+        "datasets whose images differ in size); null: the images' own size.",
+    )
+    image_column: str = Field("image", description="hf: the column holding the images.")
+    label_column: str = Field("label", description="hf: the column holding the integer class labels.")
+    train_split: str = Field("train", description="hf: the split to train on (imagefolder: train/).")
+    test_split: str = Field("test", description="hf: the split to test on (imagefolder: test/, else val/).")
+    svhn_extra: bool = Field(False, description="svhn: add the 531,131 'extra' training images to train_32x32.")
     split_seed: int = Field(
         0,
         ge=0,

@@ -6,6 +6,7 @@ Datasets are found by name (``data.dataset``) in ``DATASETS``; see ``data.datase
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,7 @@ class StudyData:
     source: str  # where the data came from, for the report
     synthetic: bool  # generated data: its numbers are never CIFAR-10 results
     fingerprint: str  # sha256 over every split's pixels and labels
+    superclasses: Mapping[str, tuple[str, ...]] | None = None  # DatasetArrays.superclasses
 
     @property
     def splits(self) -> dict[str, Split]:
@@ -93,4 +95,18 @@ def load_study_data(cfg: DataConfig) -> StudyData:
         source=arrays.source,
         synthetic=arrays.synthetic,
         fingerprint=_fingerprint(splits),
+        superclasses=_checked_superclasses(arrays),
     )
+
+
+def _checked_superclasses(arrays: DatasetArrays) -> dict[str, tuple[str, ...]] | None:
+    """The dataset's superclasses, if it has any, checked to cover every class exactly once."""
+    if arrays.superclasses is None:
+        return None
+    grouped = [name for members in arrays.superclasses.values() for name in members]
+    if sorted(grouped) != sorted(arrays.class_names):
+        raise UserError(
+            f"{arrays.source}: its superclasses do not cover each of its {len(arrays.class_names)} classes exactly "
+            "once; the dataset's files are inconsistent (re-download or re-extract them)."
+        )
+    return {name: tuple(members) for name, members in arrays.superclasses.items()}

@@ -8,7 +8,7 @@ with one file holding its reader and one ``register_dataset`` line in ``data/__i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +26,9 @@ class DatasetArrays:
     class_names: tuple[str, ...]
     source: str  # where the data came from, for the report
     synthetic: bool  # generated data: its numbers are never results on the real dataset
+    # Groups of classes the report aggregates over (CIFAR-100's 20 superclasses): name -> class
+    # names, every class in exactly one group; None when the dataset has none.
+    superclasses: Mapping[str, tuple[str, ...]] | None = None
 
 
 DatasetReader = Callable[[DataConfig], DatasetArrays]

@@ -199,6 +199,7 @@ class RunExecutor:
             "seed": run.seed,
             "data_source": self.data.source,
             "synthetic_data": self.data.synthetic,
+            "superclasses": {k: list(v) for k, v in self.data.superclasses.items()} if self.data.superclasses else None,
             "device": str(self.runtime.device),
             "device_type": self.runtime.device.type,
             "precision": self.runtime.precision,
