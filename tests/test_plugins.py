@@ -4,6 +4,7 @@ method; a study uses them on worker processes and ``report`` rebuilds it afterwa
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from importlib.metadata import EntryPoint
 from pathlib import Path
@@ -91,7 +92,7 @@ def study_config(directory: Path, suffix: str, *, plugin: str | None, workers: i
     return path
 
 
-def test_a_plugin_file_reaches_worker_processes_and_report(tmp_path, capsys):
+def test_a_plugin_file_reaches_worker_processes_and_report(tmp_path, capsys, monkeypatch):
     plugin = write_plugin(tmp_path, "a")
     config = study_config(tmp_path, "a", plugin=str(plugin), workers=2)
     out = tmp_path / "out"
@@ -102,9 +103,32 @@ def test_a_plugin_file_reaches_worker_processes_and_report(tmp_path, capsys):
     assert results["study"]["class_names"] == ["red", "green", "blue"]
     assert results["models"]["student"]["arch"] == "linear_a"
 
+    # A fresh process knows nothing of the plugin: here, forget it (module and registrations), so that
+    # report must import it again from what the study's config names.
+    module = plugins._loaded[str(plugin)]
+    monkeypatch.setattr(plugins, "_loaded", {})
+    monkeypatch.delitem(sys.modules, module.__name__)
+    for registry, name in ((ARCHITECTURES, "linear_a"), (DATASETS, "colours_a"), (METHODS, "match_a")):
+        monkeypatch.delitem(registry, name)
     (out / "results.json").unlink()
-    assert main(["report", str(out)]) == 0  # the study's config names the plugin: report imports it
+    assert main(["report", str(out)]) == 0
     assert json.loads((out / "results.json").read_text())["models"] == results["models"]
+    assert "linear_a" in ARCHITECTURES and "match_a" in METHODS  # imported again by report
+    for registry, name in ((ARCHITECTURES, "linear_a"), (DATASETS, "colours_a"), (METHODS, "match_a")):
+        del registry[name]  # report's registrations: monkeypatch puts the first import's back
+
+
+def test_one_plugin_file_spelt_two_ways_is_imported_once(tmp_path, monkeypatch):
+    plugin = write_plugin(tmp_path, "d")
+    monkeypatch.chdir(tmp_path)
+    first, second = plugins.load_plugins([plugin.name, str(plugin)])  # relative, then absolute
+    assert first is second and "linear_d" in ARCHITECTURES
+    # A config's own plugin file is found beside the config, wherever the command runs from.
+    config = study_config(tmp_path, "d", plugin=plugin.name, workers=1)
+    monkeypatch.chdir(tmp_path.parent)
+    from distillbench.study.resolve import load_study_config
+
+    assert load_study_config(config).plugins == [str(plugin)]
 
 
 def test_plugin_option_adds_a_module_to_the_config(tmp_path, monkeypatch):

@@ -7,7 +7,10 @@ on first use so that ``import distillbench`` (and the command line's --help) sta
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports it on first use
+    from distillbench.api import load_config, load_results, run_study
 
 __version__ = "0.1.0"
 __all__ = ["load_config", "load_results", "run_study"]

@@ -5,7 +5,7 @@ study's results.
     cfg = distillbench.load_config("configs/paper.yaml", overrides=["train.epochs=5"])
     results = distillbench.run_study(cfg, "results/paper")
     for key, model in results.models.items():
-        print(model.title, model.test_accuracy, model.test_accuracy_ci95)
+        print(model.title, model.method, model.test_accuracy, model.test_accuracy_ci95, model.test_top5_accuracy)
 
 Errors are the command line's: a ``UserError`` whose message says what is wrong and what to do.
 """
@@ -31,10 +31,12 @@ class ModelResult:
     arch: str
     teachers: list[str]
     test_accuracy: float  # mean over seeds, 0-1
-    test_accuracy_std: float
-    test_accuracy_ci95: tuple[float, float]  # over seeds (t interval)
+    test_accuracy_std: float | None  # None with one finished seed
+    test_accuracy_ci95: tuple[float, float] | None  # over seeds (Student-t interval); None with one seed
+    test_top5_accuracy: float | None  # mean over seeds; None with 5 classes or fewer
+    method: str | None  # a student's distillation method in words ("kd · mean_logits"); None without teachers
     seeds: list[int]
-    calibration: dict[str, float]  # ece, nll, brier
+    calibration: dict[str, float | None]  # ece, nll, brier (means over seeds)
     per_class: dict[str, dict[str, float]]  # class -> precision, recall, f1, accuracy, support
     recipe: dict[str, Any]  # how it trained: optimizer, lr, schedule, epochs, batch size, augmentation...
     efficiency: dict[str, Any] | None  # params, MACs, latency, throughput (if measured)
@@ -55,16 +57,18 @@ class StudyResults:
     raw: dict[str, Any] = field(repr=False)
 
     def summary(self) -> list[dict[str, Any]]:
-        """One row per model (key, title, accuracy mean/std/interval, ECE, seeds): ready for
-        ``pandas.DataFrame(results.summary())``."""
+        """One row per model (key, title, accuracy mean/std/interval, top-5 accuracy, method, ECE,
+        seeds): ready for ``pandas.DataFrame(results.summary())``."""
         return [
             {
                 "model": model.key,
                 "title": model.title,
                 "test_accuracy": model.test_accuracy,
                 "test_accuracy_std": model.test_accuracy_std,
-                "ci95_low": model.test_accuracy_ci95[0],
-                "ci95_high": model.test_accuracy_ci95[1],
+                "ci95_low": model.test_accuracy_ci95[0] if model.test_accuracy_ci95 else None,
+                "ci95_high": model.test_accuracy_ci95[1] if model.test_accuracy_ci95 else None,
+                "test_top5_accuracy": model.test_top5_accuracy,
+                "method": model.method,
                 "ece": model.calibration.get("ece"),
                 "seeds": len(model.seeds),
             }
@@ -79,6 +83,9 @@ def load_config(
     (``"train.epochs=5"``, as ``--set``) and ``plugins`` (as ``--plugin``), every name checked."""
     from distillbench.study.resolve import load_study_config
 
+    if isinstance(overrides, str) or isinstance(plugins, str):
+        raise UserError("load_config: overrides and plugins are lists of strings, e.g. overrides=['train.epochs=5'].")
+
     return load_study_config(Path(path) if path is not None else None, list(overrides), list(plugins))
 
 
@@ -90,6 +97,8 @@ def run_study(
     protocol); ``overrides`` apply to a file or None only."""
     from distillbench.study.runner import Study
 
+    if isinstance(overrides, str):
+        raise UserError(f"run_study: overrides is a list of KEY=VALUE strings, e.g. [{overrides!r}], not one string.")
     if isinstance(config_or_path, StudyConfig):
         if overrides:
             raise UserError("run_study: overrides apply to a config file; pass load_config(path, overrides) instead.")
@@ -118,7 +127,7 @@ def load_results(out: str | Path) -> StudyResults:
     if raw.get("schema_version") != SCHEMA_VERSION:
         raise UserError(
             f"{path} has results schema {raw.get('schema_version')}, this distillbench reads {SCHEMA_VERSION}; "
-            f"rebuild it with `distillbench report {out}`."
+            f"rebuild it from the saved runs with `distillbench report {out}` (no training)."
         )
     models = {key: _model_result(key, entry) for key, entry in raw["models"].items()}
     return StudyResults(
@@ -133,7 +142,6 @@ def load_results(out: str | Path) -> StudyResults:
 
 
 def _model_result(key: str, entry: dict[str, Any]) -> ModelResult:
-    low, high = entry["test_accuracy_ci95"]
     return ModelResult(
         key=key,
         title=entry["title"],
@@ -141,7 +149,9 @@ def _model_result(key: str, entry: dict[str, Any]) -> ModelResult:
         teachers=list(entry["teachers"]),
         test_accuracy=entry["test_accuracy"],
         test_accuracy_std=entry["test_accuracy_std"],
-        test_accuracy_ci95=(low, high),
+        test_accuracy_ci95=tuple(entry["test_accuracy_ci95"]) if entry["test_accuracy_ci95"] else None,
+        test_top5_accuracy=entry.get("test_top5_accuracy"),
+        method=entry["method"],
         seeds=[seed["seed"] for seed in entry["seeds"]],
         calibration=dict(entry["calibration"]),
         per_class=entry["per_class"],

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from distillbench.config import MAX_SEEDS, parse_yaml_value
 from distillbench.errors import UserError, describe_os_error
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from distillbench.config import StudyConfig
 
 MAX_SYNTHETIC_IMAGES = 10_000_000  # 30 GB of pixels: beyond any machine's memory for the generator
+SYNTH_FORMAT_NAMES = ("cifar10", "cifar100", "svhn", "imagefolder")  # data.synthetic.SYNTH_FORMATS, not imported
 
 EPILOG = """\
 examples:
@@ -29,8 +31,9 @@ examples:
 offline smoke test (generated data and random backbones; never CIFAR-10 results):
   distillbench synth-data data/synthetic --train 2000 --test 500
   distillbench random-weights data/weights
-  distillbench run --data-dir data/synthetic --set weights.resnet50=data/weights/resnet50.pt \\
-      --set weights.vgg16=data/weights/vgg16.pt --set train.epochs=2 --out results/smoke
+  distillbench run --data-dir data/synthetic --set data.val_size=200 --set train.epochs=2 \\
+      --set weights.resnet50=data/weights/resnet50.pt --set weights.vgg16=data/weights/vgg16.pt \\
+      --out results/smoke
 """
 
 
@@ -47,7 +50,9 @@ def _study_options(parser: argparse.ArgumentParser) -> None:
         "train.epochs=5, models=[small_cnn,vgg16], weights.vgg16=PATH, kd.alpha=0.7",
     )
     parser.add_argument(
-        "--data-dir", type=Path, help="extracted cifar-10-batches-py directory (sets data.dir); no download"
+        "--data-dir",
+        type=Path,
+        help="the dataset on disk, e.g. an extracted cifar-10-batches-py directory (sets data.dir); no download",
     )
     parser.add_argument(
         "--seeds",
@@ -72,14 +77,32 @@ def _plugin_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def version_text() -> str:
+    """``distillbench 0.1.0 (torch 2.5.1+cpu, torchvision 0.20.1, Python 3.11.9)``: read from the
+    installed packages' metadata, so that it is instant (torch is not imported)."""
+    from importlib import metadata
+
+    from distillbench import __version__
+
+    def installed(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"distillbench {__version__} (torch {installed('torch')}, torchvision {installed('torchvision')}, Python {python})"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distillbench",
         description="Comparative study of a small CNN, fine-tuned ImageNet models and knowledge-distilled "
-        "students on CIFAR-10, from raw data to a finished report.",
+        "students on CIFAR-10 (or another image dataset), from raw data to a finished report.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=version_text(), help="show the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -124,11 +147,21 @@ def _parser() -> argparse.ArgumentParser:
     _plugin_option(report)  # a study's own plugins (its config's) are imported anyway
 
     synth = commands.add_parser(
-        "synth-data", help="write generated, learnable data in CIFAR-10's on-disk format (for tests, benchmarks)"
+        "synth-data",
+        help="write generated, learnable data in a dataset's on-disk format (offline trials, tests, benchmarks)",
+        description="Write generated, learnable images in the exact on-disk format of CIFAR-10 (cifar-10-batches-py), "
+        "CIFAR-100 (cifar-100-python: fine and coarse labels), SVHN (train_32x32.mat, test_32x32.mat) or an image "
+        "folder (train/<class>/*.png, test/<class>/*.png), marked as generated: a study on it reports "
+        "synthetic=true and is never a result on the real dataset. Read it with --data-dir DIR "
+        "--set data.dataset=FORMAT.",
     )
     synth.add_argument("directory", type=Path)
-    synth.add_argument("--train", type=int, default=50_000, help="training images (default: 50000)")
-    synth.add_argument("--test", type=int, default=10_000, help="test images (default: 10000)")
+    synth.add_argument(
+        "--format", dest="data_format", choices=list(SYNTH_FORMAT_NAMES), default="cifar10", help="default: cifar10"
+    )
+    synth.add_argument("--train", type=int, help="training images (default: the real dataset's: 50000, svhn 73257)")
+    synth.add_argument("--test", type=int, help="test images (default: the real dataset's: 10000, svhn 26032)")
+    synth.add_argument("--classes", type=int, help="cifar100 and imagefolder: number of classes (default: 100 and 10)")
     synth.add_argument("--seed", type=int, default=0)
 
     weights = commands.add_parser(
@@ -165,6 +198,14 @@ def _run(args: argparse.Namespace) -> None:
 def _sweep(args: argparse.Namespace) -> None:
     from distillbench.study.sweep import Sweep
 
+    cfg = _sweep_config(args)
+    out = args.out if args.out is not None else Path("results") / f"{cfg.name}-sweep"
+    Sweep(cfg, out).run()
+
+
+def _sweep_config(args: argparse.Namespace) -> StudyConfig:
+    """The config the sweep options give: the study options' with ``--grid``, ``--executor`` and
+    ``--address`` set in its ``sweep:`` section."""
     extra = []
     for axis in args.grid:
         key, sep, values = axis.partition("=")
@@ -177,9 +218,7 @@ def _sweep(args: argparse.Namespace) -> None:
         extra.append(f"sweep.executor={args.executor}")
     if args.address is not None:
         extra.append(f"sweep.address={args.address}")
-    cfg = _study_config(args, extra)
-    out = args.out if args.out is not None else Path("results") / f"{cfg.name}-sweep"
-    Sweep(cfg, out).run()
+    return _study_config(args, extra)
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -193,30 +232,61 @@ def _report(args: argparse.Namespace) -> None:
     if not args.out.is_dir():
         raise UserError(f"{args.out} is not a directory. Give the --out of a study or a sweep.")
     load_plugins(args.plugins)
+    started = time.perf_counter()
     if SweepLayout(args.out).config.is_file():
+        print(f"Rebuilding the sweep in {args.out}: reading its points' runs, writing sweep.json and its report...")
         with directory_lock(args.out, "sweep"):
             finish_sweep(args.out)
-        print(f"Sweep report rebuilt: {SweepLayout(args.out).report}")
+        print(f"Sweep report rebuilt in {time.perf_counter() - started:.1f}s: {SweepLayout(args.out).report}")
         return
+    print(f"Rebuilding the report of {args.out}: verifying its saved runs, writing results.json and the report...")
     sweep = sweep_of_point(args.out)  # a sweep's point: the sweep writes it, so the sweep's lock guards it
     with directory_lock(sweep if sweep is not None else args.out, "sweep" if sweep is not None else "study"):
-        finish_study(args.out)
-    print(f"Report rebuilt: {RunLayout(args.out).report}")
+        results = finish_study(args.out)
+    print(f"Report rebuilt in {time.perf_counter() - started:.1f}s: {RunLayout(args.out).report} ({_tally(results)})")
+
+
+def _tally(results: dict[str, Any]) -> str:
+    """What the rebuilt report holds, in words: finished models, and runs unfinished or stale."""
+    study = results.get("study", {})
+    parts = [f"{len(study.get('finished', []))} of {len(study.get('models', []))} models finished"]
+    if study.get("unfinished_runs"):
+        parts.append(f"{len(study['unfinished_runs'])} run(s) unfinished")
+    if study.get("stale_runs"):
+        parts.append(f"{len(study['stale_runs'])} stale run(s), listed in the report")
+    return "; ".join(parts)
 
 
 def _synth(args: argparse.Namespace) -> None:
-    from distillbench.data.synthetic import write_cifar10_like
+    from distillbench.data.cifar10 import MAX_CLASSES
+    from distillbench.data.synthetic import SYNTH_FORMATS, write_synthetic
 
-    for option, count, least in (("--train", args.train, 20), ("--test", args.test, 10)):
+    spec = SYNTH_FORMATS[args.data_format]
+    classes = spec.classes if args.classes is None else args.classes
+    if spec.fixed_classes and classes != spec.classes:
+        raise UserError(
+            f"synth-data --format {args.data_format} --classes {classes}: {spec.dataset} has exactly {spec.classes} "
+            "classes; leave --classes out, or choose --format cifar100 or imagefolder for another number."
+        )
+    if not 2 <= classes <= MAX_CLASSES:
+        raise UserError(f"synth-data --classes {classes}: give a number of classes from 2 to {MAX_CLASSES:,}.")
+    n_train = spec.train if args.train is None else args.train
+    n_test = spec.test if args.test is None else args.test
+    for option, count, least in (("--train", n_train, 2 * classes), ("--test", n_test, classes)):
         if not least <= count <= MAX_SYNTHETIC_IMAGES:
             raise UserError(
-                f"synth-data {option} {count}: give a number of images from {least} to {MAX_SYNTHETIC_IMAGES:,} "
-                f"(at least {least}: every class needs images), e.g. {option} 1000."
+                f"synth-data {option} {count}: give a number of images from {least:,} to {MAX_SYNTHETIC_IMAGES:,} "
+                f"(at least {least:,}: every one of the {classes} classes needs images), e.g. {option} {50 * classes}."
             )
     if not 0 <= args.seed <= 2**32 - 1:
         raise UserError(f"synth-data --seed {args.seed}: give a seed from 0 to {2**32 - 1}.")
-    path = write_cifar10_like(args.directory, args.train, args.test, args.seed)
-    print(f"Wrote {args.train} + {args.test} GENERATED images in CIFAR-10 format to {path} (not CIFAR-10).")
+    path = write_synthetic(args.data_format, args.directory, n_train, n_test, classes, args.seed)
+    dataset = "" if args.data_format == "cifar10" else f" --set data.dataset={args.data_format}"
+    print(
+        f"Wrote {n_train} + {n_test} GENERATED images of {classes} classes in {spec.dataset} format to {path} "
+        f"(never {'real' if args.data_format == 'imagefolder' else spec.dataset} results); "
+        f"read them with --data-dir {path}{dataset}."
+    )
 
 
 def _random_weights(args: argparse.Namespace) -> None:

@@ -60,9 +60,14 @@ class DataConfig(_Strict):
     )
     dir: Path | None = Field(
         None,
-        description="The dataset on disk (cifar10: an extracted cifar-10-batches-py directory); null downloads it.",
+        description="The dataset on disk (cifar10: an extracted cifar-10-batches-py directory; imagefolder: a "
+        "directory of train/ and test/ (or val/) folders, one subfolder of images per class); null downloads it.",
     )
-    download_root: Path = Field(Path("~/.cache/distillbench/data"), description="Where a dataset is downloaded.")
+    download_root: Path = Field(
+        Path("~/.cache/distillbench/data"),
+        description="Where a dataset is downloaded, and where imagefolder and hf: keep their decoded images "
+        "(decoded/, one checksummed file per dataset and image size; delete it to reclaim the space).",
+    )
     val_size: int = Field(
         5000, ge=1, le=100 * MAX_COUNT, description="Seeded, stratified hold-out of the training set."
     )
@@ -74,13 +79,22 @@ class DataConfig(_Strict):
         None,
         ge=8,
         le=1024,
-        description="imagefolder and hf: decode every image to RGB, this many pixels per side (required for "
-        "datasets whose images differ in size); null: the images' own size.",
+        description="imagefolder and hf: decode every image to RGB, this many pixels per side (the shorter side "
+        "resized to it, then the centre cropped, as torchvision's Resize + CenterCrop); required when the images "
+        "differ in size; null: the images' own size.",
     )
-    image_column: str = Field("image", description="hf: the column holding the images.")
-    label_column: str = Field("label", description="hf: the column holding the integer class labels.")
-    train_split: str = Field("train", description="hf: the split to train on (imagefolder: train/).")
-    test_split: str = Field("test", description="hf: the split to test on (imagefolder: test/, else val/).")
+    image_column: str = Field("image", description="hf: the column holding the images (e.g. img for cifar10).")
+    label_column: str = Field(
+        "label",
+        description="hf: the column holding the class labels (a ClassLabel gives the class names; else its sorted "
+        "distinct values are the classes).",
+    )
+    train_split: str = Field(
+        "train", description="hf: the split to train on (and carve data.val_size from); imagefolder: its folder."
+    )
+    test_split: str = Field(
+        "test", description="hf: the split to test on (e.g. validation); imagefolder: its folder (test/, else val/)."
+    )
     svhn_extra: bool = Field(False, description="svhn: add the 531,131 'extra' training images to train_32x32.")
     split_seed: int = Field(
         0,
@@ -246,7 +260,13 @@ class EvaluationConfig(_Strict):
         description="Draw the report's figures (about half a second each, four per model); false: tables only, "
         "for a quick look or many small studies.",
     )
-    latency_repeats: int = Field(30, ge=1, le=10_000, description="Timed batch-1 forward passes (median reported).")
+    latency_repeats: int = Field(
+        30,
+        ge=1,
+        le=10_000,
+        description="Timed batch-1 forward passes per distinct model, interleaved across models (a tenth as many "
+        "at batch 256); median and 10th-90th percentiles reported.",
+    )
     scratch: str = Field(
         "small_cnn",
         description="The student architecture trained without a teacher: the baseline of the report's "
@@ -370,7 +390,7 @@ class SweepConfig(_Strict):
 class TrackingConfig(_Strict):
     """Experiment tracking of every run (params, per-epoch and final metrics, report figures)."""
 
-    backend: Literal["none", "mlflow"] = Field("none", description="mlflow: needs pip install -e '.[mlflow]'.")
+    backend: Literal["none", "mlflow"] = Field("none", description="mlflow: needs pip install 'distillbench[mlflow]'.")
     uri: str | None = Field(
         None,
         description="MLflow tracking URI; null: a local store in ./mlruns (sqlite:///mlruns/mlflow.db, artifacts "
@@ -640,8 +660,20 @@ def with_values(cfg: StudyConfig, values: dict[str, Any], source: str) -> StudyC
         raise invalid_config(_problems(exc), source) from None
 
 
+def name_from_stem(stem: str) -> str:
+    """A study's name from its config file's name (``my-kd.yaml`` -> ``my-kd``): each character a
+    name cannot hold becomes ``-``, a name that would start with ``.`` or ``-`` gets ``study`` in
+    front, and it is cut to 64 characters."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", stem)
+    if not re.match(r"[A-Za-z0-9_]", name):
+        name = "study" + name if name else "study"
+    return name[:64]
+
+
 def load_config(path: Path | None = None, overrides: list[str] = ()) -> StudyConfig:
-    """Defaults, then the YAML file, then each ``--set`` override; validated once at the end."""
+    """Defaults, then the YAML file, then each ``--set`` override; validated once at the end. A file
+    that sets no ``name`` names the study after itself (``configs/svhn.yaml``: ``svhn``); without a
+    file the name is ``paper``, the default protocol's."""
     raw = StudyConfig().model_dump(mode="json")
     if path is not None:
         path = Path(path)
@@ -657,6 +689,8 @@ def load_config(path: Path | None = None, overrides: list[str] = ()) -> StudyCon
             loaded = {}
         if not isinstance(loaded, dict):
             raise UserError(f"Config file {path} must hold a mapping of keys, not {type(loaded).__name__}.")
+        if "name" not in loaded:  # a study is named after its file unless the file names it
+            raw["name"] = name_from_stem(path.stem)
         _merge(raw, loaded)
     for text in overrides:
         key, value = parse_override(text)

@@ -30,9 +30,19 @@ _entry_points_loaded = False
 
 def load_plugins(names: Iterable[str] = ()) -> list[ModuleType]:
     """Import the installed entry-point plugins (once per process) and the plugins ``names`` (each
-    once); a plugin that cannot be imported is a one-paragraph ``UserError``."""
+    once, however it is spelt); a plugin that cannot be imported is a one-paragraph ``UserError``."""
     _load_entry_points()
-    return [_load(name) for name in names]
+    return [_load(canonical_plugin(name)) for name in names]
+
+
+def canonical_plugin(name: str, base: Path | None = None) -> str:
+    """``name`` as the config should keep it: a module name as given, a ``.py`` file's path made
+    absolute (relative to ``base``, by default the working directory), so that every process and a
+    later ``report`` import the same file wherever they run."""
+    if not name.endswith(".py"):
+        return name
+    path = Path(name).expanduser()
+    return str(path if path.is_absolute() else ((base or Path.cwd()) / path).resolve())
 
 
 def _load(name: str) -> ModuleType:
@@ -55,7 +65,7 @@ def _import_module(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name is None or not name.startswith(exc.name):
+        if exc.name is None or not (name == exc.name or name.startswith(exc.name + ".")):
             raise  # the plugin itself imports something missing: reported as its failure
         raise UserError(
             f"plugin {name!r}: no module of that name can be imported here (sys.path starts at "
@@ -70,6 +80,8 @@ def _import_file(path: Path) -> ModuleType:
         raise UserError(f"plugin {str(path)!r}: no such file. Give the path of an existing .py file, or a module name.")
     # The same name in every process (workers unpickle the plugin's objects by it), unique per file.
     module_name = f"distillbench_plugin_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
+    if module_name in sys.modules:  # imported already (another spelling of the same file)
+        return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise UserError(f"plugin {str(path)!r}: Python cannot load it as a module; give a .py source file.")
@@ -87,7 +99,6 @@ def _load_entry_points() -> None:
     global _entry_points_loaded
     if _entry_points_loaded:
         return
-    _entry_points_loaded = True
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         try:
             entry.load()
@@ -96,3 +107,4 @@ def _load_entry_points() -> None:
                 f"the installed plugin {entry.name!r} ({entry.value}, entry point group {ENTRY_POINT_GROUP}) failed "
                 f"while being imported: {type(exc).__name__}: {exc}. Update or uninstall the package that provides it."
             ) from exc
+    _entry_points_loaded = True  # only once all loaded: a failed one is tried again, and reported again

@@ -66,5 +66,7 @@ def test_names_are_registered_once():
 
     with pytest.raises(ValueError, match="architecture 'small_cnn' is already registered"):
         register_architecture("small_cnn", ARCHITECTURES["small_cnn"])
-    with pytest.raises(ValueError, match="architecture 'vgg16' is already registered"):
+    architectures = list(ARCHITECTURES)
+    with pytest.raises(ValueError, match="pretrained backbone 'vgg16' is already registered"):
         register_backbone(BACKBONES["vgg16"])
+    assert list(ARCHITECTURES) == architectures  # a refused backbone registers nothing

@@ -34,7 +34,7 @@ def test_kd_methods_study_offline(tmp_path, cifar_dir, weight_files, cache_dir):
     by_model = {row["model"]: row for row in table}
     assert "vs_scratch" not in by_model["small_cnn"] and "vs_kd" not in by_model["kd_resnet50"]
     assert by_model["ensemble_mean_kl"]["method"] == "kd · mean_kl"
-    assert by_model["dkd_resnet50"]["method"] == "dkd (warmup_epochs=5)"
+    assert by_model["dkd_resnet50"]["method"] == "dkd · mean_logits (warmup_epochs=5)"
     diff = by_model["dist_resnet50"]["vs_scratch"]["accuracy_diff"]
     expected = results["models"]["dist_resnet50"]["test_accuracy"] - results["models"]["small_cnn"]["test_accuracy"]
     assert abs(diff - expected) < 1e-9

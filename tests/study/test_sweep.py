@@ -168,7 +168,7 @@ def test_without_ray_the_sweep_says_how_to_install_it(tmp_path, cifar_dir, capsy
     monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without the [ray] extra sees
     assert main([*sweep_args(cifar_dir, tmp_path, tmp_path / "out"), "--executor", "ray"]) == 2
     err = capsys.readouterr().err.replace("\n", " ")
-    assert "pip install -e '.[ray]'" in err and "--executor local" in err and "Traceback" not in err
+    assert "pip install 'distillbench[ray]'" in err and "--executor local" in err and "Traceback" not in err
 
 
 def test_run_refuses_a_sweep_directory(local_sweep, tmp_path, cifar_dir, weight_files, capsys):

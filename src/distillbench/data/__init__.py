@@ -1,6 +1,7 @@
 """The study's data: one uint8 tensor per split, in memory; batches are index slices.
 
-Datasets are found by name (``data.dataset``) in ``DATASETS``; see ``data.dataset``.
+Datasets are found by name (``data.dataset``) in ``DATASETS``; see ``data.dataset``. A name
+registered with a trailing colon reads a family: ``hf:`` reads every ``hf:<name or path>``.
 """
 
 from __future__ import annotations
@@ -15,12 +16,30 @@ from sklearn.model_selection import train_test_split
 
 from distillbench.config import DataConfig
 from distillbench.data.cifar10 import read_cifar10
-from distillbench.data.dataset import DATASETS, DatasetArrays, register_dataset
+from distillbench.data.cifar100 import read_cifar100
+from distillbench.data.dataset import DATASETS, DatasetArrays, DatasetReader, register_dataset
+from distillbench.data.huggingface import PREFIX as HF_PREFIX
+from distillbench.data.huggingface import read_huggingface
+from distillbench.data.imagefolder import read_imagefolder
+from distillbench.data.svhn import read_svhn
 from distillbench.errors import UserError
 
-__all__ = ["DATASETS", "DatasetArrays", "Split", "StudyData", "load_study_data", "register_dataset"]
+__all__ = [
+    "DATASETS",
+    "DatasetArrays",
+    "Split",
+    "StudyData",
+    "dataset_problem",
+    "dataset_reader",
+    "load_study_data",
+    "register_dataset",
+]
 
 register_dataset("cifar10", read_cifar10)
+register_dataset("cifar100", read_cifar100)
+register_dataset("svhn", read_svhn)
+register_dataset("imagefolder", read_imagefolder)
+register_dataset(HF_PREFIX, read_huggingface)
 
 
 @dataclass(frozen=True)
@@ -66,9 +85,30 @@ def _split(images: np.ndarray, labels: np.ndarray) -> Split:
     return Split(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64)))
 
 
+def dataset_reader(name: str) -> DatasetReader | None:
+    """The reader of ``data.dataset: name``: the one registered under ``name``, else the family its
+    prefix names (``hf:x`` -> the reader registered as ``hf:``); None when there is neither."""
+    if name in DATASETS and not name.endswith(":"):
+        return DATASETS[name]
+    prefix, colon, rest = name.partition(":") if isinstance(name, str) else ("", "", "")
+    return DATASETS.get(prefix + colon) if colon and rest.strip() else None
+
+
+def dataset_problem(name: str, where: str = "data.dataset") -> str | None:
+    """The config error line for ``data.dataset: name`` (``where``), or None when a reader reads it."""
+    if dataset_reader(name) is not None:
+        return None
+    if isinstance(name, str) and name.strip().endswith(":") and name.strip() in DATASETS:
+        return f"{where}: name the dataset after {name.strip()!r}, e.g. {name.strip()}<name or path>"
+    return DATASETS.unknown(name, where)
+
+
 def load_study_data(cfg: DataConfig) -> StudyData:
     """Read (or download) ``cfg.dataset`` and carve the seeded, stratified validation split."""
-    arrays = DATASETS[cfg.dataset](cfg)
+    reader = dataset_reader(cfg.dataset)
+    if reader is None:
+        raise UserError(f"{dataset_problem(cfg.dataset)}.")
+    arrays = reader(cfg)
     images, labels = arrays.train_images, arrays.train_labels
     if cfg.train_limit is not None and cfg.train_limit < len(labels):
         images, _, labels, _ = train_test_split(

@@ -1,12 +1,15 @@
 """CIFAR-10 on disk: torchvision's verified download, and a safe reader for extracted batches.
 
 The batches are Python 2 pickles. Pickles can run code, so they are read with an unpickler that
-admits only what real CIFAR-10 batches contain.
+admits only what real CIFAR batches contain (dicts, lists, str, int and uint8 arrays). CIFAR-100's
+pickles (``data.cifar100``) are read by the same unpickler and the same checks (``PickleLayout``
+names the dataset in their errors).
 """
 
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +25,16 @@ META_FILE = "batches.meta"
 IMAGE_SHAPE = (3, 32, 32)
 SYNTHETIC_MARK = "SYNTHETIC"  # in batch_label of generated batches: never report them as CIFAR-10
 
-MAX_ARRAY_BYTES = 1 << 31  # a real batch's data is 30 MB; nothing larger is believed
+MAX_ARRAY_BYTES = 1 << 31  # a real batch's data is 30 MB (CIFAR-100's train, 150 MB); nothing larger is believed
+MAX_CLASSES = 1000  # class names a meta file may list (CIFAR-100's 100, generated sets' more)
 
 
 class _CorruptBatch(pickle.UnpicklingError):
-    """The pickle is not shaped like a CIFAR-10 batch."""
+    """The pickle is not shaped like a CIFAR batch."""
 
 
 class _ForbiddenGlobal(pickle.UnpicklingError):
-    """The pickle names a callable that real CIFAR-10 batches never contain."""
+    """The pickle names a callable that real CIFAR batches never contain."""
 
 
 class _DtypeStub:
@@ -44,7 +48,7 @@ class _DtypeStub:
 
     def resolve(self) -> np.dtype:
         if self.name not in _ALLOWED_DTYPES:
-            raise _CorruptBatch(f"array of type {self.name!r}; CIFAR-10 holds uint8 pixels")
+            raise _CorruptBatch(f"array of type {self.name!r}; CIFAR holds uint8 pixels")
         return np.dtype(self.name)
 
 
@@ -124,112 +128,160 @@ class _BatchUnpickler(pickle._Unpickler):  # pure Python: no C-level state for a
 def _resolve(obj: object, depth: int = 0) -> object:
     """The unpickled object with every array stand-in replaced by its validated array."""
     if depth > 4:
-        raise _CorruptBatch("nesting deeper than a CIFAR-10 batch")
+        raise _CorruptBatch("nesting deeper than a CIFAR batch")
     if isinstance(obj, _ArrayStub):
         return obj.resolve()
     if isinstance(obj, _DtypeStub):
         raise _CorruptBatch("a dtype outside an array")
     if isinstance(obj, dict):
         return {_resolve(k, depth + 1): _resolve(v, depth + 1) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_resolve(v, depth + 1) for v in obj]
+    if isinstance(obj, list):  # a batch's lists hold 10,000s of labels and file names: no call for each
+        return [v if type(v) in _PLAIN_TYPES else _resolve(v, depth + 1) for v in obj]
     return obj
 
 
-def _unpickle(path: Path) -> object:
+_PLAIN_TYPES = frozenset({int, str, bytes, float, bool, type(None)})  # nothing to resolve inside
+
+
+@dataclass(frozen=True)
+class PickleLayout:
+    """One dataset's pickles, as its error messages describe them."""
+
+    dataset: str  # "CIFAR-10"
+    folder: str  # the extracted archive's directory
+    files: tuple[str, ...]
+
+    def expected(self) -> str:
+        return f"an extracted {self.folder} directory holding {', '.join(self.files[:-1])} and {self.files[-1]}"
+
+
+CIFAR10_LAYOUT = PickleLayout("CIFAR-10", "cifar-10-batches-py", (*TRAIN_FILES, TEST_FILE, META_FILE))
+
+
+def unpickle(path: Path, layout: PickleLayout = CIFAR10_LAYOUT) -> dict[str, object]:
+    """One of ``layout``'s pickles, read by the restricted unpickler: a dictionary with str keys."""
     try:
         with open(path, "rb") as handle:
-            return _resolve(_BatchUnpickler(handle, encoding="latin1").load())
+            loaded = _resolve(_BatchUnpickler(handle, encoding="latin1").load())
     except FileNotFoundError:
         raise UserError(
-            f"CIFAR-10 file {path} is missing. --data-dir must be an extracted cifar-10-batches-py "
-            f"directory holding {', '.join(TRAIN_FILES)}, {TEST_FILE} and {META_FILE}; "
-            "or leave it out to download CIFAR-10."
+            f"{layout.dataset} file {path} is missing. --data-dir must be {layout.expected()}; "
+            f"or leave it out to download {layout.dataset}."
         ) from None
     except _ForbiddenGlobal as exc:
         raise UserError(
-            f"Refusing to load {path}: it asks to call {exc}, which real CIFAR-10 batches never "
+            f"Refusing to load {path}: it asks to call {exc}, which real {layout.dataset} files never "
             "contain, so it may be malicious. Replace it with the file from the official archive."
         ) from None
     except OSError as exc:
-        raise UserError(f"CIFAR-10 file {path} could not be read ({exc.strerror or exc}).") from None
+        raise UserError(f"{layout.dataset} file {path} could not be read ({exc.strerror or exc}).") from None
     except Exception as exc:  # noqa: BLE001 - whatever a corrupt pickle raises, the file is corrupt
         raise UserError(
-            f"CIFAR-10 file {path} is truncated or not a CIFAR pickle ({type(exc).__name__}: "
+            f"{layout.dataset} file {path} is truncated or not a CIFAR pickle ({type(exc).__name__}: "
             f"{str(exc)[:200]}); re-extract it from the official archive."
         ) from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"{layout.dataset} file {path} holds a {type(loaded).__name__}, not a dictionary.")
+    return {text(k): v for k, v in loaded.items()}
 
 
-def _normalise_keys(obj: object, path: Path) -> dict[str, object]:
-    if not isinstance(obj, dict):
-        raise UserError(f"CIFAR-10 file {path} holds a {type(obj).__name__}, not a batch dictionary.")
-    return {(k.decode("latin1") if isinstance(k, bytes) else str(k)): v for k, v in obj.items()}
+def text(value: object) -> str:
+    """A Python 2 str as unpickled (bytes or latin-1 str) as str."""
+    return value.decode("latin1") if isinstance(value, bytes) else str(value)
 
 
-def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
-    """One batch file as (images uint8 [N, 3, 32, 32], labels int64 [N], batch label), validated."""
-    batch = _normalise_keys(_unpickle(path), path)
-    for key in ("data", "labels"):
-        if key not in batch:
-            raise UserError(f"CIFAR-10 file {path} has no {key!r} entry; it is not a CIFAR-10 batch.")
-    data, labels = batch["data"], _labels(batch["labels"], path)
+def batch_images(batch: dict[str, object], path: Path, layout: PickleLayout = CIFAR10_LAYOUT) -> np.ndarray:
+    """A batch's ``data`` (uint8 [N, 3072], rows R then G then B planes) as uint8 [N, 3, 32, 32]."""
+    if "data" not in batch:
+        raise UserError(f"{layout.dataset} file {path} has no 'data' entry; it is not a {layout.dataset} batch.")
+    data = batch["data"]
     pixels = int(np.prod(IMAGE_SHAPE))
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != pixels:
         shape = getattr(data, "shape", None)
         raise UserError(
-            f"CIFAR-10 file {path}: 'data' must be a uint8 array of shape (N, {pixels}), "
+            f"{layout.dataset} file {path}: 'data' must be a uint8 array of shape (N, {pixels}), "
             f"got {type(data).__name__} {getattr(data, 'dtype', '')} {shape}."
         )
-    if len(labels) != len(data):
-        raise UserError(
-            f"CIFAR-10 file {path}: 'labels' must be {len(data)} integers, one per image, got {len(labels)}."
-        )
-    label = batch.get("batch_label", "")
-    label = label.decode("latin1") if isinstance(label, bytes) else str(label)
-    return data.reshape(-1, *IMAGE_SHAPE), labels, label
+    return data.reshape(-1, *IMAGE_SHAPE)
 
 
-def _labels(raw: object, path: Path) -> np.ndarray:
-    """A batch's ``labels`` list as int64, each checked to name one of the classes."""
+def batch_labels(
+    batch: dict[str, object], key: str, count: int, classes: int, path: Path, layout: PickleLayout = CIFAR10_LAYOUT
+) -> np.ndarray:
+    """A batch's ``key`` list as int64: ``count`` integers (one per image), each in ``range(classes)``."""
+    if key not in batch:
+        raise UserError(f"{layout.dataset} file {path} has no {key!r} entry; it is not a {layout.dataset} batch.")
+    raw = batch[key]
     values = raw.tolist() if isinstance(raw, np.ndarray) and raw.ndim == 1 else raw
     if not isinstance(values, list) or not all(type(v) is int for v in values):
-        raise UserError(f"CIFAR-10 file {path}: 'labels' must be a list of integers, one per image.")
-    if not all(0 <= v < len(CLASS_NAMES) for v in values):
+        raise UserError(f"{layout.dataset} file {path}: {key!r} must be a list of integers, one per image.")
+    if len(values) != count:
+        raise UserError(
+            f"{layout.dataset} file {path}: {key!r} must be {count} integers, one per image, got {len(values)}."
+        )
+    if not all(0 <= v < classes for v in values):
         found = f"{min(values)}..{max(values)}"
-        raise UserError(f"CIFAR-10 file {path}: labels must lie in 0..{len(CLASS_NAMES) - 1}, found {found}.")
+        raise UserError(f"{layout.dataset} file {path}: {key} must lie in 0..{classes - 1}, found {found}.")
     return np.asarray(values, dtype=np.int64)
 
 
+def batch_names(
+    meta: dict[str, object], key: str, path: Path, layout: PickleLayout = CIFAR10_LAYOUT, count: int | None = None
+) -> tuple[str, ...]:
+    """A meta file's ``key``: distinct, non-empty names, ``count`` of them if given (else 1..MAX_CLASSES)."""
+    names = meta.get(key)
+    if isinstance(names, list) and all(isinstance(n, (str, bytes)) for n in names):
+        names = tuple(text(n) for n in names)
+        wanted = len(names) == count if count is not None else 1 <= len(names) <= MAX_CLASSES
+        if wanted and all(names) and len(set(names)) == len(names):
+            return names
+    number = f"{count}" if count is not None else f"1 to {MAX_CLASSES:,}"
+    raise UserError(f"{layout.dataset} file {path}: {key!r} must list {number} distinct class names.")
+
+
+def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
+    """One batch file as (images uint8 [N, 3, 32, 32], labels int64 [N], batch label), validated."""
+    batch = unpickle(path)
+    images = batch_images(batch, path)
+    labels = batch_labels(batch, "labels", len(images), len(CLASS_NAMES), path)
+    return images, labels, text(batch.get("batch_label", ""))
+
+
 def read_class_names(path: Path) -> tuple[str, ...]:
-    meta = _normalise_keys(_unpickle(path), path)
-    names = meta.get("label_names")
-    if not isinstance(names, list) or len(names) != len(CLASS_NAMES):
-        raise UserError(f"CIFAR-10 file {path}: 'label_names' must list {len(CLASS_NAMES)} class names.")
-    return tuple(n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names)
+    return batch_names(unpickle(path), "label_names", path, count=len(CLASS_NAMES))
 
 
 def read_cifar10_dir(directory: Path, origin: str = "local directory") -> DatasetArrays:
     """Read an extracted ``cifar-10-batches-py`` directory (no network, no checksums); ``origin``
     says for the report how the directory came to be."""
-    directory = Path(directory).expanduser()
-    if not directory.is_dir():
-        raise UserError(
-            f"Data directory {directory} does not exist. Point --data-dir (data.dir) at an extracted "
-            "cifar-10-batches-py directory, or leave it out to download CIFAR-10."
-        )
+    directory = existing_directory(directory, CIFAR10_LAYOUT)
     train = [read_batch(directory / name) for name in TRAIN_FILES]
     test_images, test_labels, test_label = read_batch(directory / TEST_FILE)
     synthetic = any(SYNTHETIC_MARK in label for _, _, label in [*train, (None, None, test_label)])
-    source = f"{origin} {directory}"
     return DatasetArrays(
         train_images=np.concatenate([images for images, _, _ in train]),
         train_labels=np.concatenate([labels for _, labels, _ in train]),
         test_images=test_images,
         test_labels=test_labels,
         class_names=read_class_names(directory / META_FILE),
-        source=f"GENERATED data in CIFAR-10 format ({source}), not CIFAR-10" if synthetic else source,
+        source=describe_source("CIFAR-10", f"{origin} {directory}", synthetic),
         synthetic=synthetic,
     )
+
+
+def existing_directory(directory: Path, layout: PickleLayout) -> Path:
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise UserError(
+            f"Data directory {directory} does not exist. Point --data-dir (data.dir) at {layout.expected()}, "
+            f"or leave it out to download {layout.dataset}."
+        )
+    return directory
+
+
+def describe_source(dataset: str, source: str, synthetic: bool) -> str:
+    """Where the data came from, for the report; generated data is never called by the dataset's name."""
+    return f"GENERATED data in {dataset} format ({source}), not {dataset}" if synthetic else source
 
 
 def read_cifar10(cfg: DataConfig) -> DatasetArrays:
@@ -247,10 +299,16 @@ def download_cifar10(root: Path) -> Path:
     try:
         CIFAR10(str(root), train=True, download=True)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad checksum a RuntimeError
-        raise UserError(
-            f"Could not download CIFAR-10 into {root} ({type(exc).__name__}: {exc}): no network, or the "
-            "archive did not match its published md5 checksum (a damaged download is never used). Without network, "
-            "pass --data-dir (data.dir) pointing at an extracted cifar-10-batches-py directory, and "
-            "set weights.resnet50 / weights.vgg16 to local weight files (weights: PATH)."
-        ) from None
+        raise download_error("CIFAR-10", root, exc, CIFAR10_LAYOUT.expected(), "cifar10") from None
     return root / CIFAR10.base_folder
+
+
+def download_error(dataset: str, root: Path, exc: Exception, expected: str, synth_format: str) -> UserError:
+    """The one-paragraph error of a failed download, with the ways to go on offline."""
+    return UserError(
+        f"Could not download {dataset} into {root} ({type(exc).__name__}: {exc}): no network, or a file did not "
+        "match its published md5 checksum (a damaged download is never used). Without network, pass --data-dir "
+        f"(data.dir) pointing at {expected}, and set weights.resnet50 / weights.vgg16 to local weight files "
+        f"(weights: PATH). To try the study offline, `distillbench synth-data DIR --format {synth_format}` writes "
+        f"generated data in {dataset}'s format (its numbers are never {dataset} results) to pass as --data-dir DIR."
+    )

@@ -30,6 +30,8 @@ def register_architecture(name: str, builder: Builder) -> None:
 
 def register_backbone(backbone: BackboneSpec) -> None:
     """A pretrained backbone: an architecture of the same name whose weights the config gives."""
+    if backbone.name in BACKBONES:  # checked first: a refused backbone leaves no architecture behind
+        raise ValueError(f"pretrained backbone {backbone.name!r} is already registered")
     register_architecture(backbone.name, partial(build_backbone, backbone))
     BACKBONES.register(backbone.name, backbone)
 

@@ -1,5 +1,11 @@
-"""The plots of the study and sweep reports. Each function returns PNG bytes; the caller writes
-them atomically, under ``FIGURES_DIR`` of its study or sweep directory.
+"""The plots of the study and sweep reports, and what they share. Each function returns PNG bytes;
+the caller writes them atomically, under ``FIGURES_DIR`` of its study or sweep directory. Here: one
+model's training curves and reliability diagram, accuracy against cost, the sweep's heatmap; the
+figures that grow with the number of classes are in ``class_figures``, those that grow with the
+number of models in ``comparison_figures``.
+
+Every model keeps one colour and marker in every figure (``model_style``): ten colours, then the
+same ten with the next marker, so that 15 models never share a look.
 
 Titles, model names and class names come from a config or a dataset: every figure draws text as it
 is (``text.parse_math`` off), so a ``$`` in a title is a dollar sign, not a mathtext error.
@@ -17,92 +23,39 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import EngFormatter, NullFormatter  # noqa: E402
 
 FIGURES_DIR = "figures"  # inside a study or sweep directory; the reports link their figures there
 PALETTE = plt.get_cmap("tab10").colors
-Figure = TypeVar("Figure", bound=Callable[..., bytes])
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
+Figure = TypeVar("Figure", bound=Callable[..., Any])
 
 
-def _literal_text(draw: Figure) -> Figure:
+def literal_text(draw: Figure) -> Figure:
     """``draw`` with matplotlib's mathtext off for every text it creates."""
 
     @functools.wraps(draw)
-    def drawn(*args: Any, **kwargs: Any) -> bytes:
+    def drawn(*args: Any, **kwargs: Any) -> Any:
         with plt.rc_context({"text.parse_math": False}):
             return draw(*args, **kwargs)
 
     return drawn  # type: ignore[return-value]
 
 
-def _png(fig: plt.Figure) -> bytes:
+def model_style(number: int) -> tuple[tuple[float, float, float], str]:
+    """The colour and marker of the study's ``number``-th model (0-based, in the study's order)."""
+    return PALETTE[number % len(PALETTE)], MARKERS[(number // len(PALETTE)) % len(MARKERS)]
+
+
+def png_bytes(fig: plt.Figure) -> bytes:
+    """``fig`` as PNG (130 dpi, cropped to what is drawn), the figure closed."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=130, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
 
 
-@_literal_text
-def accuracy_bars(
-    names: Sequence[str],
-    per_seed: Sequence[Sequence[float]],
-    reference: dict[str, Sequence[float]] | None,
-    num_classes: int,
-) -> bytes:
-    """Mean test accuracy per model (%) with a +-1 std error bar and each seed as a dot; reference
-    bars (e.g. the ensemble teacher) hatched."""
-    reference = reference or {}
-    labels = [*names, *reference]
-    values = [100 * np.asarray(v, dtype=float) for v in [*per_seed, *reference.values()]]
-    means = [v.mean() for v in values]
-    stds = [v.std(ddof=1) if len(v) > 1 else 0.0 for v in values]
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(labels)), 4.2))
-    colors = [PALETTE[i % 10] for i in range(len(names))] + ["white"] * len(reference)
-    bars = ax.bar(
-        labels,
-        means,
-        yerr=stds,
-        capsize=4,
-        color=colors,
-        edgecolor="black",
-        linewidth=0.8,
-        error_kw=dict(elinewidth=1, ecolor="black"),
-    )
-    for bar in bars[len(names) :]:
-        bar.set_hatch("//")
-    if max(len(v) for v in values) > 1:
-        for bar, seed_values in zip(bars, values):
-            center = bar.get_x() + bar.get_width() / 2
-            ax.scatter(
-                center + np.linspace(-0.12, 0.12, len(seed_values)),
-                seed_values,
-                s=12,
-                color="black",
-                zorder=3,
-                label="one seed" if bar is bars[0] else None,
-            )
-    for bar, mean, std in zip(bars, means, stds):
-        ax.annotate(
-            f"{mean:.2f}",
-            (bar.get_x() + bar.get_width() / 2, mean + std),
-            ha="center",
-            va="bottom",
-            xytext=(0, 3),
-            textcoords="offset points",
-            fontsize=9,
-        )
-    ax.axhline(100 / num_classes, color="grey", linestyle=":", linewidth=1, label=f"chance ({num_classes} classes)")
-    ax.set_ylim(0, 112)
-    ax.set_yticks(range(0, 101, 20))
-    ax.set_ylabel("Test accuracy (%)")
-    seeds = max(len(v) for v in values)
-    ax.set_title("Overall test accuracy" + (f" (mean ± std over {seeds} seeds)" if seeds > 1 else ""))
-    ax.legend(loc="upper right", fontsize=8, frameon=False)
-    ax.spines[["top", "right"]].set_visible(False)
-    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
-    return _png(fig)
-
-
-@_literal_text
+@literal_text
 def accuracy_vs_cost(
     names: Sequence[str],
     accuracies: Sequence[float],
@@ -110,8 +63,11 @@ def accuracy_vs_cost(
     macs: Sequence[int],
     params: Sequence[int],
     image_size: str,
+    numbers: Sequence[int] | None = None,
 ) -> bytes:
-    """Test accuracy against multiply-accumulates per image (log scale); marker area ~ parameters."""
+    """Test accuracy against multiply-accumulates per image (log scale); marker area ~ parameters.
+    ``numbers``: each model's place in the study, for its ``model_style`` (default: 0, 1, ...)."""
+    numbers = list(range(len(names))) if numbers is None else numbers
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     params_arr = np.asarray(params, dtype=float)
     sizes = 40 + 900 * np.sqrt(params_arr / params_arr.max())
@@ -121,14 +77,17 @@ def accuracy_vs_cost(
     axes_width_points = ax.get_position().width * fig.get_figwidth() * 72
     decades_per_point = np.log10(high * 30 / (low / 3)) / axes_width_points
     log_macs, percent = np.log10(np.asarray(macs, dtype=float)), 100 * np.asarray(accuracies)
-    label_decades = 130 * decades_per_point  # a label is about 130 points wide
-    placed: list[tuple[float, float]] = []  # (left log10 MACs, height in accuracy points) of labels so far
+    # (left, right in log10 MACs, height in accuracy points) of the labels placed so far
+    placed: list[tuple[float, float, float]] = []
 
-    def collides(left: float, height: float, own: int) -> bool:
-        over_label = any(abs(left - x) < label_decades and abs(height - y) < 9 for x, y in placed)
+    def width(label: str) -> float:
+        """A label's width in decades: about 4.6 points per character at 8 points."""
+        return 4.6 * max(len(line) for line in label.split("\n")) * decades_per_point
+
+    def collides(left: float, right: float, height: float, own: int) -> bool:
+        over_label = any(left < x_right and x_left < right and abs(height - y) < 9 for x_left, x_right, y in placed)
         over_marker = any(
-            j != own and left - 0.1 < log_macs[j] < left + label_decades and abs(height - percent[j]) < 8
-            for j in range(len(names))
+            j != own and left - 0.1 < log_macs[j] < right and abs(height - percent[j]) < 8 for j in range(len(names))
         )
         return over_label or over_marker
 
@@ -151,8 +110,16 @@ def accuracy_vs_cost(
                 {j: f"{names[j]}\n{params[j] / 1e6:.2f}M params, {100 * accuracies[j]:.1f}%" for j in members}
             )
     for i in range(len(names)):
+        color, marker = model_style(numbers[i])
         ax.scatter(
-            macs[i], 100 * accuracies[i], s=sizes[i], color=PALETTE[i % 10], edgecolor="black", alpha=0.75, zorder=3
+            macs[i],
+            100 * accuracies[i],
+            s=sizes[i],
+            color=color,
+            marker=marker,
+            edgecolor="black",
+            alpha=0.75,
+            zorder=3,
         )
         # Drawn over the marker: a big model's marker would hide its own error bar.
         ax.errorbar(
@@ -169,10 +136,10 @@ def accuracy_vs_cost(
             continue
         radius_points = np.sqrt(sizes[i] / np.pi)
         left = log_macs[i] + (radius_points + 4) * decades_per_point
-        height = percent[i]
-        while collides(left, height, i):  # lift the label until it covers no other label or marker
+        height, right = percent[i], left + width(labels[i])
+        while collides(left, right, height, i):  # lift the label until it covers no other label or marker
             height += 9
-        placed.append((left, height))
+        placed.append((left, right, height))
         ax.annotate(
             labels[i],
             (macs[i], 100 * accuracies[i]),
@@ -183,18 +150,22 @@ def accuracy_vs_cost(
             arrowprops=dict(arrowstyle="-", color="grey", linewidth=0.6) if height != percent[i] else None,
         )
     top = max(100 * (a + s) for a, s in zip(accuracies, stds))
-    labels_top = max(height for _, height in placed)
+    labels_top = max(height for _, _, height in placed)
     ax.set_ylim(0, max(min(100, top + 15), labels_top + 8))  # lifted labels stay inside the axes
     ax.set_yticks(range(0, 101, 20))
+    # Engineering notation (10M, 100M): the log axis' default labels are mathtext, which this
+    # module's figures draw as literal text.
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(f"Multiply-accumulates per {image_size} image (log scale)")
     ax.set_ylabel("Test accuracy (%)")
     ax.set_title("Accuracy vs cost (marker area ~ parameters)")
     ax.grid(True, which="major", alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
-    return _png(fig)
+    return png_bytes(fig)
 
 
-@_literal_text
+@literal_text
 def reliability_diagram(bins: dict[str, np.ndarray], title: str, note: str = "") -> bytes:
     """Accuracy per confidence bin (bars) against the bin's mean confidence (red ticks, joined to
     the bar by the gap) and the diagonal of perfect calibration; each bin's share of images below."""
@@ -239,38 +210,10 @@ def reliability_diagram(bins: dict[str, np.ndarray], title: str, note: str = "")
     hist.set_ylabel("Share of images")
     for axis in (ax, hist):
         axis.spines[["top", "right"]].set_visible(False)
-    return _png(fig)
+    return png_bytes(fig)
 
 
-@_literal_text
-def confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str) -> bytes:
-    """Counts in each cell, coloured by the row's share (recall), true class on the rows."""
-    counts = np.asarray(matrix)
-    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(7.2, 6.2))
-    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(counts)):
-        for j in range(len(counts)):
-            ax.text(
-                j,
-                i,
-                str(counts[i, j]),
-                ha="center",
-                va="center",
-                fontsize=7.5,
-                color="white" if share[i, j] > 0.55 else "black",
-            )
-    ticks = np.arange(len(class_names))
-    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
-    ax.set_yticks(ticks, class_names)
-    ax.set_xlabel("Predicted class")
-    ax.set_ylabel("True class")
-    ax.set_title(title)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
-    return _png(fig)
-
-
-@_literal_text
+@literal_text
 def loss_curves(
     histories: dict[int, Sequence[dict[str, float]]], best_epochs: dict[int, int], title: str, distilled: bool = False
 ) -> bytes:
@@ -319,80 +262,10 @@ def loss_curves(
     axes[1].set_title(f"{title}: accuracy")
     if distilled:
         axes[2].set_title(f"{title}: training objective")
-    return _png(fig)
+    return png_bytes(fig)
 
 
-@_literal_text
-def per_class_accuracy(per_class: dict[str, dict[str, float]], overall: float, title: str) -> bytes:
-    names = list(per_class)
-    values = [100 * per_class[n]["accuracy"] for n in names]
-    fig, ax = plt.subplots(figsize=(7.5, 4))
-    bars = ax.bar(names, values, color=PALETTE[0], edgecolor="black", linewidth=0.6)
-    for bar, value in zip(bars, values):
-        # A white box behind each label: the overall-accuracy line never runs through the digits.
-        ax.annotate(
-            f"{value:.1f}",
-            (bar.get_x() + bar.get_width() / 2, value),
-            ha="center",
-            va="bottom",
-            xytext=(0, 2),
-            textcoords="offset points",
-            fontsize=8,
-            bbox=dict(facecolor="white", edgecolor="none", pad=0.6),
-        )
-    # zorder 0: drawn behind the bars and the labels.
-    ax.axhline(
-        100 * overall, color="black", linestyle="--", linewidth=1, zorder=0, label=f"overall {100 * overall:.2f}%"
-    )
-    ax.set_ylim(0, 115)  # headroom for the value labels and the legend
-    ax.set_yticks(range(0, 101, 20))
-    ax.set_ylabel("Accuracy (%)")
-    ax.set_title(f"{title}: per-class accuracy")
-    ax.legend(fontsize=8, frameon=False, loc="upper right")
-    ax.spines[["top", "right"]].set_visible(False)
-    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
-    return _png(fig)
-
-
-@_literal_text
-def difference_forest(
-    names: Sequence[str],
-    differences: Sequence[float],
-    seed_intervals: Sequence[Sequence[float] | None],
-    image_intervals: Sequence[Sequence[float] | None],
-    reference: str,
-) -> bytes:
-    """Each model's test-accuracy difference from ``reference`` (points), with the 95% interval over
-    seeds (thick) and over test images (thin); the zero line marks no difference."""
-    count = len(names)
-    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.42 * count))
-    rows = np.arange(count)[::-1]
-    for row, diff, seeds, images in zip(rows, differences, seed_intervals, image_intervals):
-        above = seeds is not None and images is not None and min(seeds[0], images[0]) > 0
-        below = seeds is not None and images is not None and max(seeds[1], images[1]) < 0
-        color = PALETTE[2] if above else PALETTE[3] if below else "dimgrey"
-        if images is not None:
-            ax.plot([100 * images[0], 100 * images[1]], [row, row], color=color, linewidth=1.2, alpha=0.8)
-        if seeds is not None:
-            ax.plot(
-                [100 * seeds[0], 100 * seeds[1]],
-                [row, row],
-                color=color,
-                linewidth=4.5,
-                alpha=0.45,
-                solid_capstyle="butt",
-            )
-        ax.plot(100 * diff, row, "o", color=color, markersize=6, zorder=3)
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(rows, names)
-    ax.set_xlabel(f"Test accuracy minus {reference} (points)")
-    ax.set_title(f"Difference from {reference}: thick 95% CI over seeds, thin over test images", fontsize=10)
-    ax.grid(axis="x", alpha=0.3)
-    ax.spines[["top", "right"]].set_visible(False)
-    return _png(fig)
-
-
-@_literal_text
+@literal_text
 def sweep_heatmap(
     values: np.ndarray,
     rows: Sequence[Any],
@@ -428,4 +301,4 @@ def sweep_heatmap(
     ax.set_ylabel(row_label)
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, label="mean validation accuracy (%)", shrink=0.85)
-    return _png(fig)
+    return png_bytes(fig)

@@ -1,13 +1,21 @@
 """``report.html``: the Markdown report as one self-contained page (figures embedded, no network).
 
 Nothing from a config or a dataset becomes markup: the Markdown is written with those strings escaped
-(``text.escape_markdown``), and raw HTML in it is rendered as text."""
+(``text.escape_markdown``), and raw HTML in it is rendered as text.
+
+A report is a sequence of ``Block``s. In Markdown they are simply one after another; in HTML a
+collapsed block (a model's section when there are many models, a long table) is a ``<details>``
+element whose summary is the block's heading, so that a report of 15 models and 100 classes opens
+on its overview. Figures are shown at their own size, never wider than the page.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import markdown
@@ -15,8 +23,9 @@ import markdown
 from distillbench.atomic import write_text
 
 STYLE = """
-body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1180px; margin: 2em auto;
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1440px; margin: 2em auto;
        padding: 0 1em; color: #222; }
+p, ul, ol, blockquote { max-width: 1180px; }
 h1, h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 13px; display: block; overflow-x: auto; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; }
@@ -24,8 +33,11 @@ th { background: #f3f3f3; cursor: pointer; position: sticky; top: 0; }
 th[data-order="asc"]::after { content: " ▲"; } th[data-order="desc"]::after { content: " ▼"; }
 tr:nth-child(even) td { background: #fafafa; }
 blockquote { border-left: 4px solid #d33; margin: 1em 0; padding: .2em 1em; background: #fff4f4; }
-img { max-width: 100%; margin: .5em 0; }
-p img { max-width: 49%; }
+img { display: block; max-width: 100%; margin: .5em 0; }
+details { margin: .6em 0; }
+details > summary { cursor: pointer; }
+details > summary > h2, details > summary > h3 { display: inline; border: none; }
+details[open] > summary { margin-bottom: .5em; }
 """
 
 # Click a column header to sort by it (numbers numerically: the first number in the cell).
@@ -52,6 +64,21 @@ document.querySelectorAll("table").forEach(function (table) {
 });
 """
 
+
+@dataclass(frozen=True)
+class Block:
+    """A part of a report: its Markdown, and whether the HTML page shows it collapsed (its first
+    line is then a heading, which becomes the summary that opens it)."""
+
+    markdown: str
+    collapsed: bool = False
+
+
+def join_blocks(blocks: Sequence[Block]) -> str:
+    """The Markdown of a report made of ``blocks``."""
+    return "\n".join(block.markdown.rstrip("\n") + "\n" for block in blocks)
+
+
 _IMAGE_SOURCE = re.compile(r'src="([^"]+\.png)"')
 
 
@@ -75,9 +102,20 @@ def markdown_to_html(markdown_text: str) -> str:
     return converter.convert(markdown_text)
 
 
-def render_html(markdown_text: str, root: Path, title: str) -> str:
-    """The report page; figures are read from ``root`` and embedded."""
-    body = markdown_to_html(markdown_text)
+def _block_html(block: Block) -> str:
+    if not block.collapsed:
+        return markdown_to_html(block.markdown)
+    heading, _, rest = block.markdown.lstrip("\n").partition("\n")
+    if not heading.startswith("#"):
+        raise ValueError(f"a collapsed block starts with its heading, not {heading!r}")
+    return f"<details>\n<summary>{markdown_to_html(heading)}</summary>\n{markdown_to_html(rest)}\n</details>"
+
+
+def render_html(report: str | Sequence[Block], root: Path, title: str) -> str:
+    """The report page (Markdown, or blocks some of which collapse); figures are read from ``root``
+    and embedded."""
+    blocks = [Block(report)] if isinstance(report, str) else report
+    body = "\n".join(_block_html(block) for block in blocks)
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
@@ -85,7 +123,8 @@ def render_html(markdown_text: str, root: Path, title: str) -> str:
     )
 
 
-def write_pages(root: Path, markdown_text: str, markdown_name: str, html_name: str, title: str) -> None:
+def write_pages(root: Path, report: str | Sequence[Block], markdown_name: str, html_name: str, title: str) -> None:
     """A report as ``markdown_name`` (linking its figures) and ``html_name`` (one page, figures embedded)."""
+    markdown_text = report if isinstance(report, str) else join_blocks(report)
     write_text(Path(root) / markdown_name, markdown_text)
-    write_text(Path(root) / html_name, render_html(markdown_text, root, title))
+    write_text(Path(root) / html_name, render_html(report, root, title))

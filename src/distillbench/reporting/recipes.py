@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from distillbench.reporting.text import listed
+
 # The report's names for the optimizers a recipe names by their config name; another name (a
 # plugin's) is shown as it is.
 _OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
@@ -57,18 +59,13 @@ _SHARED: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
-def _listed(words: list[str]) -> str:
-    """``a``, ``a and b``, ``a, b and c``."""
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
-
-
 def _learning_rates(models: list[dict[str, Any]]) -> str:
     """The learning rate most models use (on a tie, the first model's), and every other with its models."""
     titles: dict[float, list[str]] = {}
     for model in models:
         titles.setdefault(model["recipe"]["lr"], []).append(model["title"])
     usual = max(titles, key=lambda rate: len(titles[rate]))
-    others = "; ".join(f"{rate:g} for {_listed(names)}" for rate, names in titles.items() if rate != usual)
+    others = "; ".join(f"{rate:g} for {listed(names)}" for rate, names in titles.items() if rate != usual)
     return f"{usual:g}" + (f" ({others})" if others else "")
 
 
@@ -128,7 +125,7 @@ def training_lines(results: dict[str, Any]) -> list[str]:
         elif shared is not None:
             said.append(shared)
     if per_model:
-        said.append(f"{_listed(per_model)} per model (below)")
+        said.append(f"{listed(per_model)} per model (below)")
     lines = [f"- **Training:** {', '.join([*said, _stopping_words(train)])}"]
     # With an aspect said per model, every model needs its own line to say it.
     departing = [

@@ -1,6 +1,7 @@
 """Markdown text that the study report and the sweep report both write: literal escaping of what
-came from a config or the data, tables, numbers with their spread or interval, and the warnings a
-reader must see first (generated data, random backbone weights)."""
+came from a config or the data, tables (never wider than ``MAX_TABLE_COLUMNS``: a wider one is split),
+numbers with their spread or interval, settings in words rather than Python's (``yes``, not
+``True``), and the warnings a reader must see first (generated data, random backbone weights)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from typing import Any
 # and "]:" for references), a code span, a table cell, a backslash escape. Raw HTML and autolinks are
 # never rendered (html.markdown_to_html); an interval such as [0.1, 0.3] stays as it is.
 _MARKDOWN_SYNTAX = re.compile(r"[\\`|]|\](?=[(\[:])")
+
+# The widest table a report writes: a wider one cannot be read on a page, in Markdown or in HTML.
+MAX_TABLE_COLUMNS = 16
 
 
 def escape_markdown(value: Any) -> Any:
@@ -34,6 +38,40 @@ def markdown_table(header: list[str], rows: list[list[str]], align: str | None =
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def split_table(header: list[str], rows: list[list[str]], keep: int = 1, align: str | None = None) -> list[str]:
+    """``header`` and ``rows`` as one Markdown table, or as several (a blank line between them) that
+    each repeat the first ``keep`` columns, when the whole would be wider than ``MAX_TABLE_COLUMNS``."""
+    width = MAX_TABLE_COLUMNS - keep
+    align = align or "l" * keep + "r" * (len(header) - keep)
+    tables: list[str] = []
+    for start in range(keep, max(len(header), keep + 1), width):
+        columns = [*range(keep), *range(start, min(start + width, len(header)))]
+        tables += [
+            markdown_table(
+                [header[c] for c in columns],
+                [[row[c] for c in columns] for row in rows],
+                "".join(align[c] for c in columns),
+            ),
+            "",
+        ]
+    return tables[:-1]
+
+
+def yes_no(value: Any) -> str:
+    """A setting that is on or off, in words."""
+    return "yes" if value else "no"
+
+
+def shown(value: Any, missing: str = "unknown") -> str:
+    """A value from results.json as text; ``missing`` for what it does not record (null)."""
+    return missing if value is None else str(value)
+
+
+def listed(words: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def plus_minus(mean: float, std: float | None, scale: float = 100, digits: int = 2) -> str:

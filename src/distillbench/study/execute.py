@@ -12,15 +12,16 @@ import torch
 
 from distillbench.config import StudyConfig
 from distillbench.data import StudyData
-from distillbench.evaluation.efficiency import measure_efficiency
+from distillbench.errors import UserError
+from distillbench.evaluation.efficiency import model_costs, structure_key
 from distillbench.models import BACKBONES
 from distillbench.models.classifier import Classifier, count_parameters
 from distillbench.models.weights import describe_weights
-from distillbench.plugins import load_plugins
 from distillbench.study.inputs import RunInputs
 from distillbench.study.models import StudyModels
 from distillbench.study.plan import RunSpec
 from distillbench.study.recipe import Recipes, model_recipes
+from distillbench.study.resolve import check_names
 from distillbench.study.store import RunStore, encode_checkpoint, sha256_hex
 from distillbench.training.cache import TensorCache
 from distillbench.training.grouped import NotGroupable
@@ -78,10 +79,17 @@ class RunExecutor:
         ``runtime`` (the study's, resolved once where the plan was made; by default resolved here),
         ``cache`` (by default ``perf.cache_dir``'s) and ``recipes`` (by default resolved here). A sweep's runs (a store with a pool, or
         ``say_test`` False) log their validation accuracy, not their test accuracy."""
-        load_plugins(cfg.plugins)
+        try:
+            check_names(cfg, "the study's config")  # imports the study's plugins first
+        except UserError as exc:  # passed where the study started: a name registered only there
+            raise UserError(
+                f"{exc} The study's own process knew these names: a worker process or Ray task imports only the "
+                "study's plugins, so register your own names in a plugin module (plugins: or --plugin, see the "
+                "README's Extending), not in the script or notebook that starts the study."
+            ) from None
         perf = cfg.perf.effective()
         runtime = runtime if runtime is not None else Runtime.resolve(perf, cfg.device)
-        cache = cache if cache is not None else TensorCache(perf.cache_dir if perf.disk_cache else None)
+        cache = cache if cache is not None else TensorCache.for_study(perf)
         recipes = recipes if recipes is not None else model_recipes(cfg)
         models = StudyModels(recipes, runtime, store, data.image_shape, len(data.class_names))
         inputs = RunInputs(recipes, perf, data, runtime, models, cache)
@@ -219,11 +227,10 @@ class RunExecutor:
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
-    def measure_efficiency(self, run: RunSpec) -> dict[str, Any] | None:
-        """A finished run's efficiency record (``evaluation.efficiency``), timed with this process's
-        threads; its models leave memory afterwards, except its seed's teachers."""
-        if not self.cfg.evaluation.efficiency:
-            return None
+    def efficiency_costs(self, run: RunSpec) -> tuple[dict[str, Any], Classifier]:
+        """A finished run's counted efficiency (parameters, MACs, checkpoint size, and its structure's
+        key: runs with one key share a timing) and its trained model, for the study to time."""
         model = self.models.trained_model(run.model, run.seed)
         checkpoint_bytes = self.store.paths(run.model, run.seed).model.stat().st_size
-        return measure_efficiency(model, self.data.image_shape, checkpoint_bytes, self.cfg.evaluation.latency_repeats)
+        costs = model_costs(model, self.data.image_shape, checkpoint_bytes)
+        return {**costs, "timing_key": structure_key(model, self.data.image_shape)}, model

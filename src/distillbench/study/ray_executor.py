@@ -9,7 +9,7 @@ teachers run online on augmented batches). A task trains in a temporary director
 writes the sweep's directory, through the store. A task whose worker dies is retried by Ray
 (``MAX_RETRIES``): a task writes nothing outside its temporary directory, so a retry starts clean.
 
-Ray is an optional extra (``pip install -e '.[ray]'``); nodes need distillbench and its
+Ray is an optional extra (``pip install 'distillbench[ray]'``); nodes need distillbench and its
 dependencies installed, at the driver's version.
 """
 
@@ -36,7 +36,7 @@ from distillbench.training.cache import TensorCache
 from distillbench.training.runtime import Runtime
 
 MAX_RETRIES = 3  # a task whose worker process or node dies is run again, this many times at most
-INSTALL_HINT = "pip install -e '.[ray]' (or pip install 'ray[default]>=2.9')"
+INSTALL_HINT = "pip install 'distillbench[ray]' (or pip install 'ray[default]>=2.9')"
 
 
 def import_ray() -> Any:
@@ -96,8 +96,7 @@ def train_task(
     runtime.check_here()
     with tempfile.TemporaryDirectory(prefix="distillbench-task-") as directory:
         # Efficiency is timed by the driver once training is over: here other tasks share the node.
-        perf = cfg.perf.effective()
-        cache = TensorCache(perf.cache_dir if perf.disk_cache else None)
+        cache = TensorCache.for_study(cfg.perf.effective())
         executor = RunExecutor.build(cfg, data, RunStore(Path(directory)), runtime, cache, say_test=False)
         for (key, seed), (files, logits) in zip(run.needs, teachers):
             executor.store.import_run(key, seed, files)

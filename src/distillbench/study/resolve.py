@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from distillbench.config import StudyConfig, describe_source, invalid_config, load_config, training_order
-from distillbench.data import DATASETS
+from distillbench.data import dataset_problem
 from distillbench.data.augment import augmentation_problem
 from distillbench.models import ARCHITECTURES, BACKBONES
-from distillbench.plugins import load_plugins
+from distillbench.plugins import canonical_plugin, load_plugins
 from distillbench.study.recipe import distill_problems
 from distillbench.training.optim import OPTIMIZERS, SCHEDULES
 
@@ -23,8 +23,8 @@ from distillbench.training.optim import OPTIMIZERS, SCHEDULES
 def unresolved_names(cfg: StudyConfig) -> list[str]:
     """One ``key: problem`` line per name that no registry knows; empty when all resolve."""
     problems = []
-    if cfg.data.dataset not in DATASETS:
-        problems.append(DATASETS.unknown(cfg.data.dataset, "data.dataset"))
+    if problem := dataset_problem(cfg.data.dataset, "data.dataset"):
+        problems.append(problem)
     for where, name in [("train.augment", cfg.train.augment)] + [
         (f"zoo.{key}.augment", spec.augment) for key, spec in cfg.zoo.items() if spec.augment is not None
     ]:
@@ -59,11 +59,13 @@ def check_names(cfg: StudyConfig, source: str = "the study's config") -> StudyCo
 
 def load_study_config(path: Path | None = None, overrides: list[str] = (), plugins: list[str] = ()) -> StudyConfig:
     """``config.load_config`` with ``plugins`` (``--plugin``) added to its ``plugins:``, then
-    ``check_names``: what the command line runs."""
+    ``check_names``: what the command line runs. A plugin file's path is kept absolute: the config's
+    own relative to the config file, ``--plugin``'s relative to the working directory."""
     cfg = load_config(path, overrides)
-    # A file's path is kept absolute: workers and a later `report` import it from wherever they run.
-    given = [str(Path(name).expanduser().resolve()) if name.endswith(".py") else name for name in plugins]
-    added = [name for name in dict.fromkeys(given) if name not in cfg.plugins]
-    if added:
-        cfg = cfg.model_copy(update={"plugins": [*cfg.plugins, *added]})
+    base = path.expanduser().resolve().parent if path is not None else None
+    listed = [canonical_plugin(name, base) for name in cfg.plugins]
+    given = [canonical_plugin(name) for name in plugins]
+    merged = list(dict.fromkeys(listed + given))
+    if merged != cfg.plugins:
+        cfg = cfg.model_copy(update={"plugins": merged})
     return check_names(cfg, describe_source(path, overrides))

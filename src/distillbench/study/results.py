@@ -1,4 +1,9 @@
-"""``results.json`` from what the runs saved: every number recomputed from the predictions."""
+"""``results.json`` from what the runs saved: every number recomputed from the predictions.
+
+The metrics are ``distillbench.evaluation``'s; this module gathers the study's finished runs, scores
+each seed, aggregates the seeds of each model (mean, standard deviation, t interval) and adds what
+the report states about the study and each model's recipe (docs/results-schema.md).
+"""
 
 from __future__ import annotations
 
@@ -18,15 +23,17 @@ from distillbench.evaluation.calibration import (
     expected_calibration_error,
     reliability_bins,
 )
-from distillbench.evaluation.metrics import classification_metrics
+from distillbench.evaluation.metrics import prediction_metrics
 from distillbench.evaluation.significance import mean_std_ci, paired_comparison
 from distillbench.study.layout import RunLayout
 from distillbench.study.plan import RunSpec
-from distillbench.study.recipe import Recipes, model_recipes
+from distillbench.study.recipe import ModelRecipe, Recipes, model_recipes
 from distillbench.study.resolve import check_names
 from distillbench.study.store import RunStore, SavedRun
 
-SCHEMA_VERSION = 2  # docs/results-schema.md; 2: models under "models", stale runs, two comparison intervals
+# docs/results-schema.md; 2: models under "models", stale runs, two comparison intervals; 3: top-5 and
+# superclass accuracy, num_classes, each student's method and aggregation in words.
+SCHEMA_VERSION = 3
 CALIBRATION_METRICS = ("ece", "nll", "brier")
 
 
@@ -59,28 +66,50 @@ def _efficiency_summary(per_seed: list[dict[str, Any] | None]) -> dict[str, Any]
     summary = dict(measured[0])
     for timing in ("latency_ms_batch1", "images_per_s_batch256"):
         summary[timing] = statistics.median(e[timing] for e in measured)
+    if any("timing_busy" in e for e in measured):
+        summary["timing_busy"] = any(e.get("timing_busy", False) for e in measured)
     return summary
 
 
-def _model_entry(
-    key: str, runs: dict[int, SavedRun], teacher_logits: dict[int, np.ndarray], bins: int
-) -> dict[str, Any]:
-    seed_records = []
-    for seed, run in runs.items():
-        seed_record = {
-            "seed": seed,
-            **classification_metrics(run.y_true, run.logits.argmax(1), run.class_names),
-            "calibration": calibration_metrics(run.logits, run.y_true, bins),
-            **{k: run.record[k] for k in ("epochs_trained", "best_epoch", "train_seconds")},
-            "efficiency": run.record.get("efficiency"),
-            "history": run.history,
+def _seed_record(seed: int, run: SavedRun, teacher_logits: np.ndarray | None, bins: int) -> dict[str, Any]:
+    """One run's results: its test metrics and calibration, and what its record says of its training."""
+    record = {
+        "seed": seed,
+        **prediction_metrics(run.y_true, run.logits, run.class_names, run.record.get("superclasses")),
+        "calibration": calibration_metrics(run.logits, run.y_true, bins),
+        **{k: run.record[k] for k in ("epochs_trained", "best_epoch", "train_seconds")},
+        "efficiency": run.record.get("efficiency"),
+        "history": run.history,
+    }
+    if teacher_logits is not None:
+        record["teacher_agreement"] = float(np.mean(run.logits.argmax(1) == teacher_logits.argmax(1)))
+    return record
+
+
+def _accuracies(seed_records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The accuracies over seeds: top-1, and top-5 and per superclass where the seeds have them."""
+    first = seed_records[0]
+    accuracies = _mean_spread([r["test_accuracy"] for r in seed_records], "test_accuracy")
+    if "top5_accuracy" in first:
+        accuracies.update(_mean_spread([r["top5_accuracy"] for r in seed_records], "test_top5_accuracy"))
+    if "superclass_accuracy" in first:
+        accuracies.update(
+            _mean_spread([r["test_superclass_accuracy"] for r in seed_records], "test_superclass_accuracy")
+        )
+        accuracies["superclass_accuracy"] = {
+            name: _mean_of([r["superclass_accuracy"][name] for r in seed_records])
+            for name in first["superclass_accuracy"]
         }
-        if seed in teacher_logits:
-            seed_record["teacher_agreement"] = float(np.mean(run.logits.argmax(1) == teacher_logits[seed].argmax(1)))
-        seed_records.append(seed_record)
+    return accuracies
+
+
+def _model_entry(
+    recipe: ModelRecipe, runs: dict[int, SavedRun], teacher_logits: dict[int, np.ndarray], bins: int
+) -> dict[str, Any]:
+    seed_records = [_seed_record(seed, run, teacher_logits.get(seed), bins) for seed, run in runs.items()]
     first = next(iter(runs.values())).record
     entry: dict[str, Any] = {
-        **_mean_spread([r["test_accuracy"] for r in seed_records], "test_accuracy"),
+        **_accuracies(seed_records),
         "per_class": {
             name: _mean_of([r["per_class"][name] for r in seed_records]) for name in seed_records[0]["per_class"]
         },
@@ -95,9 +124,11 @@ def _model_entry(
         "train_seconds": float(np.mean([r["train_seconds"] for r in seed_records])),
         "params": first["params"],
         "trainable_params": first["trainable_params"],
-        "title": first.get("title", key),
+        "title": first.get("title", recipe.key),
         "arch": first["arch"],
         "teachers": first["teachers"],
+        "method": describe_method(recipe),
+        "aggregation": recipe.method.aggregation if recipe.method is not None else None,
         **({"recipe": first["recipe"]} if "recipe" in first else {}),
         "weights": first["weights"],
     }
@@ -185,10 +216,11 @@ def collect_results(root: Path) -> dict[str, Any]:
             f"The saved runs in {root} were evaluated on different test sets; they cannot be compared. "
             "Use a fresh --out directory for a study with different data."
         )
+    recipes = model_recipes(cfg)
     results: dict[str, Any] = {}
     for key, per_seed in runs.items():
         members = next(iter(per_seed.values())).record["teachers"]
-        results[key] = _model_entry(key, per_seed, _teacher_logits(runs, members), cfg.evaluation.ece_bins)
+        results[key] = _model_entry(recipes[key], per_seed, _teacher_logits(runs, members), cfg.evaluation.ece_bins)
     compared = [entry for spec in cfg.comparisons if (entry := _comparison(spec, runs, results, cfg.evaluation))]
     output = {
         "schema_version": SCHEMA_VERSION,
@@ -197,7 +229,7 @@ def collect_results(root: Path) -> dict[str, Any]:
         "teachers": _ensembles(runs, cfg.evaluation.ece_bins),
         "comparisons": compared,
     }
-    methods = _distillation_methods(cfg, model_recipes(cfg), runs, results)
+    methods = _distillation_methods(cfg, recipes, runs, results)
     if methods:
         output["distillation"] = methods
     return output
@@ -252,6 +284,8 @@ def _study_entry(
         "unfinished_runs": [f"{key} seed {seed}" for key in order for seed in seeds if seed not in runs.get(key, {})],
         "stale_runs": stale,
         "class_names": first_run.class_names if first_run else [],
+        "num_classes": len(first_run.class_names) if first_run else 0,
+        "superclasses": first.get("superclasses") if first else None,  # runs written before it: null
         "data_source": first.get("data_source") if first else None,
         "synthetic_data": bool(first and first.get("synthetic_data")),
         "device": first.get("device") if first else None,
@@ -264,16 +298,18 @@ def _study_entry(
     }
 
 
-def describe_method(distill: str | dict[str, Any]) -> str:
-    """A student's method in a few words: its name, its aggregation if not the mean of logits, and
-    the parameters it sets."""
-    if isinstance(distill, str):
-        return distill
-    name = distill.get("method", "kd")
-    params = [f"{k}={v}" for k, v in distill.items() if k not in ("method", "aggregation")]
-    aggregation = distill.get("aggregation")
-    words = name + (f" · {aggregation}" if aggregation and aggregation != "mean_logits" else "")
-    return words + (f" ({', '.join(params)})" if params else "")
+def describe_method(recipe: ModelRecipe) -> str | None:
+    """A student's method in a few words: the resolved method's name and aggregation (the default
+    too: ``kd · mean_logits``), then the parameters its ``distill`` mapping sets, ``dkd · mean_logits
+    (beta=8.0)``; None for a model without teachers."""
+    if recipe.method is None:
+        return None
+    distill = recipe.spec.distill
+    explicit = (
+        {} if isinstance(distill, str) else {k: v for k, v in distill.items() if k not in ("method", "aggregation")}
+    )
+    words = f"{recipe.method.method} · {recipe.method.aggregation}"
+    return words + (f" ({', '.join(f'{k}={v}' for k, v in explicit.items())})" if explicit else "")
 
 
 def _distillation_methods(
@@ -293,7 +329,7 @@ def _distillation_methods(
         row = {
             "model": key,
             "title": entry["title"],
-            "method": describe_method(recipe.spec.distill) if recipe.teachers else "none (trained from scratch)",
+            "method": describe_method(recipe) or "none (trained from scratch)",
             "teachers": list(recipe.teachers),
             "test_accuracy": entry["test_accuracy"],
             "test_accuracy_std": entry["test_accuracy_std"],

@@ -14,16 +14,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from distillbench.atomic import remove_temporaries, write_json, write_text
 from distillbench.config import StudyConfig, config_to_yaml
 from distillbench.data import StudyData, load_study_data
 from distillbench.errors import UserError
+from distillbench.evaluation.efficiency import TIMING_FIELDS, time_models
 from distillbench.models import BACKBONES
 from distillbench.models.weights import check_backbone_weights
 from distillbench.study.environment import describe_environment
 from distillbench.study.execute import RunExecutor
 from distillbench.study.lock import directory_lock
 from distillbench.study.plan import Planner, RunSpec
+from distillbench.study.progress import TimeLeft, run_seconds
 from distillbench.study.recipe import model_recipes
 from distillbench.study.resolve import check_names
 from distillbench.study.scheduling import grouping_for
@@ -56,12 +60,14 @@ class Study:
         self.runtime = Runtime.resolve(self.perf, cfg.device)
         self.store = RunStore(Path(out), pool)
         self.layout = self.store.layout
-        self.cache = TensorCache(self.perf.cache_dir if self.perf.disk_cache else None)
+        self.cache = TensorCache.for_study(self.perf)
         self.recipes = model_recipes(self.cfg)
         self.executor = RunExecutor.build(self.cfg, self.data, self.store, self.runtime, self.cache, self.recipes)
         self.planned_runtime = planned_runtime or self.runtime
         self.plan = Planner(self.cfg, self.data.fingerprint, self.planned_runtime, self.recipes).plan()
         self.store.expect(list(self.plan.runs))
+        self.time_left = TimeLeft(self.plan.runs)
+        self.workers = 1  # training processes, once ``_executor`` has chosen them
 
     def preflight(self) -> None:
         """Everything checkable before the first epoch, so a bad input stops the study at once rather
@@ -146,17 +152,49 @@ class Study:
         self._executor(missing).execute(self.plan, self.begin)
 
     def time_efficiency(self) -> None:
-        """Efficiency of finished runs that lack it, timed here once training is over, alone on the
-        CPU with the study's threads (``perf.threads``, default all CPUs), and added to their run.json."""
+        """Efficiency of finished runs that lack it, measured here once training is over, alone on the
+        CPU with the study's threads (``perf.threads``, default all CPUs), and added to their run.json.
+        Runs whose models have one structure (``structure_key``) share one timing: the one of a run of
+        this study timed before with the same threads, or one taken now, every distinct model's passes
+        interleaved with the others' (``time_models``). ``timed_with`` names the model timed."""
         if not self.cfg.evaluation.efficiency:
             return
         with self.study_threads().thread_scope():
-            for run in self.plan.runs:
-                record = self.store.record(run.model, run.seed)
-                if record is not None and record.get("efficiency") is None:
-                    efficiency = self.executor.measure_efficiency(run)
-                    self.store.update_record(run.model, run.seed, efficiency=efficiency)
-                    self.executor.models.forget_seed(run.seed)
+            costs, timings, to_time = self._efficiency_costs()
+            if to_time:
+                names = ", ".join(model_key for model_key, _ in to_time.values())
+                print(f"Timing {len(to_time)} distinct model(s) on the CPU for Table 4: {names}", flush=True)
+                models = [model for _, model in to_time.values()]
+                measured = time_models(models, self.data.image_shape, self.cfg.evaluation.latency_repeats)
+                for (key, (model_key, _)), timing in zip(to_time.items(), measured):
+                    timings[key] = {**timing, "timed_with": model_key}
+                    if timing["timing_busy"]:
+                        print(
+                            f"WARNING: the CPU was busy while {model_key} was timed (its repeats spread over "
+                            f"{timing['timing_spread']:.0%} of their median): its latency and throughput in Table 4 are "
+                            "unreliable; for speeds to compare, run the study where nothing else is running.",
+                            flush=True,
+                        )
+            for run, cost in costs.items():
+                self.store.update_record(run.model, run.seed, efficiency={**cost, **timings[cost["timing_key"]]})
+
+    def _efficiency_costs(self) -> tuple[dict[RunSpec, dict[str, Any]], dict[str, dict[str, Any]], dict[str, Any]]:
+        """The counted efficiency of each finished run lacking it; the timings already in this study's
+        records, by structure key (taken with the threads in use now); and the models still to time:
+        structure key -> (the first run's model key, its model)."""
+        costs: dict[RunSpec, dict[str, Any]] = {}
+        timings: dict[str, dict[str, Any]] = {}
+        to_time: dict[str, tuple[str, Any]] = {}
+        for run in self.plan.runs:
+            record = self.store.record(run.model, run.seed)
+            known = record.get("efficiency") if record is not None else None
+            if known is not None and known.get("timing_key") and known.get("cpu_threads") == torch.get_num_threads():
+                timings.setdefault(known["timing_key"], {k: known[k] for k in TIMING_FIELDS if k in known})
+            elif record is not None and known is None:
+                costs[run], model = self.executor.efficiency_costs(run)
+                to_time.setdefault(costs[run]["timing_key"], (run.model, model))
+                self.executor.models.forget_seed(run.seed)  # the model to time stays referenced here
+        return costs, timings, {key: pair for key, pair in to_time.items() if key not in timings}
 
     def study_threads(self) -> Runtime:
         """This machine's runtime with all the study's threads: for what runs after training."""
@@ -174,19 +212,32 @@ class Study:
         return f"{self.label}: {where}" if self.label else where
 
     def begin(self, run: RunSpec) -> bool:
-        """Whether ``run`` needs training, judged now (its teachers are final), said in the log."""
+        """Whether ``run`` needs training, judged now (its teachers are final), said in the log with
+        the study's time left (``TimeLeft``, from the runs finished so far)."""
         state, why = self.store.state(run, checkpoint=True)
+        self.time_left.look(self._seconds_if_finished)
         if state == "finished":
+            self.time_left.finished(run, run_seconds(self.store.record(run.model, run.seed)))
             print(f"=== {self._where(run)}: already finished with this config; skipping ===", flush=True)
             return False
-        print(f"=== {self._where(run)}{f' (retraining: {why})' if why else ''} ===", flush=True)
+        left = self.time_left.line(self.workers)
+        print(
+            f"=== {self._where(run)}{f' (retraining: {why})' if why else ''} ==={f' {left}' if left else ''}",
+            flush=True,
+        )
+        self.time_left.started_run(run)
         return True
+
+    def _seconds_if_finished(self, run: RunSpec) -> float | None:
+        if self.store.state(run)[0] != "finished":
+            return None
+        return run_seconds(self.store.record(run.model, run.seed))
 
     def _executor(self, todo: int) -> SerialExecutor | ProcessExecutor:
         """``perf.workers`` local processes (no more than there are runs to do), or this process when
         one is all there is. Either way every run trains with the study's thread count per run."""
         grouping = grouping_for(self.recipes, self.perf.batched)
-        workers = resolve_workers(self.perf, self.runtime.device, todo)
+        workers = self.workers = resolve_workers(self.perf, self.runtime.device, todo)
         if workers == 1:
             return SerialExecutor(self.executor.train_group, self.executor.models.forget_seed, grouping)
         print(f"Training on {workers} worker processes, {self.runtime.threads} torch thread(s) each", flush=True)

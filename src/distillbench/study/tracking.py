@@ -7,7 +7,7 @@ for every executor, and repeatable: an MLflow run is tagged with its distillbenc
 seed, fingerprint) and never logged twice, so a resumed study logs only its new runs. In a sweep,
 test accuracy is logged for the selected point of each model only, as in sweep.json.
 
-MLflow is an optional extra (``pip install -e '.[mlflow]'``). The default store is local:
+MLflow is an optional extra (``pip install 'distillbench[mlflow]'``). The default store is local:
 ``sqlite:///mlruns/mlflow.db``, artifacts in ``mlruns/artifacts`` (MLflow 3 retired the plain
 ``./mlruns`` file store); ``mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db`` shows it.
 """
@@ -25,7 +25,7 @@ from distillbench.study.layout import RunLayout, SweepLayout
 from distillbench.study.plan import RunSpec
 from distillbench.study.store import RunStore
 
-INSTALL_HINT = "pip install -e '.[mlflow]' (mlflow-skinny with sqlalchemy and alembic, or the full mlflow)"
+INSTALL_HINT = "pip install 'distillbench[mlflow]' (mlflow-skinny with sqlalchemy and alembic, or the full mlflow)"
 DEFAULT_STORE = Path("mlruns")
 IDENTITY_TAG = "distillbench.identity"
 EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")

@@ -19,6 +19,7 @@ from filelock import FileLock, Timeout
 from torch import nn
 
 from distillbench.atomic import write_bytes
+from distillbench.config import PerfConfig
 from distillbench.errors import UserError
 
 
@@ -54,6 +55,11 @@ class TensorCache:
         self.directory = Path(directory).expanduser() if directory is not None else None
         self.memory: dict[str, torch.Tensor] = {}
         self.log = log
+
+    @classmethod
+    def for_study(cls, perf: PerfConfig) -> TensorCache:
+        """The cache ``perf`` asks for: on disk in ``perf.cache_dir`` with ``perf.disk_cache``, else in memory."""
+        return cls(perf.cache_dir if perf.disk_cache else None)
 
     def disable(self, why: str) -> None:
         """No disk from now on (memory still caches), saying ``why``."""
