@@ -143,3 +143,9 @@ def test_the_hf_prefix_resolves_and_a_bare_prefix_is_a_config_error():
     assert dataset_problem("hf:uoft-cs/cifar10") is None
     assert dataset_problem("hf:") == "data.dataset: name the dataset after 'hf:', e.g. hf:<name or path>"
     assert "unknown dataset 'hg:x'" in dataset_problem("hg:x")
+
+
+def test_a_datasets_version_that_runs_loading_scripts_is_refused(saved, tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "__version__", "2.19.0")  # before 4.0, a dataset's own script ran on load
+    with pytest.raises(UserError, match=r"needs datasets 4\.0 or newer \(installed: 2\.19\.0\)"):
+        read_huggingface(DataConfig(dataset=f"hf:{saved}", download_root=tmp_path))

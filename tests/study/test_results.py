@@ -113,3 +113,12 @@ def test_runs_written_before_superclasses_were_recorded_have_none():
     assert study["superclasses"] is None
     entry = _model_entry(_recipe(), {0: run}, {}, bins=5)
     assert "superclass_accuracy" not in entry and "test_top5_accuracy" in entry
+
+
+def test_a_model_whose_seeds_disagree_on_superclasses_reports_none():
+    """A seed saved before its dataset declared superclasses (the same pixels, so still current)
+    beside one saved after: no superclass numbers rather than a mean over some seeds, or a crash."""
+    runs = {0: _run(SEED_0, CLASSES, None), 1: _run(SEED_1, CLASSES, SUPERCLASSES)}
+    entry = _model_entry(_recipe(), runs, {}, bins=5)
+    assert "superclass_accuracy" not in entry and "test_superclass_accuracy" not in entry
+    assert entry["test_top5_accuracy"] == pytest.approx(5 / 6)

@@ -138,8 +138,15 @@ def _import_datasets() -> ModuleType:
     except ImportError:
         raise UserError(
             "data.dataset=hf:... reads Hugging Face datasets, which needs the optional 'datasets' package: "
-            "pip install 'distillbench[hf]' (or pip install 'datasets>=2.14')."
+            "pip install 'distillbench[hf]' (or pip install 'datasets>=4.0')."
         ) from None
+    major = int(str(getattr(datasets, "__version__", "0")).split(".")[0] or 0)
+    if major < 4:  # before 4.0 a dataset could ship a loading script that runs on load
+        raise UserError(
+            f"data.dataset=hf:... needs datasets 4.0 or newer (installed: {datasets.__version__}); older versions run "
+            "a dataset's own loading script, code from the dataset's authors, when it loads. Upgrade: "
+            "pip install -U 'datasets>=4.0'."
+        )
     return datasets
 
 

@@ -90,9 +90,10 @@ def _accuracies(seed_records: list[dict[str, Any]]) -> dict[str, Any]:
     """The accuracies over seeds: top-1, and top-5 and per superclass where the seeds have them."""
     first = seed_records[0]
     accuracies = _mean_spread([r["test_accuracy"] for r in seed_records], "test_accuracy")
-    if "top5_accuracy" in first:
+    # Only where every seed has them: a seed saved before a dataset declared superclasses has none.
+    if all("top5_accuracy" in r for r in seed_records):
         accuracies.update(_mean_spread([r["top5_accuracy"] for r in seed_records], "test_top5_accuracy"))
-    if "superclass_accuracy" in first:
+    if all("superclass_accuracy" in r for r in seed_records):
         accuracies.update(
             _mean_spread([r["test_superclass_accuracy"] for r in seed_records], "test_superclass_accuracy")
         )
