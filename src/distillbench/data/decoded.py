@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from distillbench.atomic import remove_temporaries, write_atomic
 from distillbench.config import DataConfig
+from distillbench.data.dataset import DatasetArrays
 from distillbench.errors import UserError
 
 # Pillow's names of the formats read (JPEG includes cameras' MPO files), each with a raster decoder
@@ -290,3 +291,18 @@ def interleaved(groups: Iterable[list]) -> Iterator:
         for group in groups:
             if index < len(group):
                 yield group[index]
+
+
+def dataset_arrays(
+    arrays: dict[str, np.ndarray], class_names: Sequence[str], source: str, synthetic: bool
+) -> DatasetArrays:
+    """The ``DatasetArrays`` of decoded splits (``decode_splits``' or the cache's arrays)."""
+    return DatasetArrays(
+        train_images=arrays["train_images"],
+        train_labels=arrays["train_labels"],
+        test_images=arrays["test_images"],
+        test_labels=arrays["test_labels"],
+        class_names=tuple(class_names),
+        source=source,
+        synthetic=synthetic,
+    )

@@ -36,6 +36,7 @@ from distillbench.data.decoded import (
     cache_key,
     cached_arrays,
     class_name_array,
+    dataset_arrays,
     decode_image,
     decode_splits,
     image_array,
@@ -121,15 +122,7 @@ def read_huggingface(cfg: DataConfig) -> DatasetArrays:
         arrays = decode()
     else:
         arrays = cached_arrays(cfg, key, decode, where)
-    return DatasetArrays(
-        train_images=arrays["train_images"],
-        train_labels=arrays["train_labels"],
-        test_images=arrays["test_images"],
-        test_labels=arrays["test_labels"],
-        class_names=tuple(class_names),
-        source=f"{where} (splits {cfg.train_split}, {cfg.test_split})",
-        synthetic=False,
-    )
+    return dataset_arrays(arrays, class_names, f"{where} (splits {cfg.train_split}, {cfg.test_split})", False)
 
 
 def _import_datasets() -> ModuleType:

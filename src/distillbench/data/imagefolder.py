@@ -35,6 +35,7 @@ from distillbench.data.decoded import (
     cache_key,
     cached_arrays,
     class_name_array,
+    dataset_arrays,
     decode_image,
     decode_splits,
     interleaved,
@@ -126,14 +127,8 @@ def read_imagefolder(cfg: DataConfig) -> DatasetArrays:
     arrays = cached_arrays(cfg, key, decode, f"imagefolder {root}")
     synthetic = (root / SYNTHETIC_MARKER).exists()
     source = f"image folder {root} ({train_folder.name}/, {test_folder.name}/)"
-    return DatasetArrays(
-        train_images=arrays["train_images"],
-        train_labels=arrays["train_labels"],
-        test_images=arrays["test_images"],
-        test_labels=arrays["test_labels"],
-        class_names=tuple(class_names),
-        source=f"GENERATED data in image-folder format ({source})" if synthetic else source,
-        synthetic=synthetic,
+    return dataset_arrays(
+        arrays, class_names, f"GENERATED data in image-folder format ({source})" if synthetic else source, synthetic
     )
 
 
