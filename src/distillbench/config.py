@@ -69,7 +69,12 @@ class DataConfig(_Strict):
         "(decoded/, one checksummed file per dataset and image size; delete it to reclaim the space).",
     )
     val_size: int = Field(
-        5000, ge=1, le=100 * MAX_COUNT, description="Seeded, stratified hold-out of the training set."
+        5000,
+        ge=0,
+        le=100 * MAX_COUNT,
+        description="Seeded, stratified hold-out of the training set; 0: train on every training image, as the "
+        "CIFAR KD benchmark does (no validation, so no early stopping: the last epoch is kept; needs "
+        "train.patience: null).",
     )
     train_limit: int | None = Field(
         None, ge=20, le=100 * MAX_COUNT, description="Use a seeded, stratified subset of this many training images."
@@ -116,6 +121,11 @@ class TrainConfig(_Strict):
         description="Training-time augmentation: none (the paper) or crop_flip (random 4-pixel shift and "
         "horizontal flip); with one, frozen layers and teachers run on every batch instead of from cache.",
     )
+    test_every_epoch: bool = Field(
+        False,
+        description="Also measure test accuracy after every epoch (history: test_accuracy), for the literature's "
+        "best-epoch-on-test number (an optimistic selection, reported as such); the kept weights do not change.",
+    )
 
 
 class KDConfig(_Strict):
@@ -155,6 +165,15 @@ class ModelDef(_Strict):
         "after a linear warm-up, one_cycle (torch's OneCycleLR, peak lr), ... (checked by study.resolve).",
     )
     warmup_epochs: float = Field(0.0, ge=0, le=MAX_EPOCHS, description="cosine: epochs of linear warm-up from 0 to lr.")
+    milestones: list[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = Field(
+        default_factory=list,
+        description="multistep: the epochs after which the rate is multiplied by gamma (the CIFAR KD benchmark: "
+        "[150, 180, 210]).",
+    )
+    gamma: float = Field(0.1, gt=0, le=1, description="multistep: the factor applied at each milestone.")
+    timm_model: str | None = Field(
+        None, description="arch timm: the timm model name (timm.list_models()), e.g. resnet18 or vit_tiny_patch16_224."
+    )
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Of the cross-entropy on the labels.")
     epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="This model's epochs; null: train.epochs.")
     batch_size: int | None = Field(
@@ -176,20 +195,27 @@ class ModelDef(_Strict):
         description="Backbones: how many trailing weight-holding layers train (the rest is frozen), or all: "
         "full fine-tuning, BatchNorm included.",
     )
-    input_norm: Literal["none", "imagenet", "keras_notebook"] = Field(
+    input_norm: Literal["none", "imagenet", "keras_notebook", "cifar100", "pretrained"] = Field(
         "none",
-        description="Pixels in [0, 1] (the paper's text), ImageNet mean/std normalised, or keras_notebook: "
+        description="Pixels in [0, 1] (the paper's text), ImageNet mean/std normalised, keras_notebook: "
         "an emulation of what the authors' notebook fed its backbones (1/255 of the contrast, no mean "
-        "subtracted, channels swapped).",
+        "subtracted, channels swapped), cifar100: the CIFAR-100 mean/std the KD benchmark's models were trained "
+        "with, or pretrained: arch timm, the mean/std of the model's pretrained config.",
     )
     teachers: list[str] = Field(
         default_factory=list, description="Model keys whose averaged logits this student distils."
     )
 
     @model_validator(mode="after")
-    def _nesterov_needs_momentum(self) -> ModelDef:
+    def _check_settings(self) -> ModelDef:
         if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
             raise ValueError("nesterov: Nesterov momentum needs momentum > 0")
+        if list(self.milestones) != sorted(set(self.milestones)):
+            raise ValueError(f"milestones: {self.milestones} must increase strictly, e.g. [150, 180, 210]")
+        if self.arch == "timm" and not self.timm_model:
+            raise ValueError("timm_model: arch timm needs the timm model's name, e.g. timm_model: resnet18")
+        if self.timm_model is not None and self.arch != "timm":
+            raise ValueError(f"timm_model: set for arch {self.arch}; it applies to arch timm only")
         return self
 
     distill: str | dict[str, Any] = Field(
@@ -209,6 +235,20 @@ def _paper_zoo() -> dict[str, ModelDef]:
             arch="small_cnn", title="KD from ResNet50 + VGG16", lr=1e-3, teachers=["resnet50", "vgg16"]
         ),
     }
+
+
+class PublishedRow(_Strict):
+    """A number a paper published for one model of the study, for the report's "Published vs
+    reproduced" section."""
+
+    model: str = Field(description="The model key this number is reproduced by.")
+    value: float = Field(ge=0, le=100, description="Top-1 test accuracy in percent, as published.")
+    source: str = Field(description="Paper, table and repository the number comes from.")
+    selection: Literal["best_epoch", "last_epoch", "unknown"] = Field(
+        description="How the source chose the epoch: best test accuracy over epochs (mdistiller), the last "
+        "epoch (RepDistiller), or unknown."
+    )
+    runs: str | None = Field(None, description="What the number summarises, e.g. 'mean of 5 runs', if stated.")
 
 
 class ComparisonDef(_Strict):
@@ -274,6 +314,20 @@ class EvaluationConfig(_Strict):
     )
     kd_reference: str = Field(
         "kd_resnet50", description="The student whose method (plain kd) the other methods are compared against."
+    )
+    equivalence_margin: float = Field(
+        0.5,
+        gt=0,
+        le=100,
+        description="Published vs reproduced: the margin (accuracy points) of the two one-sided tests; within "
+        "it, a number is reproduced.",
+    )
+    resolvable_difference: float = Field(
+        0.3,
+        gt=0,
+        le=100,
+        description="Published vs reproduced: the difference (points) for which the report says how many seeds "
+        "would resolve it at the observed spread.",
     )
 
 
@@ -349,7 +403,18 @@ class PerfConfig(_Strict):
 
 # Axes a sweep may not vary: the data (validation scores over different splits do not compare), the
 # seeds (the replicates of every point), and what changes where or how fast a run trains, not its result.
-FIXED_IN_SWEEPS = ("data", "seeds", "perf", "device", "name", "evaluation", "comparisons", "sweep", "tracking")
+FIXED_IN_SWEEPS = (
+    "data",
+    "seeds",
+    "perf",
+    "device",
+    "name",
+    "evaluation",
+    "comparisons",
+    "published",
+    "sweep",
+    "tracking",
+)
 
 
 class SweepConfig(_Strict):
@@ -417,10 +482,16 @@ class StudyConfig(_Strict):
     kd: KDConfig = Field(default_factory=KDConfig)
     weights: dict[str, str] = Field(
         default_factory=lambda: {"resnet50": "imagenet", "vgg16": "imagenet"},
-        description="Per backbone architecture: imagenet | none | PATH to a torchvision state_dict.",
+        description="Per backbone architecture: imagenet | none | PATH to a torchvision state_dict; per model "
+        "key: PATH to that whole model's checkpoint (a state_dict, or the CIFAR KD benchmark's dict whose 'model' "
+        "entry is one), loaded and evaluated, not trained (released teachers); arch timm: imagenet | none | PATH.",
     )
     zoo: dict[str, ModelDef] = Field(default_factory=_paper_zoo)
     comparisons: list[ComparisonDef] = Field(default_factory=_paper_comparisons)
+    published: list[PublishedRow] = Field(
+        default_factory=list,
+        description="Published numbers to compare with (the report's 'Published vs reproduced' section).",
+    )
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     perf: PerfConfig = Field(default_factory=PerfConfig)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
@@ -467,6 +538,14 @@ class StudyConfig(_Strict):
         for arch, source in self.weights.items():
             if not source:
                 raise ValueError(f"weights.{arch}: empty; use imagenet, none or a file path")
+        for number, row in enumerate(self.published):
+            if row.model not in self.zoo:
+                raise ValueError(f"published.{number}.model: unknown model {row.model!r}; known: {', '.join(self.zoo)}")
+        if self.data.val_size == 0 and self.train.patience is not None:
+            raise ValueError(
+                "data.val_size: 0 leaves no validation data for early stopping; set train.patience: null "
+                "(the last epoch is kept), or keep a validation split"
+            )
         training_order(self.zoo, self.models)  # raises on cycles
         return self
 

@@ -44,11 +44,16 @@ def build_model(spec: ModelDef, weights: str | None, image_shape: ImageShape, nu
 def _register_builtins() -> None:
     from distillbench.models.resnet50 import RESNET50
     from distillbench.models.small_cnn import build_small_cnn
+    from distillbench.models.timm_model import build_timm
     from distillbench.models.vgg16 import VGG16
+    from distillbench.models.zoo import ARCHITECTURES_OF_THE_ZOO
 
     register_architecture("small_cnn", build_small_cnn)
     register_backbone(RESNET50)
     register_backbone(VGG16)
+    register_architecture("timm", build_timm)
+    for name, builder in ARCHITECTURES_OF_THE_ZOO.items():
+        register_architecture(name, builder)
 
 
 _register_builtins()

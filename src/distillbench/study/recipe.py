@@ -29,6 +29,13 @@ from distillbench.training.optim import build_optimizer, build_schedule
 # teachers distils nothing.
 NOT_IN_IDENTITY = {"title", "epochs", "batch_size", "augment", "distill"}
 
+# Settings added after fingerprints were first issued: left out while at their default, so a study
+# that does not use them keeps the fingerprints (and the finished runs) it had.
+OMITTED_AT_DEFAULT = {
+    "spec": {"milestones": [], "gamma": 0.1, "timm_model": None},
+    "train": {"test_every_epoch": False},
+}
+
 # Settings that a batched group of runs must share (one optimiser, one input pipeline): everything
 # but what names the model and what it distils.
 NOT_IN_GROUP = {"teachers", "title", "distill"}
@@ -100,8 +107,8 @@ class ModelRecipe:
         teacher that sets its own epochs does not change when ``train:`` does; its title changes
         nothing), and the method with every parameter resolved (kd's from the ``kd:`` section)."""
         return {
-            "spec": self.spec.model_dump(mode="json", exclude=NOT_IN_IDENTITY),
-            "train": self.train.model_dump(mode="json"),
+            "spec": _without_defaults(self.spec.model_dump(mode="json", exclude=NOT_IN_IDENTITY), "spec"),
+            "train": _without_defaults(self.train.model_dump(mode="json"), "train"),
             "distill": self.method.model_dump(mode="json") if self.method is not None else None,
         }
 
@@ -123,6 +130,11 @@ class ModelRecipe:
 
 
 Recipes = Mapping[str, ModelRecipe]  # by model key
+
+
+def _without_defaults(settings: dict[str, Any], part: str) -> dict[str, Any]:
+    omitted = OMITTED_AT_DEFAULT[part]
+    return {name: value for name, value in settings.items() if name not in omitted or value != omitted[name]}
 
 
 def _method(cfg: StudyConfig, key: str) -> DistillMethod:
