@@ -13,9 +13,13 @@ from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The CIFAR-100 training set's per-channel mean/std, as RepDistiller's cifar100 loader normalises
+# (github.com/HobbitLong/RepDistiller, dataset/cifar100.py): what the CIFAR KD zoo was trained on.
+CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
+CIFAR100_STD = (0.2675, 0.2565, 0.2761)
 
 
-INPUT_NORMS = ("none", "imagenet", "keras_notebook")
+INPUT_NORMS = ("none", "imagenet", "keras_notebook", "cifar100", "pretrained")
 
 
 class Preprocess(nn.Module):
@@ -27,22 +31,44 @@ class Preprocess(nn.Module):
     - ``keras_notebook``: what the authors' notebook fed its backbones, in torchvision's terms: the
       notebook passed x/255 (RGB) to Keras models that expect caffe preprocessing (BGR, 0-255, mean
       subtracted), i.e. the expected input plus the mean, divided by 255, channels swapped. Here:
-      channels reversed, no mean subtracted, divided by 255 * std.
+      channels reversed, no mean subtracted, divided by 255 * std;
+    - ``cifar100``: the CIFAR-100 mean/std normalisation the CIFAR KD zoo's models were trained with;
+    - ``pretrained``: a pretrained model's own mean/std, which the caller passes as ``mean`` and
+      ``std`` (3 values each; arch timm reads them from the model's pretrained config). ``mean``
+      and ``std`` are refused with any other norm, whose constants are fixed.
 
     Its ``extra_repr`` names the normalisation and its constants, so cache keys (which hash the
     module's repr) differ.
     """
 
-    def __init__(self, norm: str = "none", size: int | None = None):
+    def __init__(
+        self,
+        norm: str = "none",
+        size: int | None = None,
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
+    ):
         super().__init__()
         if norm not in INPUT_NORMS:
             raise ValueError(f"unknown input normalisation {norm!r}; known: {', '.join(INPUT_NORMS)}")
+        given = mean is not None or std is not None
+        if norm == "pretrained" and (mean is None or std is None):
+            raise ValueError("input normalisation 'pretrained' needs the model's mean and std (3 values each)")
+        if norm != "pretrained" and given:
+            raise ValueError(f"input normalisation {norm!r} has fixed constants: mean/std apply to 'pretrained' only")
         self.norm, self.size = norm, size
-        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if norm != "none" else ((0.0,) * 3, (1.0,) * 3)
-        if norm == "keras_notebook":
-            mean, std = (0.0,) * 3, tuple(255.0 * s for s in IMAGENET_STD)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        constants = {
+            "none": ((0.0,) * 3, (1.0,) * 3),
+            "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+            "keras_notebook": ((0.0,) * 3, tuple(255.0 * s for s in IMAGENET_STD)),
+            "cifar100": (CIFAR100_MEAN, CIFAR100_STD),
+            "pretrained": (mean, std),
+        }
+        mean, std = constants[norm]
+        if len(tuple(mean)) != 3 or len(tuple(std)) != 3:
+            raise ValueError(f"mean and std need 3 values each (RGB), got {mean} and {std}")
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     def extra_repr(self) -> str:
         # The buffers are not saved with the model: their values must show in the repr cache keys hash.

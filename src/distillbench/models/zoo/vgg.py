@@ -1,0 +1,70 @@
+"""VGG with BatchNorm (vgg8_bn, vgg11_bn, vgg13_bn, vgg16_bn, vgg19_bn) of the KD benchmark.
+
+Simonyan and Zisserman, "Very Deep Convolutional Networks for Large-Scale Image Recognition"
+(ICLR 2015), cut down for CIFAR (no hidden fully connected layers) as Tian et al., "Contrastive
+Representation Distillation" (ICLR 2020) ship it: github.com/HobbitLong/RepDistiller,
+``models/vgg.py`` (``VGG(cfg[...], batch_norm=True)``). Same modules and state_dict names
+(``block0.0`` conv with bias, ``block0.1`` BN, ..., ``classifier``), so its checkpoints load with
+``strict=True``. Five blocks of conv-BN-ReLU layers (each block's last ReLU applied outside it),
+max pools between them, a global average pool and the classifier. As the reference, the pool after
+the fourth block runs only on 64-pixel-high inputs: at 32x32 the last block sees 4x4 maps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distillbench.models.classifier import Float32Linear
+from distillbench.models.zoo.base import ZooNet, he_init_
+
+# The reference's configurations: each block's output channels, one entry per conv layer.
+CONFIGS = {
+    "vgg8_bn": ((64,), (128,), (256,), (512,), (512,)),
+    "vgg11_bn": ((64,), (128,), (256, 256), (512, 512), (512, 512)),
+    "vgg13_bn": ((64, 64), (128, 128), (256, 256), (512, 512), (512, 512)),
+    "vgg16_bn": ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
+    "vgg19_bn": ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512)),
+}
+
+
+def _block(inputs: int, widths: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for width in widths:
+        layers += [nn.Conv2d(inputs, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        inputs = width
+    return nn.Sequential(*layers[:-1])  # the block ends at a BN: forward_features applies the ReLU
+
+
+class VGG(ZooNet):
+    """``config``: five tuples of conv widths, one per block."""
+
+    def __init__(self, config: Sequence[Sequence[int]], num_classes: int):
+        super().__init__()
+        inputs = (3, *(widths[-1] for widths in config[:-1]))
+        for index, (channels, widths) in enumerate(zip(inputs, config)):
+            self.add_module(f"block{index}", _block(channels, widths))
+        for index in range(4):
+            self.add_module(f"pool{index}", nn.MaxPool2d(kernel_size=2, stride=2))
+        self.pool4 = nn.AdaptiveAvgPool2d((1, 1))
+        self.classifier = Float32Linear(config[-1][-1], num_classes)
+        he_init_(self, linear="normal")
+
+    def forward_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        height, features = x.shape[2], []
+        for index in range(5):
+            # The reference pools before block4 only on 64-pixel-high inputs: at 32x32 it sees 4x4 maps.
+            if 0 < index and (index < 4 or height == 64):
+                x = getattr(self, f"pool{index - 1}")(x)
+            x = F.relu(getattr(self, f"block{index}")(x))
+            features.append(x)
+        pooled = self.pool4(x).flatten(1)
+        return features, pooled, self.classifier(pooled)
+
+
+NETWORKS: dict[str, Callable[..., ZooNet]] = {name: partial(VGG, config) for name, config in CONFIGS.items()}
+"""name -> ``f(num_classes=...)``, as RepDistiller's constructors of the same names."""
