@@ -23,3 +23,8 @@ step teacher_sizes 120 "$PY" benchmarks/teacher_speed.py --arch resnet50 --sizes
 step teacher_vgg 90 "$PY" benchmarks/teacher_speed.py --arch vgg16 --sizes 224 128 --batch 128 --steps 10
 step paper_study 300 "$PY" benchmarks/parallel_speed.py --workdir "$OUT/paper" --epochs 1 3 --paths sequential batched
 tail -n 3 "$OUT"/*.log
+# Issue 21: the CIFAR KD zoo's training speed, and a 240-epoch resnet32x4 -> resnet8x4 KD run
+# projected from 3 epochs of the real loop on full-size generated CIFAR-100 (target: < 15 min).
+step zoo_speed 120 "$PY" benchmarks/zoo_speed.py --steps 10 --project
+step kd_projection 300 "$PY" benchmarks/kd_projection.py --workdir "$OUT/kd" --epochs 3 --models resnet8x4_kd
+tail -n 8 "$OUT"/zoo_speed.log "$OUT"/kd_projection.log

@@ -139,14 +139,18 @@ def test_a_mapping_override_merges_into_its_section():
             "zoo.small_cnn.arch=lenet",
             r"zoo\.small_cnn\.arch: unknown architecture 'lenet'; known: small_cnn, resnet50, vgg16",
         ),
-        ("weights.small_cnn=imagenet", r"weights\.small_cnn: unknown pretrained backbone 'small_cnn'; known: resnet50"),
+        (
+            "weights.small_cnn=imagenet",
+            r"weights\.small_cnn: 'imagenet', but model 'small_cnn' is a small_cnn, whose entry is the PATH",
+        ),
+        ("weights.nonesuch=none", r"weights\.nonesuch: "),
         (
             "zoo.small_cnn.optimizer=adamm",
             r"zoo\.small_cnn\.optimizer: unknown optimizer 'adamm'; known: adam, adamw, sgd \(did you mean 'adam'\?\)",
         ),
         (
             "zoo.vgg16.schedule=cosin",
-            r"zoo\.vgg16\.schedule: unknown schedule 'cosin'; known: constant, cosine, one_cycle "
+            r"zoo\.vgg16\.schedule: unknown schedule 'cosin'; known: constant, cosine, one_cycle, multistep "
             r"\(did you mean 'cosine'\?\)",
         ),
         ("train.augment=mixup", r"train\.augment: unknown augmentation 'mixup'; known: none, crop_flip"),

@@ -157,12 +157,18 @@ class ModelDef(_Strict):
         description="L2 (adam, sgd) or decoupled (adamw) weight decay, on weight matrices and convolution kernels "
         "only: biases and normalisation parameters are not decayed (timm's default).",
     )
+    decay_all: bool = Field(
+        False,
+        description="Weight decay on every parameter, biases and normalisation included (torch's optimisers "
+        "as the CIFAR KD benchmark runs them); false: on weight matrices and kernels only.",
+    )
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd only.")
     nesterov: bool = Field(False, description="sgd only: Nesterov momentum.")
     schedule: str = Field(
         "constant",
         description="A registered learning rate schedule, stepped per step: constant (the paper), cosine decay "
-        "after a linear warm-up, one_cycle (torch's OneCycleLR, peak lr), ... (checked by study.resolve).",
+        "after a linear warm-up, one_cycle (torch's OneCycleLR, peak lr), multistep (x gamma after each of "
+        "milestones), ... (checked by study.resolve).",
     )
     warmup_epochs: float = Field(0.0, ge=0, le=MAX_EPOCHS, description="cosine: epochs of linear warm-up from 0 to lr.")
     milestones: list[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = Field(
@@ -309,11 +315,14 @@ class EvaluationConfig(_Strict):
     )
     scratch: str = Field(
         "small_cnn",
-        description="The student architecture trained without a teacher: the baseline of the report's "
-        "'Which distillation works here' section (shown when students use more than one method).",
+        description="The model trained without a teacher: the baseline of the report's 'Which distillation works "
+        "here' section (shown when students use more than one method); auto: per student, the model of its "
+        "architecture trained without a teacher (studies of several teacher -> student pairs).",
     )
     kd_reference: str = Field(
-        "kd_resnet50", description="The student whose method (plain kd) the other methods are compared against."
+        "kd_resnet50",
+        description="The student whose method (plain kd) the other methods are compared against; auto: per "
+        "student, the plain-KD student of the same architecture and teachers.",
     )
     equivalence_margin: float = Field(
         0.5,
@@ -524,7 +533,7 @@ class StudyConfig(_Strict):
             if comparison.a == comparison.b:
                 raise ValueError(f"comparisons.{number}: a and b are both {comparison.a!r}")
         for field in ("scratch", "kd_reference"):
-            if getattr(self.evaluation, field) not in self.zoo:
+            if getattr(self.evaluation, field) != "auto" and getattr(self.evaluation, field) not in self.zoo:
                 raise ValueError(
                     f"evaluation.{field}: unknown model {getattr(self.evaluation, field)!r}; known: {', '.join(self.zoo)}"
                 )
@@ -541,6 +550,11 @@ class StudyConfig(_Strict):
         for number, row in enumerate(self.published):
             if row.model not in self.zoo:
                 raise ValueError(f"published.{number}.model: unknown model {row.model!r}; known: {', '.join(self.zoo)}")
+        if self.data.val_size == 0 and self.sweep.axes:
+            raise ValueError(
+                "data.val_size: 0 leaves no validation data, and a sweep chooses its point on validation "
+                "accuracy; keep a validation split (e.g. data.val_size=5000) for sweeps"
+            )
         if self.data.val_size == 0 and self.train.patience is not None:
             raise ValueError(
                 "data.val_size: 0 leaves no validation data for early stopping; set train.patience: null "

@@ -40,6 +40,21 @@ def test_a_registered_dataset_is_read_and_split(grey_dataset):
     assert np.bincount(data.val.labels.numpy()).tolist() == [10, 10, 10, 10]  # stratified
 
 
+def test_val_size_0_keeps_every_training_image_in_train(grey_dataset):
+    """The CIFAR KD benchmark's split: no validation split at all, train is the whole training set
+    (train_limit still subsets it), and the fingerprint tells it from a split with validation."""
+    data = load_study_data(DataConfig(dataset="grey", val_size=0))
+    arrays = _grey_digits(DataConfig(dataset="grey"))
+    assert data.val is None and list(data.splits) == ["train", "test"]
+    assert (len(data.train), len(data.test)) == (400, 80)
+    rows = sorted(image.tobytes() + bytes([label]) for image, label in zip(arrays.train_images, arrays.train_labels))
+    kept = zip(data.train.images.numpy(), data.train.labels.numpy())
+    assert sorted(image.tobytes() + bytes([label]) for image, label in kept) == rows
+    limited = load_study_data(DataConfig(dataset="grey", val_size=0, train_limit=100))
+    assert limited.val is None and np.bincount(limited.train.labels.numpy()).tolist() == [25] * 4
+    assert data.fingerprint != load_study_data(DataConfig(dataset="grey", val_size=40)).fingerprint
+
+
 def test_a_study_on_it_has_no_cifar_constants(grey_dataset, tmp_path, capsys):
     out = tmp_path / "grey"
     sets = ["data.dataset=grey", "data.val_size=40", "models=[small_cnn]", "comparisons=[]", "seeds=[0]",

@@ -52,14 +52,38 @@ def test_every_model_on_sgd_is_said_once_and_other_departures_get_their_own_line
     results = copy.deepcopy(STORED)
     for key in results["models"]:
         results = _with_recipe(results, key, optimizer="sgd", momentum=0.8, epochs=5)
-    results = _with_recipe(results, "small_cnn", weight_decay=5e-4)
+    results = _with_recipe(results, "small_cnn", label_smoothing=0.1)
     training, per_model = _lines(results)
     assert training.startswith("- **Training:** SGD (momentum 0.8), constant learning rate 0.001 (0.0001 for ")
     assert "up to 5 epochs" in training and "per model" not in training
     assert per_model == [
-        "  - Small CNN: SGD (momentum 0.8), lr 0.001 (constant), weight decay 0.0005, label smoothing 0, 5 epochs of "
+        "  - Small CNN: SGD (momentum 0.8), lr 0.001 (constant), no weight decay, label smoothing 0.1, 5 epochs of "
         "batch 64, trainable layers 0, input the data's size (none normalisation), augmentation none."
     ]
+
+
+def test_shared_weight_decay_and_multistep_are_said_once_and_a_different_decay_per_model():
+    """The CIFAR-100 benchmark's recipe: every model on SGD with decay on every parameter and x0.1 steps."""
+    results = copy.deepcopy(STORED)
+    for key in results["models"]:
+        results = _with_recipe(
+            results,
+            key,
+            optimizer="sgd",
+            weight_decay=5e-4,
+            decay_all=True,
+            schedule="multistep",
+            milestones=[150, 180, 210],
+            gamma=0.1,
+        )
+    training, per_model = _lines(results)
+    assert "x0.1 after epochs 150, 180, 210, weight decay 0.0005 on every parameter, batch 64" in training
+    assert per_model == []
+    results = _with_recipe(results, "small_cnn", weight_decay=0.0)
+    training, per_model = _lines(results)
+    assert "weight decay per model (below)" in training
+    assert len(per_model) == len(results["models"])
+    assert ", no weight decay, " in per_model[0] and ", weight decay 0.0005 on every parameter, " in per_model[1]
 
 
 def test_without_finished_models_the_line_names_no_optimizer():

@@ -1,10 +1,19 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from distillbench.config import ModelDef, TrainConfig
 from distillbench.errors import UserError
 from distillbench.models import build_model
-from distillbench.training.loop import FitSettings, GroupMember, fit, fit_group, predict
+from distillbench.training.loop import (
+    EpochSplits,
+    FitSettings,
+    GroupMember,
+    cross_entropy_objective,
+    fit,
+    fit_group,
+    predict,
+)
 from distillbench.training.optim import EarlyStopping, build_optimizer
 from distillbench.training.runtime import Runtime
 
@@ -160,3 +169,54 @@ def test_the_objective_is_told_the_epoch_it_trains_once_per_step():
     calls: list[list[int]] = [[], []]
     fit_group([GroupMember(head(), seed, _recording(calls[seed]), f"m{seed}") for seed in (0, 1)], data, data, settings)
     assert calls == [expected, expected]
+
+
+def _features(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cached-prefix-like features [n, 4, 1, 1] and a label the first feature decides."""
+    x = torch.randn(n, 4, 1, 1, generator=torch.Generator().manual_seed(seed))
+    return x, (x[:, 0, 0, 0] > 0).long()
+
+
+def _head() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+
+
+def _loss_and_accuracy(module: torch.nn.Module, split: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
+    logits = predict(module, split[0], Runtime(), 64)
+    return F.cross_entropy(logits, split[1]).item(), (logits.argmax(1) == split[1]).float().mean().item()
+
+
+def test_without_validation_every_epoch_trains_and_the_last_is_kept_solo_and_batched():
+    """val None (data.val_size 0): no val_* keys, no early stop, the last epoch's weights, solo and
+    for each member of a batched group (whose module gets its weights from the group at the end)."""
+    train, test = _features(64, 0), _features(48, 1)
+    settings = _adam(0.05, TrainConfig(epochs=4, batch_size=16, patience=None))
+    torch.manual_seed(0)
+    solo, members = _head(), [GroupMember(_head(), seed, cross_entropy_objective, f"m{seed}") for seed in (0, 1)]
+    results = [fit(solo, train, EpochSplits(None, test), settings, seed=0)]
+    results += fit_group(members, train, EpochSplits(None, test), settings)
+    for module, result in zip([solo] + [m.module for m in members], results):
+        assert (result.selected, result.best_epoch, result.epochs_trained) == ("last_epoch", 4, 4)
+        assert [list(row) for row in result.history] == [
+            ["epoch", "train_loss", "train_ce", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds"]
+        ] * 4
+        last = result.history[-1]
+        assert _loss_and_accuracy(module, test) == pytest.approx((last["test_loss"], last["test_accuracy"]), abs=1e-6)
+    bare = fit(_head(), train, EpochSplits(None), settings, seed=0)  # nothing measured at all
+    assert "test_loss" not in bare.history[0] and bare.selected == "last_epoch"
+
+
+def test_the_test_split_is_recorded_every_epoch_and_never_selects_the_weights():
+    """With validation and test: the kept weights are the best validation epoch's even though the
+    test split (labelled as training teaches) keeps improving after it."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    x = torch.randn(64, 4)
+    train, val = (x, (x[:, 0] > 0).long()), (x, 1 - (x[:, 0] > 0).long())  # val loss rises from epoch 1 on
+    settings = _adam(0.1, TrainConfig(epochs=5, batch_size=16, patience=None))
+    result = fit(model, train, EpochSplits(val, train), settings, seed=0)
+    assert all({"val_loss", "val_accuracy", "test_loss", "test_accuracy"} <= set(row) for row in result.history)
+    val_losses = [row["val_loss"] for row in result.history]
+    assert result.selected == "validation" and result.best_epoch == val_losses.index(min(val_losses)) + 1 < 5
+    assert result.history[-1]["test_accuracy"] > result.history[result.best_epoch - 1]["test_accuracy"]
+    assert _loss_and_accuracy(model, val)[0] == pytest.approx(min(val_losses), abs=1e-5)

@@ -45,6 +45,10 @@ def test_weight_decay_spares_biases_and_normalisation():
     assert spared == {id(model[0].bias), id(model[1].weight), id(model[1].bias), id(model[3].bias)}
     # Without weight decay: one group, as before (the paper preset's numbers stay bit for bit).
     assert len(build_optimizer(model.named_parameters(), ModelDef(arch="small_cnn", lr=0.1)).param_groups) == 1
+    # decay_all (the CIFAR KD benchmark, torch's plain SGD): one group, every parameter decayed.
+    everything = build_optimizer(model.named_parameters(), spec.model_copy(update={"decay_all": True}))
+    assert [g["weight_decay"] for g in everything.param_groups] == [0.01]
+    assert {id(p) for p in everything.param_groups[0]["params"]} == {id(p) for p in model.parameters()}
 
 
 def test_cosine_schedule_with_warmup_by_hand():
@@ -161,3 +165,46 @@ def test_nesterov_without_momentum_is_refused_by_the_config():
 
     with pytest.raises(UserError, match="Nesterov momentum needs momentum > 0"):
         load_config(None, ["zoo.resnet50.optimizer=sgd", "zoo.resnet50.nesterov=true", "zoo.resnet50.momentum=0"])
+
+
+def _rates(spec: ModelDef, steps_per_epoch: int, epochs: int) -> list[float]:
+    """The rate of every step of ``spec``'s schedule, in order (what the loop steps through)."""
+    optimizer = build_optimizer(_params(), spec)
+    schedule = build_schedule(optimizer, spec, steps_per_epoch, epochs)
+    rates = []
+    for _ in range(steps_per_epoch * epochs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return rates
+
+
+def test_multistep_multiplies_the_rate_after_each_milestone_epoch_by_hand():
+    """RepDistiller's and mdistiller's adjust_learning_rate: before 1-based epoch e, lr * gamma **
+    sum(e > milestones); so milestone 2 leaves epochs 1-2 at lr and epoch 3 at lr * gamma, constant
+    within each epoch, and two milestones passed apply gamma twice."""
+    spec = ModelDef(arch="small_cnn", lr=0.05, optimizer="sgd", schedule="multistep", milestones=[2, 4], gamma=0.1)
+    rates = _rates(spec, steps_per_epoch=3, epochs=5)
+    by_hand = [0.05] * 6 + [0.05 * 0.1] * 6 + [0.05 * 0.1**2] * 3
+    assert rates == by_hand  # exactly: lr * gamma ** k, as the reference code computes it
+    # the benchmark's: x0.1 at 150, 180, 210 of 240 epochs; epoch 151 is the first at 0.005
+    spec = ModelDef(arch="small_cnn", lr=0.05, schedule="multistep", milestones=[150, 180, 210])
+    per_epoch = _rates(spec, steps_per_epoch=1, epochs=240)
+    assert per_epoch[149] == 0.05 and per_epoch[150] == pytest.approx(0.005)
+    assert per_epoch[180] == pytest.approx(5e-4) and per_epoch[210] == pytest.approx(5e-5) == per_epoch[-1]
+
+
+def test_multistep_without_milestones_is_a_config_error_and_late_milestones_never_apply(capsys):
+    """No milestones: a one-paragraph config error. Milestones at or past the last epoch (a shortened
+    trial of the 240-epoch benchmark) are allowed, never apply, and are said when the schedule is built."""
+    from distillbench.errors import UserError
+    from distillbench.study.resolve import load_study_config
+
+    spec = ModelDef(arch="small_cnn", lr=0.05, schedule="multistep", milestones=[3])
+    assert _rates(spec, steps_per_epoch=2, epochs=3) == [0.05] * 6
+    assert "milestones [3] lie at or past the last of 3 epochs" in capsys.readouterr().out
+    base = ["models=[small_cnn]", "comparisons=[]", "zoo.small_cnn.schedule=multistep", "train.epochs=10"]
+    with pytest.raises(UserError, match=r"zoo\.small_cnn\.milestones: schedule multistep needs milestones"):
+        load_study_config(None, base)
+    cfg = load_study_config(None, [*base, "zoo.small_cnn.milestones=[5,12]"])
+    assert cfg.zoo["small_cnn"].milestones == [5, 12]

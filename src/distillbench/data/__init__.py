@@ -54,7 +54,7 @@ class Split:
 @dataclass(frozen=True)
 class StudyData:
     train: Split
-    val: Split
+    val: Split | None  # None: data.val_size 0, every training image is in train
     test: Split
     class_names: tuple[str, ...]
     source: str  # where the data came from, for the report
@@ -64,7 +64,9 @@ class StudyData:
 
     @property
     def splits(self) -> dict[str, Split]:
-        return {"train": self.train, "val": self.val, "test": self.test}
+        """The splits there are, by name: train, val (unless ``val`` is None) and test."""
+        present = {"train": self.train, "val": self.val, "test": self.test}
+        return {name: split for name, split in present.items() if split is not None}
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -72,9 +74,11 @@ class StudyData:
         return tuple(self.train.images.shape[1:])
 
 
-def _fingerprint(splits: dict[str, Split]) -> str:
+def _fingerprint(splits: dict[str, Split | None]) -> str:
     digest = hashlib.sha256()
     for name, split in splits.items():
+        if split is None:  # no validation split: the names hashed tell it from any split that exists
+            continue
         digest.update(name.encode())
         digest.update(split.images.contiguous().numpy())  # hashed through the buffer, not copied
         digest.update(split.labels.contiguous().numpy())
@@ -104,7 +108,8 @@ def dataset_problem(name: str, where: str = "data.dataset") -> str | None:
 
 
 def load_study_data(cfg: DataConfig) -> StudyData:
-    """Read (or download) ``cfg.dataset`` and carve the seeded, stratified validation split."""
+    """Read (or download) ``cfg.dataset`` and carve the seeded, stratified validation split
+    (``val_size`` 0: none; ``val`` is None and train holds every training image)."""
     reader = dataset_reader(cfg.dataset)
     if reader is None:
         raise UserError(f"{dataset_problem(cfg.dataset)}.")
@@ -114,7 +119,26 @@ def load_study_data(cfg: DataConfig) -> StudyData:
         images, _, labels, _ = train_test_split(
             images, labels, train_size=cfg.train_limit, stratify=labels, random_state=cfg.split_seed
         )
-    if cfg.val_size >= len(labels) - len(arrays.class_names):
+    train, val = _hold_out(images, labels, cfg, len(arrays.class_names))
+    test_x, test_y = arrays.test_images, arrays.test_labels
+    if cfg.test_limit is not None:
+        test_x, test_y = test_x[: cfg.test_limit], test_y[: cfg.test_limit]
+    splits = {"train": train, "val": val, "test": _split(test_x, test_y)}
+    return StudyData(
+        **splits,
+        class_names=arrays.class_names,
+        source=arrays.source,
+        synthetic=arrays.synthetic,
+        fingerprint=_fingerprint(splits),
+        superclasses=_checked_superclasses(arrays),
+    )
+
+
+def _hold_out(images: np.ndarray, labels: np.ndarray, cfg: DataConfig, classes: int) -> tuple[Split, Split | None]:
+    """(train, val): ``cfg.val_size`` images held out, seeded and stratified; val None at size 0."""
+    if cfg.val_size == 0:
+        return _split(images, labels), None
+    if cfg.val_size >= len(labels) - classes:
         raise UserError(
             f"data.val_size={cfg.val_size} leaves too few training images out of {len(labels)}; "
             "choose a smaller data.val_size."
@@ -125,18 +149,7 @@ def load_study_data(cfg: DataConfig) -> StudyData:
         )
     except ValueError as exc:
         raise UserError(f"data.val_size={cfg.val_size} cannot be stratified over the classes: {exc}") from None
-    test_x, test_y = arrays.test_images, arrays.test_labels
-    if cfg.test_limit is not None:
-        test_x, test_y = test_x[: cfg.test_limit], test_y[: cfg.test_limit]
-    splits = {"train": _split(train_x, train_y), "val": _split(val_x, val_y), "test": _split(test_x, test_y)}
-    return StudyData(
-        **splits,
-        class_names=arrays.class_names,
-        source=arrays.source,
-        synthetic=arrays.synthetic,
-        fingerprint=_fingerprint(splits),
-        superclasses=_checked_superclasses(arrays),
-    )
+    return _split(train_x, train_y), _split(val_x, val_y)
 
 
 def _checked_superclasses(arrays: DatasetArrays) -> dict[str, tuple[str, ...]] | None:

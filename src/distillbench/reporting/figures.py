@@ -213,51 +213,87 @@ def reliability_diagram(bins: dict[str, np.ndarray], title: str, note: str = "")
     return png_bytes(fig)
 
 
+# Per panel of the loss curves: the history's keys drawn there, with their marker, colour and label.
+_CURVES = {
+    "ce": (("train_ce", "o", 0, "train"), ("val_loss", "s", 1, "validation"), ("test_loss", "^", 3, "test")),
+    "accuracy": (
+        ("train_accuracy", "o", 0, "train"),
+        ("val_accuracy", "s", 1, "validation"),
+        ("test_accuracy", "^", 3, "test"),
+    ),
+}
+
+
 @literal_text
 def loss_curves(
-    histories: dict[int, Sequence[dict[str, float]]], best_epochs: dict[int, int], title: str, distilled: bool = False
+    histories: dict[int, Sequence[dict[str, float]]],
+    best_epochs: dict[int, int | None],
+    title: str,
+    distilled: bool = False,
 ) -> bytes:
     """Train vs validation cross-entropy on the hard labels (left) and accuracy (middle) per epoch,
     one line style per seed; the restored epoch marked when there is one seed. A student trains on
     another objective (KD): it gets a third panel of that objective, never drawn against the
-    validation cross-entropy it is not comparable with."""
+    validation cross-entropy it is not comparable with.
+
+    A curve is drawn only where every epoch of the seed has it: a study without a validation split
+    (``data.val_size: 0``) draws train only, and says so in the legend; the test curve
+    (``train.test_every_epoch``) is drawn when measured (it chose nothing). An empty history (a
+    released checkpoint, loaded and not trained) draws empty panels that say so."""
     panels = [("ce", "Cross-entropy (hard labels)"), ("accuracy", "Accuracy")] + (
         [("objective", "")] if distilled else []
     )
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8))
     styles = ["-", "--", ":", "-."]
+    trained = any(histories.values())
+    validated = trained and all(
+        all("val_loss" in row and "val_accuracy" in row for row in history) for history in histories.values()
+    )
     for ax, (metric, label) in zip(axes, panels):
         for number, (seed, history) in enumerate(histories.items()):
             epochs = [row["epoch"] for row in history]
             suffix = f" (seed {seed})" if len(histories) > 1 else ""
             style = styles[number % len(styles)]
             if metric == "objective":
+                if history and all("train_loss" in row for row in history):
+                    ax.plot(
+                        epochs,
+                        [r["train_loss"] for r in history],
+                        style,
+                        marker="o",
+                        ms=3,
+                        color=PALETTE[2],
+                        label="train objective" + suffix,
+                    )
+                continue
+            for key, marker, color, split in _CURVES[metric]:
+                if not history or not all(key in row for row in history):
+                    continue
+                if split == "train" and not validated:
+                    split = "train (no validation split)"
+                elif split == "test":
+                    split = "test (measured, chose nothing)"
                 ax.plot(
                     epochs,
-                    [r["train_loss"] for r in history],
+                    [r[key] for r in history],
                     style,
-                    marker="o",
+                    marker=marker,
                     ms=3,
-                    color=PALETTE[2],
-                    label="train objective" + suffix,
+                    color=PALETTE[color],
+                    label=split + suffix,
                 )
-                continue
-            train_key, val_key = ("train_ce", "val_loss") if metric == "ce" else ("train_accuracy", "val_accuracy")
-            for key, marker, color, split in (
-                (train_key, "o", PALETTE[0], "train"),
-                (val_key, "s", PALETTE[1], "validation"),
-            ):
-                ax.plot(
-                    epochs, [r[key] for r in history], style, marker=marker, ms=3, color=color, label=split + suffix
-                )
-        if len(histories) == 1:
-            best = next(iter(best_epochs.values()))
-            ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best})")
+        best = next(iter(best_epochs.values()), None)
+        if len(histories) == 1 and trained and best:
+            words = "best epoch" if validated else "kept: last epoch"
+            ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"{words} ({best})")
+        if not trained:
+            ax.text(0.5, 0.5, "not trained:\na released checkpoint", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("Epoch")
         ax.set_ylabel(label or "Distillation objective")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.spines[["top", "right"]].set_visible(False)
-        ax.legend(fontsize=7, frameon=False)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, frameon=False)
     axes[0].set_title(f"{title}: cross-entropy")
     axes[1].set_title(f"{title}: accuracy")
     if distilled:

@@ -11,6 +11,7 @@ from typing import Any
 from distillbench.atomic import write_text
 from distillbench.reporting.class_sections import PER_CLASS_CSV, per_class_blocks, per_class_csv, superclass_section
 from distillbench.reporting.html import Block, join_blocks, write_pages
+from distillbench.reporting.published import published_section
 from distillbench.reporting.sections import (
     accuracy_section,
     calibration_section,
@@ -43,7 +44,7 @@ def render_blocks(results: dict[str, Any]) -> list[Block]:
     if not results["models"]:
         return [Block("\n".join(out + ["No model has finished yet."]))]
     blocks = [Block("\n".join(out))]
-    for section in (accuracy_section, comparisons_section, distillation_section):
+    for section in (accuracy_section, published_section, comparisons_section, distillation_section):
         blocks += _block(section(results))
     blocks += per_class_blocks(results)
     blocks += _block(superclass_section(results))

@@ -81,6 +81,13 @@ def missing_runs_section(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def _epochs(seed: dict[str, Any]) -> str:
+    """A Table 1 row's epochs of one seed: trained (kept), or that a released checkpoint was loaded."""
+    if not seed.get("history") and not seed.get("epochs_trained"):
+        return "loaded"
+    return f"{seed['epochs_trained']} ({seed['best_epoch']})"
+
+
 def _top5(entry: dict[str, Any]) -> list[str]:
     """A Table 1 row's top-5 cell: mean ± std over seeds, ``-`` where results.json has none."""
     if entry.get("test_top5_accuracy") is None:
@@ -100,7 +107,7 @@ def accuracy_section(results: dict[str, Any]) -> list[str]:
             interval_text(model["test_accuracy_ci95"], bounds=(0, 1)),
             *(_top5(model) if top5 else []),
             ", ".join(f"{100 * s['test_accuracy']:.2f}" for s in model["seeds"]),
-            ", ".join(f"{s['epochs_trained']} ({s['best_epoch']})" for s in model["seeds"]),
+            ", ".join(_epochs(s) for s in model["seeds"]),
             f"{model['train_seconds']:.1f}",
             f"{model['params']:,} ({model['trainable_params']:,})",
         ]
@@ -128,6 +135,11 @@ def accuracy_section(results: dict[str, Any]) -> list[str]:
         "Params (trainable)",
     ]
     chance = f"Chance is {100 / num_classes(results):.3g}% ({num_classes(results)} classes)."
+    if results["study"].get("val_size") == 0:
+        chance += (
+            " No validation split (`data.val_size: 0`): every number is the last epoch's, and Epochs (best) "
+            "names the last epoch twice."
+        )
     top5_words = (
         " Top-5: the share of test images whose class is among the model's five highest scores." if top5 else ""
     )
@@ -232,11 +244,20 @@ def distillation_section(results: dict[str, Any]) -> list[str]:
     scratch = results["study"]["evaluation"]["scratch"]
     reference = results["study"]["evaluation"]["kd_reference"]
     titles = {k: results["models"][k]["title"] for k in (scratch, reference) if k in results["models"]}
+    if scratch == "auto" or reference == "auto":
+        against = (
+            "Every student against the model of its own architecture trained from scratch and against plain KD "
+            "of its own architecture and teachers"
+        )
+    else:
+        against = (
+            f"Every student against the model trained from scratch ({titles.get(scratch, scratch)}) and against "
+            f"plain KD ({titles.get(reference, reference)})"
+        )
     return [
         "## Which distillation works here",
         "",
-        f"Every student against the model trained from scratch ({titles.get(scratch, scratch)}) and against plain "
-        f"KD ({titles.get(reference, reference)}): same teachers, same seeds, same test images, sorted by accuracy. "
+        f"{against}: same teachers, same seeds, same test images, sorted by accuracy. "
         "Differences in points, with the 95% intervals over seeds / over test images; a difference is "
         "*supported* when both intervals exclude 0 on its side (see the conclusions section). Label "
         "smoothing and the shuffled teacher are controls: a method that does not beat them gains from "
@@ -412,11 +433,14 @@ def model_section(results: dict[str, Any], key: str) -> Block:
         else ""
     )
     seeds = model["seeds"]
-    trained = (
-        f"after {seeds[0]['epochs_trained']} epochs (weights of epoch {seeds[0]['best_epoch']} restored)"
-        if len(seeds) == 1
-        else f"over {len(seeds)} seeds; figures pool the seeds' test predictions"
-    )
+    if len(seeds) > 1:
+        trained = f"over {len(seeds)} seeds; figures pool the seeds' test predictions"
+    elif _epochs(seeds[0]) == "loaded":
+        trained = "of a released checkpoint, loaded and evaluated, not trained"
+    elif seeds[0].get("selected") == "last_epoch":
+        trained = f"after {seeds[0]['epochs_trained']} epochs (the last epoch's weights kept: no validation split)"
+    else:
+        trained = f"after {seeds[0]['epochs_trained']} epochs (weights of epoch {seeds[0]['best_epoch']} restored)"
     lines = [
         f"## {model['title']} (`{key}`)",
         "",

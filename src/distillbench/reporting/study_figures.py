@@ -93,8 +93,11 @@ def write_study_figures(folder: Path, results: dict[str, Any]) -> None:
         write_bytes(folder / "accuracy_vs_cost.png", png)
     methods = [m for m in results.get("distillation") or [] if "vs_scratch" in m]
     if methods:
-        scratch = results["study"]["evaluation"]["scratch"]
-        seeds = min(min(len(models[m["model"]]["seeds"]), len(models[scratch]["seeds"])) for m in methods)
+        scratch = {m["model"]: m.get("scratch", results["study"]["evaluation"]["scratch"]) for m in methods}
+        baselines = set(scratch.values())
+        seeds = min(min(len(models[m["model"]]["seeds"]), len(models[scratch[m["model"]]]["seeds"])) for m in methods)
+        # One baseline names itself; several (one per student architecture) are each student's own.
+        reference = labels[next(iter(baselines))] if len(baselines) == 1 else "each student's own scratch model"
         png = difference_forest(
             [labels.get(m["model"], m["title"]) for m in methods],
             [m["vs_scratch"]["accuracy_diff"] for m in methods],
@@ -102,7 +105,7 @@ def write_study_figures(folder: Path, results: dict[str, Any]) -> None:
             [m["vs_scratch"]["ci95_images"] for m in methods],
             [m["vs_scratch"]["outcome"] for m in methods],
             [is_control(m) for m in methods],
-            labels[scratch],
+            reference,
             seeds,
         )
         write_bytes(folder / "distillation_forest.png", png)

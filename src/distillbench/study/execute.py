@@ -1,11 +1,19 @@
 """Train one run of the plan, or a batched group of runs, and save each through the store: the
-units an executor schedules."""
+units an executor schedules.
+
+A run of a *loaded* model (``weights.<model key>: PATH``, a released checkpoint) trains nothing: its
+checkpoint is loaded, evaluated on the test (and validation) split and saved like a trained run, with
+an empty history, ``epochs_trained`` 0, ``selected: released`` and ``weights`` saying ``loaded from
+PATH (sha256 ...), not trained`` (``loaded_from`` holds the path and hash; ``val_loss`` and
+``val_accuracy`` its validation numbers). It is never part of a batched group.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,16 +24,26 @@ from distillbench.errors import UserError
 from distillbench.evaluation.efficiency import model_costs, structure_key
 from distillbench.models import BACKBONES
 from distillbench.models.classifier import Classifier, count_parameters
-from distillbench.models.weights import describe_weights
+from distillbench.models.weights import describe_loaded, describe_weights
 from distillbench.study.inputs import RunInputs
 from distillbench.study.models import StudyModels
 from distillbench.study.plan import RunSpec
-from distillbench.study.recipe import Recipes, model_recipes
+from distillbench.study.recipe import ModelRecipe, Recipes, model_recipes
 from distillbench.study.resolve import check_names
 from distillbench.study.store import RunStore, encode_checkpoint, sha256_hex
 from distillbench.training.cache import TensorCache
 from distillbench.training.grouped import NotGroupable
-from distillbench.training.loop import FitResult, FitSettings, GroupMember, Objective, fit, fit_group, predict
+from distillbench.training.loop import (
+    EpochSplits,
+    FitResult,
+    FitSettings,
+    GroupMember,
+    Objective,
+    evaluate,
+    fit,
+    fit_group,
+    predict,
+)
 from distillbench.training.runtime import Runtime
 
 
@@ -41,8 +59,9 @@ class _Job:
     model: Classifier
     module: torch.nn.Module
     inputs: dict[str, torch.Tensor]
-    objective: Objective
+    objective: Objective | None  # None: a loaded model, which trains on nothing
     prepare_seconds: float
+    released: dict[str, Any] | None = None  # a loaded model's record entries (``_evaluate_released``)
 
 
 class RunExecutor:
@@ -102,11 +121,13 @@ class RunExecutor:
             self._train(run)
 
     def _train(self, run: RunSpec) -> None:
+        if self.recipes[run.model].loaded:
+            return self._evaluate_released(run)
         job = self._prepare(run)
         result = fit(
             job.module,
             (job.inputs["train"], self.data.train.labels),
-            (job.inputs["val"], self.data.val.labels),
+            self._epoch_splits(job),
             self._fit_settings(run),
             seed=run.seed,
             runtime=self.runtime,
@@ -122,6 +143,11 @@ class RunExecutor:
             self._train_group(runs)
 
     def _train_group(self, runs: list[RunSpec]) -> None:
+        for run in [run for run in runs if self.recipes[run.model].loaded]:  # nothing to train: never grouped
+            self._evaluate_released(run)
+        runs = [run for run in runs if not self.recipes[run.model].loaded]
+        if not runs:
+            return None
         if len(runs) == 1:
             return self._train(runs[0])
         jobs = [self._prepare(run) for run in runs]
@@ -137,7 +163,7 @@ class RunExecutor:
             fit_group(
                 members,
                 (jobs[0].inputs["train"], self.data.train.labels),
-                (jobs[0].inputs["val"], self.data.val.labels),
+                self._epoch_splits(jobs[0]),
                 self._fit_settings(runs[0]),
                 runtime=self.runtime,
                 on_done=lambda index, result: self._save(jobs[index], result, group=names),
@@ -153,6 +179,14 @@ class RunExecutor:
     def _fit_settings(self, run: RunSpec) -> FitSettings:
         return self.recipes[run.model].fit_settings(self.runtime.fused_optimizer)
 
+    def _epoch_splits(self, job: _Job) -> EpochSplits:
+        """What a run is measured on after each epoch: the validation split (none with data.val_size
+        0: the last epoch is kept), and the test split too with train.test_every_epoch (recorded in
+        the history, never selecting the weights)."""
+        val = (job.inputs["val"], self.data.val.labels) if self.data.val is not None else None
+        every_epoch = self.recipes[job.run.model].train.test_every_epoch
+        return EpochSplits(val, (job.inputs["test"], self.data.test.labels) if every_epoch else None)
+
     def _prepare(self, run: RunSpec) -> _Job:
         """The run's model with its initial weights, what it trains on, and its objective."""
         key, seed = run.model, run.seed
@@ -166,6 +200,30 @@ class RunExecutor:
         inputs, module = self.inputs.training_inputs(key, model)
         objective = self.inputs.objective_for(key, seed, trains_on_images=module is model)
         return _Job(run, model, module, inputs, objective, time.perf_counter() - started)
+
+    def _evaluate_released(self, run: RunSpec) -> None:
+        """A loaded model's run: its checkpoint read (hashed as read), evaluated on validation (if the
+        data have a validation split) and test, and saved with an empty history."""
+        key, recipe = run.model, self.recipes[run.model]
+        self.store.start(key, run.seed)
+        started = time.perf_counter()
+        model, digest = self.models.released(key)
+        total, _ = count_parameters(model)
+        path = Path(recipe.own_weights or "").expanduser()
+        _say(f"[{key}] {recipe.arch}, {total:,} parameters, loaded from {path}: evaluated, not trained")
+        inputs, module = self.inputs.inputs_for(key, model)
+        val_loss = val_accuracy = None
+        if self.data.val is not None and len(self.data.val.labels):
+            val_loss, val_accuracy = evaluate(module, inputs["val"], self.data.val.labels, self.runtime)
+        released = {
+            "weights": describe_loaded(path, digest),
+            "loaded_from": {"path": str(path), "sha256": digest},
+            "selected": "released",  # no epoch was chosen: study.results' word for a released checkpoint
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+        }
+        job = _Job(run, model, module, inputs, None, time.perf_counter() - started, released)
+        self._save(job, FitResult(), group=None)
 
     def _save(self, job: _Job, result: FitResult, group: list[str] | None) -> None:
         """Evaluate a trained run on the test split and write it through the store."""
@@ -183,12 +241,20 @@ class RunExecutor:
             test_labels=self.data.test.labels.numpy(),
             class_names=self.data.class_names,
         )
-        if self.say_test:
+        if job.released is not None:
+            accuracy = float((test_logits.argmax(1) == self.data.test.labels).float().mean())
+            val = job.released["val_accuracy"]
+            val_text = f"{val:.4f}" if val is not None else "- (no validation split)"
+            said = f"test accuracy {accuracy:.4f}" if self.say_test else f"validation accuracy {val_text}"
+            _say(f"[{key}] seed {seed} evaluated (loaded, not trained): {said}")
+        elif self.say_test:
             accuracy = float((test_logits.argmax(1) == self.data.test.labels).float().mean())
             _say(f"[{key}] seed {seed} done: test accuracy {accuracy:.4f}, {result.train_seconds:.1f}s")
-        else:  # a sweep's run: the test set is looked at once, for the selected point
+        elif result.selected == "validation":  # a sweep's run: the test set is looked at once, for the chosen point
             accuracy = result.history[result.best_epoch - 1]["val_accuracy"]
             _say(f"[{key}] seed {seed} done: validation accuracy {accuracy:.4f}, {result.train_seconds:.1f}s")
+        else:
+            _say(f"[{key}] seed {seed} done (no validation split), {result.train_seconds:.1f}s")
 
     def _record(self, job: _Job, result: FitResult, group: list[str] | None) -> dict[str, Any]:
         """run.json's content (the store adds the files' checksums)."""
@@ -203,7 +269,7 @@ class RunExecutor:
             "arch": recipe.arch,
             "title": recipe.title,
             "teachers": list(recipe.teachers),
-            "weights": describe_weights(BACKBONES[recipe.arch], recipe.weights) if recipe.weights else None,
+            "weights": self._weights_line(recipe),
             "seed": run.seed,
             "data_source": self.data.source,
             "synthetic_data": self.data.synthetic,
@@ -219,13 +285,24 @@ class RunExecutor:
             "trainable_params": trainable,
             "epochs_trained": result.epochs_trained,
             "best_epoch": result.best_epoch,
+            "selected": result.selected,  # best_epoch's weights: the best on validation, or the last epoch's
             "train_seconds": result.train_seconds,
             "prepare_seconds": job.prepare_seconds,
             "trained_with": group,  # the runs of its batched group (history seconds are the group's)
             "recipe": recipe.record(),
             "efficiency": None,  # timed once training is over, alone on the CPU (Study.time_efficiency)
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **(job.released or {}),  # a loaded model: where its weights came from, its validation numbers
         }
+
+    @staticmethod
+    def _weights_line(recipe: ModelRecipe) -> str | None:
+        """Where a trained model's starting weights came from (a backbone's, a timm model's), for the report."""
+        if recipe.arch == "timm" and recipe.own_weights is not None:
+            from distillbench.models.timm_model import describe_timm_weights  # timm: an optional extra
+
+            return describe_timm_weights(recipe.spec.timm_model or "", recipe.own_weights)
+        return describe_weights(BACKBONES[recipe.arch], recipe.weights) if recipe.weights else None
 
     def efficiency_costs(self, run: RunSpec) -> tuple[dict[str, Any], Classifier]:
         """A finished run's counted efficiency (parameters, MACs, checkpoint size, and its structure's

@@ -1,12 +1,16 @@
-"""The study's models on its device: built with a run's own initialisation, or loaded once trained."""
+"""The study's models on its device: built with a run's own initialisation, loaded from a released
+checkpoint (a ``loaded`` recipe: ``weights.<model key>: PATH``), or loaded once trained."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
 from distillbench.models import build_model
 from distillbench.models.backbone import ImageShape
 from distillbench.models.classifier import Classifier
+from distillbench.models.weights import load_model_checkpoint
 from distillbench.study.plan import RunKey
 from distillbench.study.recipe import Recipes
 from distillbench.study.store import RunStore
@@ -32,7 +36,28 @@ class StudyModels:
         """``key``'s model as its run with ``seed`` starts: the run's own initialisation stream, the
         configured backbone weights."""
         with global_rng(derive_seed(seed, "init"), self.runtime.device):
-            return self._build(key, self.recipes[key].weights)
+            return self._build(key, self.recipes[key].build_weights)
+
+    def released(self, key: str) -> tuple[Classifier, str]:
+        """A loaded model (``recipes[key].loaded``) with its checkpoint's weights, and the sha256 of
+        the file they were read from. The same for every seed: nothing is drawn."""
+        recipe = self.recipes[key]
+        with global_rng(None, self.runtime.device):  # every weight comes from the checkpoint
+            model = self._build(key, recipe.build_weights)
+        digest = load_model_checkpoint(model, f"weights.{key}", Path(recipe.own_weights or ""))
+        return model, digest
+
+    def check_weights(self) -> None:
+        """Stop with the one-paragraph error of the first model whose own weights (``weights.<key>``)
+        do not load: a released checkpoint that does not fit, a timm model's missing or unfitting file,
+        or timm's pretrained weights that cannot be downloaded (downloaded now if not cached yet).
+        For the study's preflight: hours later, when the run starts, is too late. Nothing is kept."""
+        for key, recipe in self.recipes.items():
+            if recipe.loaded:
+                self.released(key)
+            elif recipe.own_weights not in (None, "none"):
+                with global_rng(None, self.runtime.device):
+                    build_model(recipe.spec, recipe.build_weights, self.image_shape, self.num_classes)
 
     def keep(self, key: str, seed: int, model: Classifier, checkpoint_sha256: str) -> None:
         """A model just trained (saved as the checkpoint with ``checkpoint_sha256``): its students of

@@ -2,7 +2,9 @@
 
 A run's identity is the fingerprint of everything its result depends on (its model's config, the
 training settings, the seed, the data's pixels, the numerics, the backbone weights, and for a student
-its teachers' fingerprints). ``study.store`` judges a saved run against it; the teachers' checkpoint
+its teachers' fingerprints). Weights files enter by their content's sha256: a backbone's, a timm
+model's, a loaded model's checkpoint (whose settings enter only as far as its predictions depend on
+them: ``ModelRecipe.identity``). ``study.store`` judges a saved run against it; the teachers' checkpoint
 hashes are checked there too, since they are known only once the teachers have trained.
 
 The plan lists runs seed by seed, teachers before their students, which is the order a serial
@@ -76,15 +78,22 @@ class Planner:
         self._fingerprints: dict[RunKey, str] = {}
 
     def _weights_identity(self, recipe: ModelRecipe) -> str | None:
-        source = recipe.weights
+        """Where the run's starting weights come from; a file by its content (a missing one by its
+        path: the run stops when it reads it)."""
+        source = recipe.own_weights if recipe.own_weights is not None else recipe.weights
         if source is None or source == "none":
             return source
+        if source == "imagenet" and recipe.arch == "timm":
+            from distillbench.models.timm_model import pretrained_weights_identity  # timm: an optional extra
+
+            return pretrained_weights_identity(recipe.spec.timm_model or "")
         if source == "imagenet":
             return f"imagenet:{BACKBONES[recipe.arch].imagenet.url}"
         path = Path(source).expanduser()
+        kind = "checkpoint" if recipe.loaded else "file"  # loaded whole, or a network's starting weights
         if not path.is_file():
-            return f"file:{path}"
-        return f"file:{file_sha256(path)}"
+            return f"{kind}:{path}"
+        return f"{kind}:{file_sha256(path)}"
 
     def fingerprint(self, key: str, seed: int) -> str:
         """Hash of everything a run's result depends on; a finished run is reused only if equal."""

@@ -1,13 +1,22 @@
 """A model's recipe: everything about how one model key trains, resolved once from the config.
 
 The config says it in several places (the model's own keys, ``train:`` for what it leaves unset,
-``kd:`` for plain KD's parameters, ``weights.<arch>`` for a backbone); ``model_recipes`` merges them
+``kd:`` for plain KD's parameters, ``weights.<arch>`` for a backbone, ``weights.<model key>`` for a
+timm model's weights or a whole model's checkpoint); ``model_recipes`` merges them
 into one ``ModelRecipe`` per model key when the study is made. The plan (identities, batched groups),
 the run's inputs and objective, the executor, the results and the report read the recipe; none of
 them looks a model's settings up in the config again.
 
 This module is also the one place that resolves a student's ``distill`` setting into a
 ``DistillMethod`` (``distill_problems`` reports the settings that do not resolve).
+
+Weights: an entry ``weights.<name>`` whose name is a registered backbone is that architecture's
+(imagenet | none | PATH, for every model of it); any other name is a model key's, and takes
+precedence over its architecture's. For ``arch: timm`` it is the timm network's weights
+(imagenet | none | PATH; the model trains). For any other architecture it is the PATH of that whole
+model's checkpoint: the model is *loaded*, evaluated and not trained (a released teacher), so its
+identity holds only what its predictions depend on (``LOADED_IDENTITY``, and the file's hash in the
+plan), never training settings.
 """
 
 from __future__ import annotations
@@ -32,13 +41,18 @@ NOT_IN_IDENTITY = {"title", "epochs", "batch_size", "augment", "distill"}
 # Settings added after fingerprints were first issued: left out while at their default, so a study
 # that does not use them keeps the fingerprints (and the finished runs) it had.
 OMITTED_AT_DEFAULT = {
-    "spec": {"milestones": [], "gamma": 0.1, "timm_model": None},
+    "spec": {"milestones": [], "gamma": 0.1, "timm_model": None, "decay_all": False},
     "train": {"test_every_epoch": False},
 }
 
 # Settings that a batched group of runs must share (one optimiser, one input pipeline): everything
 # but what names the model and what it distils.
 NOT_IN_GROUP = {"teachers", "title", "distill"}
+
+# What a loaded model's predictions depend on besides its checkpoint (hashed by the plan): its
+# architecture and input pipeline. Its training settings do not matter, so changing them (or train:)
+# neither re-evaluates it nor retrains its students.
+LOADED_IDENTITY = ("arch", "input_size", "input_norm")
 
 # The recipe fields run.json (and the report) show, besides the merged budget and augmentation.
 RECORDED_SETTINGS = (
@@ -49,6 +63,9 @@ RECORDED_SETTINGS = (
     "nesterov",
     "schedule",
     "warmup_epochs",
+    "milestones",
+    "gamma",
+    "decay_all",
     "label_smoothing",
     "trainable_layers",
     "input_size",
@@ -59,13 +76,29 @@ RECORDED_SETTINGS = (
 @dataclass(frozen=True)
 class ModelRecipe:
     """How model ``key`` trains: its config entry, the merged training settings, its pretrained
-    weights' source (a backbone), and as a student its teachers and resolved method."""
+    weights' source (a backbone's, a timm model's, or a whole model's checkpoint: then it is
+    ``loaded``, not trained), and as a student its teachers and resolved method."""
 
     key: str
     spec: ModelDef
     train: TrainConfig  # ``train:`` with the model's own epochs, batch size and augmentation
-    weights: str | None  # ``weights.<arch>`` for a pretrained backbone, else None
+    weights: str | None  # ``weights.<arch>`` for a pretrained backbone the study trains, else None
     method: DistillMethod | None  # None: trained on the labels alone
+    # ``weights.<key>``: arch timm's imagenet | none | PATH, or the PATH of a whole model's checkpoint
+    own_weights: str | None = None
+
+    @property
+    def loaded(self) -> bool:
+        """A whole model's checkpoint (``weights.<key>``, not arch timm): evaluated, not trained."""
+        return self.own_weights is not None and self.spec.arch != "timm"
+
+    @property
+    def build_weights(self) -> str | None:
+        """What the architecture's builder gets as ``weights``: a backbone's or timm model's source;
+        ``none`` for a loaded model (every weight then comes from its checkpoint: nothing to download)."""
+        if self.loaded:
+            return "none"
+        return self.own_weights if self.spec.arch == "timm" else self.weights
 
     @property
     def arch(self) -> str:
@@ -105,7 +138,11 @@ class ModelRecipe:
     def identity(self) -> dict[str, Any]:
         """The model's part of a run's fingerprint: what it is and how it trains, resolved (a
         teacher that sets its own epochs does not change when ``train:`` does; its title changes
-        nothing), and the method with every parameter resolved (kd's from the ``kd:`` section)."""
+        nothing), and the method with every parameter resolved (kd's from the ``kd:`` section). A
+        loaded model's: ``LOADED_IDENTITY`` alone (its checkpoint's hash is the plan's)."""
+        if self.loaded:
+            spec = self.spec.model_dump(mode="json")
+            return {"spec": {name: spec[name] for name in LOADED_IDENTITY}, "loaded": True}
         return {
             "spec": _without_defaults(self.spec.model_dump(mode="json", exclude=NOT_IN_IDENTITY), "spec"),
             "train": _without_defaults(self.train.model_dump(mode="json"), "train"),
@@ -114,7 +151,10 @@ class ModelRecipe:
 
     def group_key(self) -> str:
         """Equal for recipes whose runs can train as one batched model: the same architecture and
-        settings apart from teachers, title and method (so the same inputs and optimiser)."""
+        settings apart from teachers, title and method (so the same inputs and optimiser). A loaded
+        model trains with nothing: its key is its own, which no trained run shares."""
+        if self.loaded:
+            return f"loaded:{self.key}"
         return json.dumps(self.spec.model_dump(mode="json", exclude=NOT_IN_GROUP), sort_keys=True)
 
     def record(self) -> dict[str, Any]:
@@ -126,6 +166,7 @@ class ModelRecipe:
             "batch_size": self.train.batch_size,
             "augment": self.augment,
             "teachers_online": self.teachers_online,
+            **({"loaded": True} if self.loaded else {}),
         }
 
 
@@ -172,13 +213,22 @@ def distill_problems(cfg: StudyConfig) -> list[str]:
 def model_recipe(cfg: StudyConfig, key: str) -> ModelRecipe:
     """Model ``key``'s recipe (its names already checked: ``study.resolve.check_names``)."""
     spec = cfg.zoo[key]
+    own = model_weights(cfg, key)
+    backbone = cfg.weights[spec.arch] if spec.arch in BACKBONES and own is None else None
     return ModelRecipe(
         key=key,
         spec=spec,
         train=model_train_config(cfg, key),
-        weights=cfg.weights[spec.arch] if spec.arch in BACKBONES else None,
+        weights=backbone,
         method=_method(cfg, key) if spec.teachers else None,
+        own_weights=own,
     )
+
+
+def model_weights(cfg: StudyConfig, key: str) -> str | None:
+    """``weights.<key>``: model ``key``'s own weights entry, unless ``key`` names a registered backbone
+    (``weights.resnet50`` is the resnet50 architecture's entry, whatever model key it also is)."""
+    return cfg.weights.get(key) if key not in BACKBONES else None
 
 
 def model_recipes(cfg: StudyConfig) -> Recipes:

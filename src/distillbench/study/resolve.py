@@ -4,24 +4,35 @@
 keys). Datasets, architectures, distillation methods, augmentations, pretrained backbones, optimizers
 and schedules are registered one floor up (models, training, data), so their names are checked here
 (each registry's "unknown X 'y'; known: ..." line), with the same one-paragraph error as any other
-bad config value.
+bad config value; so is what a registered name needs of the rest of the config (a multistep
+schedule's milestones within the model's epochs).
 """
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
-from distillbench.config import StudyConfig, describe_source, invalid_config, load_config, training_order
+from distillbench.config import (
+    StudyConfig,
+    describe_source,
+    invalid_config,
+    load_config,
+    model_train_config,
+    training_order,
+)
 from distillbench.data import dataset_problem
 from distillbench.data.augment import augmentation_problem
 from distillbench.models import ARCHITECTURES, BACKBONES
+from distillbench.models.timm_model import timm_model_problem
 from distillbench.plugins import canonical_plugin, load_plugins
-from distillbench.study.recipe import distill_problems
-from distillbench.training.optim import OPTIMIZERS, SCHEDULES
+from distillbench.study.recipe import distill_problems, model_weights
+from distillbench.training.optim import OPTIMIZERS, SCHEDULES, multistep_problem
 
 
 def unresolved_names(cfg: StudyConfig) -> list[str]:
-    """One ``key: problem`` line per name that no registry knows; empty when all resolve."""
+    """One ``key: problem`` line per name that no registry knows (or that a trained model's settings
+    cannot serve); empty when all resolve."""
     problems = []
     if problem := dataset_problem(cfg.data.dataset, "data.dataset"):
         problems.append(problem)
@@ -35,15 +46,65 @@ def unresolved_names(cfg: StudyConfig) -> list[str]:
             if getattr(spec, field) not in registry:
                 problems.append(registry.unknown(getattr(spec, field), f"zoo.{key}.{field}"))
     problems += distill_problems(cfg)  # the students' methods, resolved where the recipes are
-    for arch in cfg.weights:
-        if arch not in BACKBONES:
-            problems.append(BACKBONES.unknown(arch, f"weights.{arch}"))
+    problems += weights_problems(cfg)
     for key in training_order(cfg.zoo, cfg.models):
-        arch = cfg.zoo[key].arch
-        if arch in BACKBONES and arch not in cfg.weights:
+        spec = cfg.zoo[key]
+        # Checked here, not only when training builds it: hours into a study is too late to learn it.
+        if spec.schedule == "multistep" and (problem := multistep_problem(spec, model_train_config(cfg, key).epochs)):
+            problems.append(f"zoo.{key}.milestones: {problem}")
+        arch = spec.arch
+        if arch in BACKBONES and arch not in cfg.weights and model_weights(cfg, key) is None:
             problems.append(
                 f"weights.{arch}: missing, but model {key!r} is a {arch}; set it to imagenet, none or a file path"
             )
+    return problems
+
+
+def weights_problems(cfg: StudyConfig) -> list[str]:
+    """The ``weights:`` entries that name nothing (neither a registered backbone nor a model key) or
+    that their model cannot take (a loaded model's entry is a checkpoint's PATH, and it distils
+    nothing); the timm models of the study without an entry, or naming no timm model."""
+    problems = []
+    for name, source in cfg.weights.items():
+        spec = cfg.zoo.get(name) if name not in BACKBONES else None
+        if name not in BACKBONES and spec is None:
+            known = [*BACKBONES, *cfg.zoo]
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(
+                f"weights.{name}: unknown pretrained backbone or model key {name!r}; known: {', '.join(known)}{hint}"
+            )
+        elif spec is not None and spec.arch != "timm" and source in ("imagenet", "none"):
+            problems.append(
+                f"weights.{name}: {source!r}, but model {name!r} is a {spec.arch}, whose entry is the PATH of that "
+                "whole model's checkpoint (loaded and evaluated, not trained); give the file's path, or remove the "
+                "entry to train the model"
+            )
+        elif spec is not None and spec.arch != "timm" and spec.teachers:
+            problems.append(
+                f"zoo.{name}.teachers: model {name!r} is loaded from weights.{name}, not trained, so it distils "
+                "nothing; remove its teachers or its weights entry"
+            )
+    for key in training_order(cfg.zoo, cfg.models):
+        spec = cfg.zoo[key]
+        if spec.input_norm == "pretrained" and spec.arch != "timm":
+            problems.append(
+                f"zoo.{key}.input_norm: pretrained (a timm model's own mean/std) applies to arch timm only; use "
+                f"imagenet, cifar100 or none for a {spec.arch}"
+            )
+        if spec.arch != "timm":
+            continue
+        if key in BACKBONES:
+            problems.append(
+                f"zoo.{key}: a timm model's key cannot be a backbone's name (weights.{key} is the {key} "
+                "architecture's entry); rename the model key"
+            )
+        elif model_weights(cfg, key) is None:
+            problems.append(
+                f"weights.{key}: missing, but model {key!r} is arch timm; set it to imagenet, none or a file path"
+            )
+        if problem := timm_model_problem(spec.timm_model or "", f"zoo.{key}.timm_model"):
+            problems.append(problem)
     return problems
 
 

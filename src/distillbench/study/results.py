@@ -3,6 +3,12 @@
 The metrics are ``distillbench.evaluation``'s; this module gathers the study's finished runs, scores
 each seed, aggregates the seeds of each model (mean, standard deviation, t interval) and adds what
 the report states about the study and each model's recipe (docs/results-schema.md).
+
+Published vs reproduced (``reproduction``, per model with a ``published`` row or in a study with
+``train.test_every_epoch``): the accuracy each way of choosing the epoch gives (the last epoch, the
+best epoch on test, the validation-selected one), and each published number tested against ours
+chosen as the paper chose its epoch (``evaluation.equivalence``). Optional keys of schema 3: a
+results.json without them still reads.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from distillbench.atomic import write_json
-from distillbench.config import ComparisonDef, EvaluationConfig, StudyConfig, load_config
+from distillbench.config import ComparisonDef, EvaluationConfig, PublishedRow, StudyConfig, load_config
 from distillbench.errors import UserError
 from distillbench.evaluation.calibration import (
     bins_to_json,
@@ -23,6 +29,7 @@ from distillbench.evaluation.calibration import (
     expected_calibration_error,
     reliability_bins,
 )
+from distillbench.evaluation.equivalence import equivalence, seeds_to_resolve
 from distillbench.evaluation.metrics import prediction_metrics
 from distillbench.evaluation.significance import mean_std_ci, paired_comparison
 from distillbench.study.layout import RunLayout
@@ -80,6 +87,8 @@ def _seed_record(seed: int, run: SavedRun, teacher_logits: np.ndarray | None, bi
         **{k: run.record[k] for k in ("epochs_trained", "best_epoch", "train_seconds")},
         "efficiency": run.record.get("efficiency"),
         "history": run.history,
+        # How the kept weights were chosen; runs recorded before it was written have none.
+        **({"selected": run.record["selected"]} if "selected" in run.record else {}),
     }
     if teacher_logits is not None:
         record["teacher_agreement"] = float(np.mean(run.logits.argmax(1) == teacher_logits.argmax(1)))
@@ -139,6 +148,145 @@ def _model_entry(
         )
     entry["seeds"] = seed_records
     return entry
+
+
+# The ways of choosing a trained model's epoch that ``reproduction`` reports, in the report's order.
+EPOCH_CHOICES = ("last_epoch", "best_epoch_on_test", "validation_selected")
+# A published row's ``selection`` -> our number chosen the same way; ``unknown`` is compared with our
+# last epoch, the choice that looks at no test data.
+COMPARED_WITH = {"best_epoch": "best_epoch_on_test", "last_epoch": "last_epoch", "unknown": "last_epoch"}
+
+
+def seed_selection(seed: dict[str, Any]) -> str:
+    """How a seed's kept weights were chosen: ``released`` (an empty history: a checkpoint loaded and
+    evaluated, not trained), else its record's ``selected`` (``validation`` or ``last_epoch``); runs
+    recorded before ``selected`` was: by validation when their history has validation numbers."""
+    history = seed["history"]
+    if not history:
+        return "released"
+    if seed.get("selected"):
+        return seed["selected"]
+    return "validation" if "val_accuracy" in history[0] else "last_epoch"
+
+
+def epoch_choices(seed: dict[str, Any]) -> dict[str, float | None]:
+    """One seed's test accuracy (a fraction) per way of choosing the epoch (``EPOCH_CHOICES``), None
+    where its run cannot tell; a released checkpoint has only ``checkpoint``.
+
+    ``last_epoch``: the history's last ``test_accuracy`` (``train.test_every_epoch``), else the
+    predictions' accuracy when the kept weights are the last epoch's. ``best_epoch_on_test``: the
+    highest ``test_accuracy`` over the epochs (selected on the test set: optimistic). ``validation_selected``:
+    the predictions' accuracy when validation chose the kept weights."""
+    selection = seed_selection(seed)
+    if selection == "released":
+        return {"checkpoint": seed["test_accuracy"], **dict.fromkeys(EPOCH_CHOICES)}
+    history = seed["history"]
+    kept_last = selection == "last_epoch" or seed.get("best_epoch") == history[-1]["epoch"]
+    if "test_accuracy" in history[-1]:
+        last = history[-1]["test_accuracy"]
+    else:
+        last = seed["test_accuracy"] if kept_last else None
+    tracked = all("test_accuracy" in row for row in history)
+    return {
+        "last_epoch": last,
+        "best_epoch_on_test": max(row["test_accuracy"] for row in history) if tracked else None,
+        "validation_selected": seed["test_accuracy"] if selection == "validation" else None,
+    }
+
+
+def _summary(values: list[float | None], resolvable: float) -> dict[str, Any] | None:
+    """Mean, std, 95% interval and seeds to resolve ``resolvable`` over the seeds, when every seed has a value."""
+    if not values or any(v is None for v in values):
+        return None
+    mean, std, ci95 = mean_std_ci(values)
+    return {
+        "mean": mean,
+        "std": std,
+        "ci95": ci95,
+        "n": len(values),
+        "per_seed": list(values),
+        "seeds_to_resolve": seeds_to_resolve(std, resolvable),
+    }
+
+
+# Why a published row is compared with the number it is, by its ``selection``.
+_COMPARED_WHY = {
+    "best_epoch": "the source took the best test accuracy over epochs: compared with ours chosen the same way, "
+    "which is optimistic",
+    "last_epoch": "the source took the last epoch: compared with our last epoch",
+    "unknown": "the source does not say how it chose the epoch: compared with our last epoch",
+}
+
+
+def _published_entry(
+    row: PublishedRow, numbers: dict[str, dict[str, Any] | None], released: bool, evaluation: EvaluationConfig
+) -> dict[str, Any]:
+    """One published number against ours chosen the same way: the TOST verdict and what it compared."""
+    margin = evaluation.equivalence_margin / 100
+    compared = "checkpoint" if released else COMPARED_WITH[row.selection]
+    entry: dict[str, Any] = {
+        "published_accuracy": row.value / 100,
+        "source": row.source,
+        "selection": row.selection,
+        "runs": row.runs,
+        "margin": margin,
+        "compared": compared,
+        "compared_why": (
+            "a released checkpoint: its test accuracy, which no choice of epoch changes"
+            if released
+            else _COMPARED_WHY[row.selection]
+        ),
+    }
+    ours = numbers.get(compared)
+    if ours is None:
+        missing = (
+            "the study did not measure test accuracy after every epoch (train.test_every_epoch: false)"
+            if compared == "best_epoch_on_test"
+            else "the runs kept another epoch's weights and did not measure test accuracy after every epoch "
+            "(train.test_every_epoch: false)"
+        )
+        why = f"no {compared.replace('_', ' ')} number: {missing}"
+        return {**entry, "verdict": "inconclusive", "why": why, "seeds_to_resolve": None}
+    tested = equivalence(ours["per_seed"], row.value / 100, margin, fixed=released)
+    kept = ("n", "mean", "difference", "ci90", "ci95", "p_lower", "p_upper", "p_tost", "difference_significant")
+    return {
+        **entry,
+        **{k: tested[k] for k in kept},
+        "verdict": tested["verdict"],
+        "why": tested["why"],
+        "seeds_to_resolve": ours["seeds_to_resolve"],
+    }
+
+
+def reproduction(
+    seed_records: list[dict[str, Any]], published: list[PublishedRow], evaluation: EvaluationConfig
+) -> dict[str, Any]:
+    """A model's ``reproduction`` block from its seeds' records (``_seed_record``): each epoch
+    choice's accuracy over seeds, the best-minus-last gap, and each ``published`` row tested."""
+    resolvable = evaluation.resolvable_difference / 100
+    per_seed = [epoch_choices(seed) for seed in seed_records]
+    selections = sorted({seed_selection(seed) for seed in seed_records})
+    released = selections == ["released"]
+    numbers: dict[str, dict[str, Any] | None] = {
+        name: _summary([choice[name] for choice in per_seed], resolvable) for name in EPOCH_CHOICES
+    }
+    if released:
+        checkpoint = _summary([choice["checkpoint"] for choice in per_seed], resolvable)
+        # No training randomness: more seeds evaluate the same weights again.
+        numbers["checkpoint"] = checkpoint and {**checkpoint, "seeds_to_resolve": None}
+    gaps = [
+        None
+        if c["best_epoch_on_test"] is None or c["last_epoch"] is None
+        else c["best_epoch_on_test"] - c["last_epoch"]
+        for c in per_seed
+    ]
+    return {
+        "released": released,
+        "selected": selections[0] if len(selections) == 1 else "mixed",
+        **numbers,
+        "best_minus_last": None if released else _summary(gaps, resolvable),
+        "published": [_published_entry(row, numbers, released, evaluation) for row in published],
+    }
 
 
 def _pooled_reliability(runs: dict[int, SavedRun], bins: int) -> dict[str, Any]:
@@ -222,6 +370,9 @@ def collect_results(root: Path) -> dict[str, Any]:
     for key, per_seed in runs.items():
         members = next(iter(per_seed.values())).record["teachers"]
         results[key] = _model_entry(recipes[key], per_seed, _teacher_logits(runs, members), cfg.evaluation.ece_bins)
+        rows = [row for row in cfg.published if row.model == key]
+        if rows or cfg.train.test_every_epoch:
+            results[key]["reproduction"] = reproduction(results[key]["seeds"], rows, cfg.evaluation)
     compared = [entry for spec in cfg.comparisons if (entry := _comparison(spec, runs, results, cfg.evaluation))]
     output = {
         "schema_version": SCHEMA_VERSION,
@@ -292,7 +443,14 @@ def _study_entry(
         "device": first.get("device") if first else None,
         "precision": first.get("precision") if first else None,
         "channels_last": first.get("channels_last") if first else None,
-        "weights": {r["arch"]: r["weights"] for r in records if r.get("weights")},
+        # A backbone's weights are its architecture's; a released checkpoint or a timm model's, its model's.
+        "weights": {
+            (r["model"] if r.get("loaded_from") or r["arch"] == "timm" else r["arch"]): r["weights"]
+            for r in records
+            if r.get("weights")
+        },
+        "val_size": cfg.data.val_size,  # 0: no validation split, every number from the last epoch
+        "published": config["published"],  # as configured: value in percent
         "kd": config["kd"],
         "train": config["train"],
         "evaluation": cfg.evaluation.model_dump(mode="json"),
@@ -313,20 +471,44 @@ def describe_method(recipe: ModelRecipe) -> str | None:
     return words + (f" ({', '.join(f'{k}={v}' for k, v in explicit.items())})" if explicit else "")
 
 
+def _baselines(cfg: StudyConfig, recipes: Recipes, results: dict[str, Any], key: str) -> tuple[str | None, str | None]:
+    """Model ``key``'s two baselines: the scratch model and the plain-KD student (``evaluation.scratch``
+    and ``kd_reference``; ``auto``: the finished model of ``key``'s architecture without teachers, and
+    the finished plain-KD student of its architecture and teachers), None where there is none."""
+    recipe = recipes[key]
+    scratch, reference = cfg.evaluation.scratch, cfg.evaluation.kd_reference
+    if scratch == "auto":
+        same_arch = [k for k in results if recipes[k].arch == recipe.arch and recipes[k].method is None]
+        scratch = same_arch[0] if same_arch else None
+    if reference == "auto":
+        plain_kd = [
+            k
+            for k in results
+            if recipes[k].arch == recipe.arch
+            and recipes[k].teachers == recipe.teachers
+            and recipes[k].method is not None
+            and recipes[k].method.method == "kd"
+            and recipes[k].method.aggregation == "mean_logits"
+        ]
+        reference = plain_kd[0] if plain_kd and recipe.method is not None else None
+    return scratch, reference
+
+
 def _distillation_methods(
     cfg: StudyConfig, recipes: Recipes, runs: dict[str, dict[int, SavedRun]], results: dict[str, Any]
 ) -> list[dict[str, Any]] | None:
-    """One entry per finished student (and the scratch baseline), sorted by accuracy: the method,
-    and its difference from the scratch model and from the plain-KD reference, each with the
-    seed-aware intervals and verdict; None unless students use more than one method."""
+    """One entry per finished student (and its scratch baseline), sorted by accuracy: the method,
+    and its difference from the scratch model and from the plain-KD reference (``_baselines``), each
+    with the seed-aware intervals and verdict; None unless students use more than one method."""
     students = [key for key in results if recipes[key].method is not None]
     methods = {json.dumps(recipes[key].method.model_dump(mode="json"), sort_keys=True) for key in students}
     if len(methods) < 2:
         return None
-    scratch, reference = cfg.evaluation.scratch, cfg.evaluation.kd_reference
+    scratches = {_baselines(cfg, recipes, results, key)[0] for key in students}
     entries = []
-    for key in [scratch, *students] if scratch in results else students:
+    for key in [k for k in results if k in scratches] + students:
         recipe, entry = recipes[key], results[key]
+        scratch, reference = _baselines(cfg, recipes, results, key)
         row = {
             "model": key,
             "title": entry["title"],
@@ -336,9 +518,11 @@ def _distillation_methods(
             "test_accuracy_std": entry["test_accuracy_std"],
             "ece": entry["calibration"]["ece"],
             "teacher_agreement": entry.get("teacher_agreement"),
+            "scratch": scratch,
+            "kd_reference": reference,
         }
         for name, other in (("vs_scratch", scratch), ("vs_kd", reference)):
-            if other != key and other in runs:
+            if other is not None and other != key and other in runs:
                 compared = _comparison(
                     ComparisonDef(
                         a=key, b=other, claim=f"{entry['title']} is more accurate than {results[other]['title']}"
@@ -350,7 +534,12 @@ def _distillation_methods(
                 if compared is not None:  # None: no seed that both finished
                     row[name] = {k: compared[k] for k in ("accuracy_diff", "ci95_seeds", "ci95_images", "outcome")}
         entries.append(row)
-    return sorted(entries, key=lambda row: -row["test_accuracy"])
+    # Several pairs (auto baselines): each scratch model's students together, then by accuracy.
+    groups = [k for k in results if k in scratches]
+    return sorted(
+        entries,
+        key=lambda row: (groups.index(row["scratch"]) if row["scratch"] in groups else -1, -row["test_accuracy"]),
+    )
 
 
 def finish_study(root: Path) -> dict[str, Any]:

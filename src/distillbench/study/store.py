@@ -96,7 +96,7 @@ def encode_checkpoint(state_dict: dict[str, torch.Tensor]) -> bytes:
 
 def _history_csv(history: list[dict[str, float]]) -> str:
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(history[0]))
+    writer = csv.DictWriter(text, fieldnames=list(history[0]) if history else ["epoch"])  # a released model: none
     writer.writeheader()
     writer.writerows(history)
     return text.getvalue()
@@ -285,10 +285,15 @@ class RunStore:
         """A finished run's per-epoch history (``history.csv``)."""
         return _read_history(self.paths(key, seed).history)
 
-    def kept_val_accuracy(self, key: str, seed: int) -> float:
-        """A finished run's validation accuracy with the weights it kept (its best epoch's)."""
-        best = self.record(key, seed)["best_epoch"]
-        return next(row["val_accuracy"] for row in self.history(key, seed) if row["epoch"] == best)
+    def kept_val_accuracy(self, key: str, seed: int) -> float | None:
+        """A finished run's validation accuracy with the weights it kept (its best epoch's, or a
+        released model's own); None without a validation split."""
+        record = self.record(key, seed)
+        history = self.history(key, seed)
+        if not history:
+            return record.get("val_accuracy")
+        kept = next(row for row in history if row["epoch"] == record["best_epoch"])
+        return kept.get("val_accuracy")
 
     def test_accuracy(self, key: str, seed: int) -> float:
         """A finished run's accuracy on the test set (reads its predictions)."""

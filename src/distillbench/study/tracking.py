@@ -28,7 +28,7 @@ from distillbench.study.store import RunStore
 INSTALL_HINT = "pip install 'distillbench[mlflow]' (mlflow-skinny with sqlalchemy and alembic, or the full mlflow)"
 DEFAULT_STORE = Path("mlruns")
 IDENTITY_TAG = "distillbench.identity"
-EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
+EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy", "lr")
 
 
 @dataclass
@@ -123,14 +123,14 @@ def _log_run(client: Any, experiment: str, tracked: TrackedRun) -> None:
         if name in row
     ]
     final = {
-        "best_val_accuracy": store.kept_val_accuracy(run.model, run.seed),
+        "best_val_accuracy": store.kept_val_accuracy(run.model, run.seed),  # None: no validation split
         "best_epoch": record["best_epoch"],
         "epochs_trained": record["epochs_trained"],
         "train_seconds": record["train_seconds"],
     }
     if tracked.test:
         final["test_accuracy"] = store.test_accuracy(run.model, run.seed)
-    metrics += [Metric(name, float(value), now, 0) for name, value in final.items()]
+    metrics += [Metric(name, float(value), now, 0) for name, value in final.items() if value is not None]
     tags = {IDENTITY_TAG: _identity(tracked), "distillbench.fingerprint": run.fingerprint}
     created = client.create_run(experiment, run_name=f"{run.model} seed {run.seed}", tags=tags)
     run_id = created.info.run_id

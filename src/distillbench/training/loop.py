@@ -9,6 +9,12 @@ step through the batches, validate each run, write its history row, and stop eac
 once its validation loss stops improving. They differ only in how a step draws and computes its
 batch (``_Solo``, ``_Batched``). The objective is told the 1-based epoch being trained, so a loss
 with a warm-up (DKD's) needs no step counter of its own.
+
+What is measured after each epoch is an ``EpochSplits``: with a validation split, a run keeps its
+best validation epoch's weights (``FitResult.selected`` "validation"); without one, it trains every
+epoch and keeps the last epoch's (``selected`` "last_epoch") and its history rows have no ``val_*``
+keys. A test split, if given, adds ``test_loss`` and ``test_accuracy`` to every row and selects
+nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +46,8 @@ Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, in
 OptimizerFactory = Callable[[list[tuple[str, nn.Parameter]]], torch.optim.Optimizer]
 # (optimiser, steps per epoch, epochs) -> a per-step schedule or None (``optim.build_schedule``, bound)
 ScheduleFactory = Callable[[torch.optim.Optimizer, int, int], "torch.optim.lr_scheduler.LRScheduler | None"]
+# (inputs, labels) of one split: images or cached activations, and their classes
+Pair = tuple[torch.Tensor, torch.Tensor]
 
 
 def no_schedule(optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int) -> None:
@@ -99,12 +108,29 @@ def evaluate(
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
 
 
+@dataclass(frozen=True)
+class EpochSplits:
+    """What every run is evaluated on after each epoch. ``val`` selects the weights a run keeps and
+    stops it early; None: no validation, so every epoch trains and the last epoch's weights are kept.
+    ``test`` (None: not measured) is only recorded (history ``test_loss``, ``test_accuracy``): it
+    selects and stops nothing, whatever it shows."""
+
+    val: Pair | None
+    test: Pair | None = None
+
+
+def _epoch_splits(val: Pair | EpochSplits | None) -> EpochSplits:
+    """``fit``'s ``val`` argument as ``EpochSplits``: a bare pair is the validation split."""
+    return val if isinstance(val, EpochSplits) else EpochSplits(val)
+
+
 @dataclass
 class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int = 0
+    best_epoch: int = 0  # the epoch whose weights the module holds: the best on validation, or the last
     epochs_trained: int = 0
     train_seconds: float = 0.0
+    selected: Literal["validation", "last_epoch"] = "validation"  # how the kept weights were chosen
 
 
 @dataclass
@@ -133,13 +159,30 @@ class _Epoch:
         self.cross_entropy += cross_entropy
         self.correct += correct
 
-    def history_row(self, run: int, validation: tuple[float, float], seconds: float, label: str) -> dict[str, float]:
-        """Run ``run``'s line of ``history.csv``; ``lr`` is the mean rate of the epoch's steps. A loss
-        that is not a finite number stops the run (``UserError`` naming ``label`` and the epoch):
-        nothing it would go on to compute means anything."""
-        loss_sum, (val_loss, val_acc), lr = self.loss[run], validation, self.lr_sum / self.steps
+    def history_row(
+        self, run: int, validation: tuple[float, float] | None, test: tuple[float, float] | None, seconds: float
+    ) -> dict[str, float]:
+        """Run ``run``'s line of ``history.csv``: ``val_loss``/``val_accuracy`` and ``test_loss``/
+        ``test_accuracy`` for the (loss, accuracy) pairs given, none for None; ``lr`` is the mean rate
+        of the epoch's steps."""
+        row = {
+            "epoch": self.number,
+            "train_loss": self.loss[run].item() / self.examples,
+            "train_ce": self.cross_entropy[run].item() / self.examples,
+            "train_accuracy": self.correct[run].item() / self.examples,
+        }
+        for split, measured in (("val", validation), ("test", test)):
+            if measured is not None:
+                row[f"{split}_loss"], row[f"{split}_accuracy"] = measured
+        return {**row, "lr": self.lr_sum / self.steps, "seconds": seconds}
+
+    def check_finite(self, run: int, val_loss: float | None, label: str) -> None:
+        """A training or validation loss (None: no validation) that is not a finite number stops the
+        run (``UserError`` naming ``label`` and the epoch): nothing it would go on to compute means
+        anything."""
+        loss_sum, lr = self.loss[run], self.lr_sum / self.steps
         train_finite = bool(torch.isfinite(loss_sum).item())
-        if not (train_finite and math.isfinite(val_loss)):
+        if not (train_finite and (val_loss is None or math.isfinite(val_loss))):
             which, bad = ("training", loss_sum.item()) if not train_finite else ("validation", val_loss)
             raise UserError(
                 f"{label} diverged: its {which} loss became {bad} in epoch {self.number} (mean learning rate "
@@ -147,48 +190,58 @@ class _Epoch:
                 "student, check its distillation settings too (a very small temperature, very large loss weights). "
                 "Finished runs are saved; fix the config and run again to resume."
             )
-        return {
-            "epoch": self.number,
-            "train_loss": loss_sum.item() / self.examples,
-            "train_ce": self.cross_entropy[run].item() / self.examples,
-            "train_accuracy": self.correct[run].item() / self.examples,
-            "val_loss": val_loss,
-            "val_accuracy": val_acc,
-            "lr": lr,
-            "seconds": seconds,
-        }
 
 
 class _Run:
     """One run's part of the loop: its module (it ends holding the weights of its best validation
-    epoch), objective, early stopping and result. ``name`` labels the log, ``label`` the errors."""
+    epoch, or without validation its last epoch's), objective, early stopping (None: no validation)
+    and result. ``name`` labels the log, ``label`` the errors."""
 
-    def __init__(self, module: nn.Module, objective: Objective, name: str, label: str, patience: int | None):
+    def __init__(self, module: nn.Module, objective: Objective, name: str, label: str, stopping: EarlyStopping | None):
         self.module, self.objective, self.name, self.label = module, objective, name, label
-        self.stopping = EarlyStopping(module, patience)
-        self.result = FitResult()
+        self.stopping = stopping
+        self.result = FitResult(selected="validation" if stopping is not None else "last_epoch")
 
     def record(self, row: dict[str, float], epochs: int) -> bool:
         """Keep and log an epoch's row; True if the run stops here."""
         self.result.history.append(row)
-        improved = self.stopping.update(row["epoch"], row["val_loss"], self.module)
+        improved = self.stopping is not None and self.stopping.update(row["epoch"], row["val_loss"], self.module)
         eta = row["seconds"] * (epochs - row["epoch"])
+        measured = "".join(
+            f"  {split}_loss {row[f'{split}_loss']:.4f}  {split}_acc {row[f'{split}_accuracy']:.4f}"
+            for split in ("val", "test")
+            if f"{split}_loss" in row
+        )
         print(
             f"[{self.name}] epoch {row['epoch']:>2}/{epochs}  loss {row['train_loss']:.4f}  "
-            f"acc {row['train_accuracy']:.4f}  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}  "
+            f"acc {row['train_accuracy']:.4f}{measured}  "
             f"{row['seconds']:6.1f}s{'  *best' if improved else ''}  (eta <= {eta:.0f}s)",
             flush=True,
         )
-        if self.stopping.should_stop:
+        if self.stopping is not None and self.stopping.should_stop:
             print(f"[{self.name}] early stop: val_loss has not improved for {self.stopping.stale} epochs", flush=True)
-        return self.stopping.should_stop
+            return True
+        return False
 
     def finish(self, started: float) -> FitResult:
-        """Restore the best epoch's weights and complete the result (``started``: when training began)."""
-        self.stopping.restore(self.module)
-        self.result.best_epoch, self.result.epochs_trained = self.stopping.best_epoch, len(self.result.history)
-        self.result.train_seconds = time.perf_counter() - started
+        """Restore the best epoch's weights (without validation the module holds the last epoch's:
+        kept) and complete the result (``started``: when training began)."""
+        epochs = len(self.result.history)
+        if self.stopping is not None:
+            self.stopping.restore(self.module)
+        self.result.best_epoch = self.stopping.best_epoch if self.stopping is not None else epochs
+        self.result.epochs_trained, self.result.train_seconds = epochs, time.perf_counter() - started
+        if self.stopping is None:
+            print(f"[{self.name}] no validation split: keeping the last epoch's weights (epoch {epochs})", flush=True)
         return self.result
+
+
+def _new_run(
+    module: nn.Module, objective: Objective, name: str, label: str, config: TrainConfig, validated: bool
+) -> _Run:
+    """A run that stops early on validation loss after ``config.patience`` stale epochs, or, not
+    ``validated`` (no validation split), trains every epoch."""
+    return _Run(module, objective, name, label, EarlyStopping(module, config.patience) if validated else None)
 
 
 class _Training(abc.ABC):
@@ -239,28 +292,41 @@ class _Training(abc.ABC):
         if self.scheduler is not None:
             self.scheduler.step()
 
-    def train(
-        self, val: tuple[torch.Tensor, torch.Tensor], on_done: Callable[[int, FitResult], None]
-    ) -> list[FitResult]:
+    def train(self, splits: EpochSplits, on_done: Callable[[int, FitResult], None]) -> list[FitResult]:
         """Train every epoch, or until every run stopped early; each run is restored to its best
-        weights and handed to ``on_done`` as soon as it stops."""
+        weights (without validation: keeps its last) and handed to ``on_done`` as soon as it stops."""
         config = self.settings.config
         started = time.perf_counter()
         active = list(range(len(self.runs)))
+        if splits.val is None:
+            print(f"[{self.name}] no validation split: trains all {config.epochs} epochs, keeps the last", flush=True)
         for number in range(1, config.epochs + 1):
             epoch = self._train_epoch(number)
             for index in list(active):
-                run, validation_start = self.runs[index], time.perf_counter()
-                validation = evaluate(self.current(index), *val, self.runtime, config.eval_batch_size)
-                seconds = epoch.seconds + time.perf_counter() - validation_start
-                if run.record(epoch.history_row(index, validation, seconds, run.label), config.epochs):
+                if self.runs[index].record(self._measure(index, epoch, splits), config.epochs):
                     active.remove(index)
-                    on_done(index, run.finish(started))
+                    on_done(index, self._finish(index, started))
             if not active:
                 break
         for index in active:
-            on_done(index, self.runs[index].finish(started))
+            on_done(index, self._finish(index, started))
         return [run.result for run in self.runs]
+
+    def _measure(self, index: int, epoch: _Epoch, splits: EpochSplits) -> dict[str, float]:
+        """Run ``index``'s history row of ``epoch``: its current weights on validation and test, as
+        given. ``seconds`` counts training and validation, not the test split's evaluation, which
+        the training procedure does not need (the same epoch time with test_every_epoch or without)."""
+        module, run, batch = self.current(index), self.runs[index], self.settings.config.eval_batch_size
+        started = time.perf_counter()
+        validation = evaluate(module, *splits.val, self.runtime, batch) if splits.val is not None else None
+        epoch.check_finite(index, validation[0] if validation is not None else None, run.label)
+        seconds = epoch.seconds + time.perf_counter() - started
+        test = evaluate(module, *splits.test, self.runtime, batch) if splits.test is not None else None
+        return epoch.history_row(index, validation, test, seconds)
+
+    def _finish(self, index: int, started: float) -> FitResult:
+        self.current(index)  # a batched member's module holds its weights only once loaded from the group
+        return self.runs[index].finish(started)
 
     def _train_epoch(self, number: int) -> _Epoch:
         started = time.perf_counter()
@@ -316,8 +382,8 @@ class _Solo(_Training):
 
 def fit(
     module: nn.Module,
-    train: tuple[torch.Tensor, torch.Tensor],
-    val: tuple[torch.Tensor, torch.Tensor],
+    train: Pair,
+    val: Pair | EpochSplits | None,
     settings: FitSettings,
     *,
     seed: int,
@@ -326,7 +392,8 @@ def fit(
     name: str = "model",
 ) -> FitResult:
     """Train ``module`` in place as ``settings`` say and leave it holding the weights of its best
-    validation epoch.
+    validation epoch. ``val``: the validation split, or ``EpochSplits`` (validation, or None for
+    none: the last epoch's weights are kept; and a test split measured every epoch).
 
     Batch order and the augmentation (each training batch, never validation) draw from the run's
     ``order`` stream, dropout from its ``dropout`` stream (``training.randomness``): the same ``seed``
@@ -340,13 +407,14 @@ def fit(
     """
     runtime = runtime or Runtime()
     with global_rng(derive_seed(seed, "dropout"), runtime.device):  # dropout draws from torch's global RNG
-        run = _Run(module, objective, name, f"{name} seed {seed}", settings.config.patience)
-        return _Solo(run, seed, train, settings, runtime).train(val, lambda index, result: None)[0]
+        splits = _epoch_splits(val)
+        run = _new_run(module, objective, name, f"{name} seed {seed}", settings.config, splits.val is not None)
+        return _Solo(run, seed, train, settings, runtime).train(splits, lambda index, result: None)[0]
 
 
 @dataclass
 class GroupMember:
-    """One run of a group: its own module (initial weights in; its best weights out), seed
+    """One run of a group: its own module (initial weights in; its kept weights out), seed
     (batch order, augmentation and dropout streams), objective and name for the log."""
 
     module: nn.Module
@@ -361,11 +429,7 @@ class _Batched(_Training):
     the members' losses gives each member's weights its own gradient."""
 
     def __init__(
-        self,
-        members: list[GroupMember],
-        train: tuple[torch.Tensor, torch.Tensor],
-        settings: FitSettings,
-        runtime: Runtime,
+        self, members: list[GroupMember], train: Pair, settings: FitSettings, runtime: Runtime, validated: bool
     ):
         if runtime.precision == "fp16":  # one GradScaler would skip every member's step when one overflows
             raise NotGroupable("fp16 training: each run needs its own loss scaler")
@@ -374,8 +438,8 @@ class _Batched(_Training):
         dropouts = [stream_generator(member.seed, "dropout", device) for member in members]
         group = GroupedModel([m.module for m in members], dropouts, channels_last=runtime.channels_last)
         group = group.to(device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
-        patience = settings.config.patience
-        runs = [_Run(member.module, member.objective, member.name, member.name, patience) for member in members]
+        config = settings.config
+        runs = [_new_run(m.module, m.objective, m.name, m.name, config, validated) for m in members]
         super().__init__(group, runs, train, settings, runtime)  # one lr for all: the members share a setting
         self.group, self.name = group, f"group of {len(members)}"
 
@@ -406,18 +470,20 @@ class _Batched(_Training):
 
 def fit_group(
     members: list[GroupMember],
-    train: tuple[torch.Tensor, torch.Tensor],
-    val: tuple[torch.Tensor, torch.Tensor],
+    train: Pair,
+    val: Pair | EpochSplits | None,
     settings: FitSettings,
     *,
     runtime: Runtime | None = None,
     on_done: Callable[[int, FitResult], None] = lambda index, result: None,
 ) -> list[FitResult]:
     """Train ``members`` (the same architecture and settings, the same inputs) side by side as one
-    ``GroupedModel``; each computes what ``fit`` would give it alone, up to float summation order.
+    ``GroupedModel``; each computes what ``fit`` would give it alone, up to float summation order
+    (``val`` as ``fit``'s).
     A member that stops early is restored to its best weights and handed to ``on_done`` at once
     (the group keeps computing it, unused, until all are done). Raises ``NotGroupable`` if the
     members' structure cannot be grouped."""
     runtime = runtime or Runtime()
     with global_rng(None, runtime.device):  # nothing here draws from torch's global RNG; nothing is disturbed
-        return _Batched(members, train, settings, runtime).train(val, on_done)
+        splits = _epoch_splits(val)
+        return _Batched(members, train, settings, runtime, splits.val is not None).train(splits, on_done)

@@ -51,10 +51,11 @@ def build_optimizer(
     named_params: Iterable[tuple[str, nn.Parameter]], spec: ModelDef, fused: bool = False
 ) -> torch.optim.Optimizer:
     """The optimiser ``spec`` names, over ``named_params``: with weight decay, two groups (the
-    ``is_decayed`` parameters, and the rest without decay), else one; ``fused``: one kernel per step
-    over all weights (CPU too, torch >= 2.4)."""
+    ``is_decayed`` parameters, and the rest without decay), else one (``decay_all``: decay on every
+    parameter, as torch's optimisers do by themselves and the CIFAR KD benchmark runs them);
+    ``fused``: one kernel per step over all weights (CPU too, torch >= 2.4)."""
     named_params = list(named_params)
-    if spec.weight_decay:
+    if spec.weight_decay and not spec.decay_all:
         decayed = [p for name, p in named_params if is_decayed(name, p)]
         spared = [p for name, p in named_params if not is_decayed(name, p)]
         params: list = [{"params": decayed}, {"params": spared, "weight_decay": 0.0}]
@@ -123,6 +124,38 @@ def one_cycle(
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=spec.lr, total_steps=steps_per_epoch * epochs, pct_start=warmup_share, cycle_momentum=False
     )
+
+
+def multistep_problem(spec: ModelDef, epochs: int) -> str | None:
+    """What makes ``spec``'s multistep schedule unusable, as a config error's ``problem`` text (no
+    milestones); None when there is none. Milestones at or past the last epoch are allowed (they never
+    apply: a shortened trial of the benchmark keeps its milestones) and said when the schedule is built."""
+    if not spec.milestones:
+        return "schedule multistep needs milestones, the epochs after which the rate is multiplied by gamma"
+    return None
+
+
+@register_schedule("multistep")
+def multistep(
+    optimizer: torch.optim.Optimizer, spec: ModelDef, steps_per_epoch: int, epochs: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """``spec.lr`` times ``spec.gamma`` once per milestone passed: 1-based epoch ``e`` trains at
+    ``lr * gamma ** (number of milestones m with e > m)``, constant within the epoch. This is the CIFAR
+    KD benchmark's step decay, exactly: RepDistiller's and mdistiller's ``adjust_learning_rate`` set
+    ``lr * rate ** np.sum(epoch > np.asarray(decay_epochs))`` before each 1-based epoch, so with
+    milestones [150, 180, 210] epochs 1-150 train at lr and epoch 151 at lr * 0.1. ``ValueError``
+    without milestones (``study.resolve`` says so at config time)."""
+    if problem := multistep_problem(spec, epochs):
+        raise ValueError(problem)
+    milestones = list(spec.milestones)
+    if late := [m for m in milestones if m >= epochs]:
+        print(f"note: milestones {late} lie at or past the last of {epochs} epochs: they never apply", flush=True)
+
+    def factor(step: int) -> float:  # the lr of the step about to run, relative to spec.lr
+        epoch = step // steps_per_epoch + 1
+        return spec.gamma ** sum(epoch > m for m in milestones)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 class EarlyStopping:
