@@ -550,6 +550,11 @@ class StudyConfig(_Strict):
         for number, row in enumerate(self.published):
             if row.model not in self.zoo:
                 raise ValueError(f"published.{number}.model: unknown model {row.model!r}; known: {', '.join(self.zoo)}")
+        if self.train.test_every_epoch and self.sweep.axes:
+            raise ValueError(
+                "train.test_every_epoch: a sweep reads no test data until it has chosen its point on validation "
+                "accuracy; measure test accuracy per epoch in a study, not a sweep"
+            )
         if self.data.val_size == 0 and self.sweep.axes:
             raise ValueError(
                 "data.val_size: 0 leaves no validation data, and a sweep chooses its point on validation "

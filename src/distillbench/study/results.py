@@ -89,6 +89,8 @@ def _seed_record(seed: int, run: SavedRun, teacher_logits: np.ndarray | None, bi
         "history": run.history,
         # How the kept weights were chosen; runs recorded before it was written have none.
         **({"selected": run.record["selected"]} if "selected" in run.record else {}),
+        # The epochs it was to train (its recipe's): a run that stopped early has no last-epoch number.
+        **({"epochs_planned": run.record["recipe"]["epochs"]} if "epochs" in (run.record.get("recipe") or {}) else {}),
     }
     if teacher_logits is not None:
         record["teacher_agreement"] = float(np.mean(run.logits.argmax(1) == teacher_logits.argmax(1)))
@@ -182,7 +184,9 @@ def epoch_choices(seed: dict[str, Any]) -> dict[str, float | None]:
         return {"checkpoint": seed["test_accuracy"], **dict.fromkeys(EPOCH_CHOICES)}
     history = seed["history"]
     kept_last = selection == "last_epoch" or seed.get("best_epoch") == history[-1]["epoch"]
-    if "test_accuracy" in history[-1]:
+    if seed.get("epochs_planned") and len(history) < seed["epochs_planned"]:
+        last = None  # stopped early: its last epoch is not the budget's last, which published numbers are
+    elif "test_accuracy" in history[-1]:
         last = history[-1]["test_accuracy"]
     else:
         last = seed["test_accuracy"] if kept_last else None
