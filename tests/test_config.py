@@ -154,7 +154,10 @@ def test_a_mapping_override_merges_into_its_section():
             r"\(did you mean 'cosine'\?\)",
         ),
         ("train.augment=mixup", r"train\.augment: unknown augmentation 'mixup'; known: none, crop_flip"),
-        ("zoo.kd_resnet50.distill=dkdd", r"zoo\.kd_resnet50\.distill: unknown distillation method 'dkdd'; known: kd, "),
+        (
+            "zoo.kd_resnet50.distill=dkdd",
+            r"zoo\.kd_resnet50\.distill: unknown distillation method 'dkdd'; known: .*\bkd, ",
+        ),
     ],
 )
 def test_names_are_resolved_against_the_registries(override, message):

@@ -7,6 +7,8 @@ layers) is deterministic, so its output can be computed once per split and cache
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -118,6 +120,18 @@ class Body(nn.Sequential):
         return self
 
 
+@dataclass(frozen=True)
+class Features:
+    """What a model computes on the way to its logits, for feature distillation: its stage outputs in
+    order (the stem's and each stage's feature maps, as RepDistiller's ``forward(x, is_feat=True)``
+    lists them without its last entry), the pooled embedding the classifier reads (``[B, D]``), and
+    the logits (``[B, C]``)."""
+
+    stages: list[torch.Tensor]
+    embedding: torch.Tensor
+    logits: torch.Tensor
+
+
 class Classifier(nn.Module):
     """``body(prefix(x))`` where nothing in ``prefix`` trains and it always runs in eval mode."""
 
@@ -130,6 +144,16 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(self.prefix(x))
+
+    def forward_features(self, x: torch.Tensor) -> Features:
+        """The logits with the stage outputs and embedding (``Features``), for an architecture whose
+        network declares them (its body's one module has ``forward_features``: the CIFAR zoo);
+        ``NotImplementedError`` naming the architecture's network otherwise. Stateless: no hooks."""
+        net = self.body[0] if len(self.body) == 1 else None
+        if net is None or not hasattr(net, "forward_features"):
+            raise NotImplementedError(f"{type(net or self.body).__name__} does not declare its stages")
+        stages, embedding, logits = net.forward_features(self.prefix(x))
+        return Features(list(stages), embedding, logits)
 
     @property
     def prefix_is_trivial(self) -> bool:

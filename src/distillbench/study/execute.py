@@ -35,6 +35,7 @@ from distillbench.training.cache import TensorCache
 from distillbench.training.grouped import NotGroupable
 from distillbench.training.loop import (
     EpochSplits,
+    FeatureObjective,
     FitResult,
     FitSettings,
     GroupMember,
@@ -59,7 +60,7 @@ class _Job:
     model: Classifier
     module: torch.nn.Module
     inputs: dict[str, torch.Tensor]
-    objective: Objective | None  # None: a loaded model, which trains on nothing
+    objective: Objective | FeatureObjective | None  # None: a loaded model, which trains on nothing
     prepare_seconds: float
     released: dict[str, Any] | None = None  # a loaded model's record entries (``_evaluate_released``)
 
@@ -280,7 +281,8 @@ class RunExecutor:
             "torch_threads": self.runtime.threads,  # bit-identical results need the same count
             "channels_last": self.runtime.channels_last,
             "fused_optimizer": self.runtime.fused_optimizer,
-            "compile": self.runtime.compile and group is None,  # batched groups run eagerly
+            # batched groups and feature methods' runs train eagerly
+            "compile": self.runtime.compile and group is None and not isinstance(job.objective, FeatureObjective),
             "params": total,
             "trainable_params": trainable,
             "epochs_trained": result.epochs_trained,

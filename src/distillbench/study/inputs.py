@@ -4,6 +4,11 @@ teachers run on every batch, and the policy of when each applies.
 Caches hold deterministic tensors only: a frozen prefix's output on a split, a trained teacher's
 logits on a split. With augmentation nothing of a batch is deterministic, so every model trains on
 images and teachers see the very batch the student sees.
+
+A feature method's student (``DistillMethod.needs_features``) always trains on images as a whole
+``Classifier`` (its stages are the whole network's), and its teachers' ``Features`` are computed on
+every batch, on the very view the student sees, whatever the augmentation: they are never cached
+(the log says so once per run).
 """
 
 from __future__ import annotations
@@ -14,12 +19,18 @@ import torch
 
 from distillbench.config import PerfConfig
 from distillbench.data import StudyData
-from distillbench.models.classifier import Classifier
+from distillbench.models.classifier import Classifier, Features
 from distillbench.study.models import StudyModels
 from distillbench.study.plan import RunKey
 from distillbench.study.recipe import Recipes
 from distillbench.training.cache import TensorCache, cache_key, hash_module
-from distillbench.training.loop import Objective, predict, smoothed_cross_entropy
+from distillbench.training.loop import (
+    FeatureObjective,
+    Objective,
+    float_features,
+    predict,
+    smoothed_cross_entropy,
+)
 from distillbench.training.runtime import Runtime
 
 
@@ -95,6 +106,9 @@ class RunInputs:
     def training_inputs(self, key: str, model: Classifier) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
         """``inputs_for``, except that with augmentation every model trains on images: an augmented
         batch is new each step, so no cached activation of it exists."""
+        method = self.recipes[key].method
+        if method is not None and method.needs_features:  # its stages are the whole network's
+            return self.inputs_for(key, model, cached=False)
         augmented = self.recipes[key].augmentation is not None
         if augmented and self.perf.cache_features and not model.prefix_is_trivial:
             self._say_uncached(key, "frozen-layer activations", "frozen layers")
@@ -106,13 +120,16 @@ class RunInputs:
             f"batches, so the {runs} run on every batch"
         )
 
-    def objective_for(self, key: str, seed: int, trains_on_images: bool) -> Objective:
+    def objective_for(self, key: str, seed: int, trains_on_images: bool) -> Objective | FeatureObjective:
         """The training loss. A student's teachers come from cached logits, or run on every batch
-        (the naive path, and any augmentation: teachers must see the batch the student sees)."""
+        (the naive path, and any augmentation: teachers must see the batch the student sees); a
+        feature method's teachers always run on every batch (``feature_objective``)."""
         recipe = self.recipes[key]
         method = recipe.method
         if method is None:
             return smoothed_cross_entropy(recipe.spec.label_smoothing)
+        if method.needs_features:
+            return self.feature_objective(key, seed)
         augmented = recipe.augmentation is not None
         if self.perf.cache_teacher_logits and not augmented or method.needs_all_teacher_logits:
             teachers = torch.stack([self.logits(t, seed, "train") for t in recipe.teachers])  # [K, N, C]
@@ -134,3 +151,20 @@ class RunInputs:
             return method.loss(logits, teachers, y, epoch)
 
         return objective
+
+    def feature_objective(self, key: str, seed: int) -> FeatureObjective:
+        """A feature method's loss: each teacher's ``forward_features`` on the student's very batch
+        (its augmented view), in eval mode, without gradients and under the runtime's autocast, then
+        ``method.feature_loss``. Not cached even without augmentation (caching them where they fit
+        in memory is allowed by the design, not implemented)."""
+        method = self.recipes[key].method
+        assert method is not None and method.needs_features
+        models = [self.models.trained_model(t, seed).eval() for t in self.recipes[key].teachers]
+        self.log(f"[{key}] {method.method}: teacher features are computed on every batch (not cached)")
+
+        def loss(idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, student: Features, epoch: int) -> torch.Tensor:
+            with torch.no_grad(), self.runtime.autocast():
+                teachers = [t.forward_features(x) for t in models]
+            return method.feature_loss(student, [float_features(t) for t in teachers], y, epoch)
+
+        return FeatureObjective(loss)

@@ -8,7 +8,9 @@ the run's inputs and objective, the executor, the results and the report read th
 them looks a model's settings up in the config again.
 
 This module is also the one place that resolves a student's ``distill`` setting into a
-``DistillMethod`` (``distill_problems`` reports the settings that do not resolve).
+``DistillMethod`` (``distill_problems`` reports the settings that do not resolve, or that its
+method cannot train: a feature method distils one teacher, and its student and teacher must be
+architectures that declare their stages, ``STAGED_ARCHITECTURES``).
 
 Weights: an entry ``weights.<name>`` whose name is a registered backbone is that architecture's
 (imagenet | none | PATH, for every model of it); any other name is a model key's, and takes
@@ -29,6 +31,7 @@ from typing import Any
 from distillbench.config import ModelDef, StudyConfig, TrainConfig, model_train_config, training_order
 from distillbench.data.augment import Augmentation, augmentation_named
 from distillbench.models import BACKBONES
+from distillbench.models.zoo import ARCHITECTURES_OF_THE_ZOO
 from distillbench.training.distill import DistillMethod, resolve_method
 from distillbench.training.loop import FitSettings
 from distillbench.training.optim import build_optimizer, build_schedule
@@ -184,6 +187,33 @@ def _method(cfg: StudyConfig, key: str) -> DistillMethod:
     return resolve_method(cfg.zoo[key].distill, cfg.kd, f"zoo.{key}.distill")
 
 
+# The architectures that declare their stages (``Classifier.forward_features``): the CIFAR KD zoo's,
+# whose networks return their stage maps and embedding. A feature method's student and teacher must be
+# one of them; the check reads the config only (nothing is built).
+STAGED_ARCHITECTURES = tuple(ARCHITECTURES_OF_THE_ZOO)
+
+
+def _feature_problems(cfg: StudyConfig, key: str, method: DistillMethod) -> list[str]:
+    """A feature method's student ``key``: one teacher, and student and teacher architectures that
+    declare their stages (``STAGED_ARCHITECTURES``)."""
+    teachers = list(cfg.zoo[key].teachers)
+    problems = []
+    if len(teachers) != 1:
+        problems.append(
+            f"zoo.{key}.teachers: {method.method} is a feature method; feature methods distil one teacher, "
+            f"not {len(teachers)} ({', '.join(teachers)})"
+        )
+    roles = [(f"zoo.{key}.arch", cfg.zoo[key].arch)]
+    roles += [(f"zoo.{t}.arch (teacher of {key})", cfg.zoo[t].arch) for t in teachers if t in cfg.zoo]
+    for where, arch in roles:
+        if arch not in STAGED_ARCHITECTURES:
+            problems.append(
+                f"{where}: {arch} does not declare its stages, which {method.method} (a feature method) "
+                f"distils; the CIFAR KD zoo's architectures do: {', '.join(STAGED_ARCHITECTURES)}"
+            )
+    return problems
+
+
 def distill_problems(cfg: StudyConfig) -> list[str]:
     """One ``key: problem`` line per student whose method does not resolve or cannot train as
     configured; empty when all do."""
@@ -202,6 +232,8 @@ def distill_problems(cfg: StudyConfig) -> list[str]:
                 f"zoo.{key}.distill: {method.method} uses the teachers' logits of the whole training set, "
                 f"which do not exist under augment={augment}; use augment none for this student"
             )
+        if method.needs_features:
+            problems.extend(_feature_problems(cfg, key, method))
         if spec.label_smoothing:
             problems.append(
                 f"zoo.{key}.label_smoothing: applies to models trained without a teacher; a student's loss "

@@ -17,10 +17,13 @@ Grouping = Callable[[list[RunSpec]], list[Unit]]
 def batch_groups(runs: Iterable[RunSpec], recipes: Recipes) -> list[Unit]:
     """``runs`` gathered into groups that can train as one batched model: runs whose recipes have
     the same ``group_key`` (architecture and settings apart from teachers, title and method); plan
-    order kept, within and across groups."""
+    order kept, within and across groups. A feature method's run is a unit of its own: its loop
+    needs the stages of its own network, which a batched model does not have."""
     groups: dict[str, Unit] = {}
     for run in runs:
-        groups.setdefault(recipes[run.model].group_key(), []).append(run)
+        method = recipes[run.model].method
+        alone = method is not None and method.needs_features
+        groups.setdefault(f"alone:{run.model}:{run.seed}" if alone else recipes[run.model].group_key(), []).append(run)
     return list(groups.values())
 
 

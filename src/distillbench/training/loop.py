@@ -10,6 +10,12 @@ once its validation loss stops improving. They differ only in how a step draws a
 batch (``_Solo``, ``_Batched``). The objective is told the 1-based epoch being trained, so a loss
 with a warm-up (DKD's) needs no step counter of its own.
 
+A feature method's objective is a ``FeatureObjective``: ``fit`` then computes the module's
+``forward_features(x)`` (the module is a whole ``Classifier`` trained on images) instead of its
+logits, and hands the student's ``Features`` (float32) to it; ``train_ce`` and the training accuracy
+come from their logits. Such a run trains eagerly (never compiled) and alone (``fit_group`` refuses
+it: ``NotGroupable``). Any other objective takes the logits path, unchanged.
+
 What is measured after each epoch is an ``EpochSplits``: with a validation split, a run keeps its
 best validation epoch's weights (``FitResult.selected`` "validation"); without one, it trains every
 epoch and keeps the last epoch's (``selected`` "last_epoch") and its history rows have no ``val_*``
@@ -35,6 +41,7 @@ from tqdm.auto import tqdm
 from distillbench.config import TrainConfig
 from distillbench.data.augment import Augmentation
 from distillbench.errors import UserError
+from distillbench.models.classifier import Classifier, Features
 from distillbench.training.grouped import GroupedModel, NotGroupable, load_member
 from distillbench.training.optim import EarlyStopping
 from distillbench.training.randomness import derive_seed, global_rng, stream_generator
@@ -42,6 +49,8 @@ from distillbench.training.runtime import Runtime
 
 # (batch indices, input batch, labels, logits, epoch) -> loss; epoch: the 1-based epoch being trained
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+# (batch indices, input batch, labels, the student's Features, epoch) -> loss: a feature method's
+FeatureLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Features, int], torch.Tensor]
 # trainable parameters with their names -> optimiser (``optim.build_optimizer`` with a model's config bound)
 OptimizerFactory = Callable[[list[tuple[str, nn.Parameter]]], torch.optim.Optimizer]
 # (optimiser, steps per epoch, epochs) -> a per-step schedule or None (``optim.build_schedule``, bound)
@@ -67,6 +76,32 @@ def smoothed_cross_entropy(label_smoothing: float) -> Objective:
     if not label_smoothing:
         return cross_entropy_objective
     return lambda idx, x, y, logits, epoch: F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+
+
+@dataclass(frozen=True)
+class FeatureObjective:
+    """An objective on the student's ``Features`` rather than its logits (a feature method's): the
+    loop computes ``forward_features`` for it. It holds no state between calls or runs."""
+
+    loss: FeatureLoss
+
+    def __call__(
+        self, idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, features: Features, epoch: int
+    ) -> torch.Tensor:
+        return self.loss(idx, x, y, features, epoch)
+
+
+def float_features(features: Features) -> Features:
+    """``features`` in float32 (autocast may compute them in bf16/fp16), as the logits path casts its logits."""
+    return Features([s.float() for s in features.stages], features.embedding.float(), features.logits.float())
+
+
+def _feature_forward(module: nn.Module, name: str) -> Callable[[torch.Tensor], Features]:
+    """``module.forward_features``: a feature method's student is a whole ``Classifier`` (trained on
+    images, never on cached prefix activations, whose stages would be missing)."""
+    if not isinstance(module, Classifier):
+        raise TypeError(f"{name}: a feature method trains a whole Classifier on images, not a {type(module).__name__}")
+    return module.forward_features
 
 
 @dataclass(frozen=True)
@@ -197,7 +232,14 @@ class _Run:
     epoch, or without validation its last epoch's), objective, early stopping (None: no validation)
     and result. ``name`` labels the log, ``label`` the errors."""
 
-    def __init__(self, module: nn.Module, objective: Objective, name: str, label: str, stopping: EarlyStopping | None):
+    def __init__(
+        self,
+        module: nn.Module,
+        objective: Objective | FeatureObjective,
+        name: str,
+        label: str,
+        stopping: EarlyStopping | None,
+    ):
         self.module, self.objective, self.name, self.label = module, objective, name, label
         self.stopping = stopping
         self.result = FitResult(selected="validation" if stopping is not None else "last_epoch")
@@ -237,7 +279,12 @@ class _Run:
 
 
 def _new_run(
-    module: nn.Module, objective: Objective, name: str, label: str, config: TrainConfig, validated: bool
+    module: nn.Module,
+    objective: Objective | FeatureObjective,
+    name: str,
+    label: str,
+    config: TrainConfig,
+    validated: bool,
 ) -> _Run:
     """A run that stops early on validation loss after ``config.patience`` stale epochs, or, not
     ``validated`` (no validation split), trains every epoch."""
@@ -355,6 +402,8 @@ class _Solo(_Training):
         self.generator = stream_generator(seed, "order")
         self.step_module = torch.compile(run.module) if runtime.compile else run.module
         self.compile_failed = (torch._dynamo.exc.BackendCompilerFailed,) if runtime.compile else ()
+        features = isinstance(run.objective, FeatureObjective)
+        self.forward_features = _feature_forward(run.module, run.name) if features else None
 
     def shuffle(self) -> torch.Tensor:
         return torch.randperm(self.examples, generator=self.generator).to(self.runtime.device)
@@ -365,10 +414,13 @@ class _Solo(_Training):
             x = self.settings.augment(x, self.generator)
         x = self.runtime.to_device(x)
         try:
-            with self.runtime.autocast():
-                logits = self.step_module(x)
-            logits = logits.float()
-            loss = self.runs[0].objective(idx, x, y, logits, epoch.number)
+            if self.forward_features is not None:
+                logits, loss = self._feature_loss(idx, x, y, epoch.number)
+            else:
+                with self.runtime.autocast():
+                    logits = self.step_module(x)
+                logits = logits.float()
+                loss = self.runs[0].objective(idx, x, y, logits, epoch.number)
             self.optimise(loss, epoch)
         except self.compile_failed as exc:
             raise UserError(
@@ -379,6 +431,15 @@ class _Solo(_Training):
         logits = logits.detach()
         epoch.add(loss.detach() * len(idx), F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(1) == y).sum())
 
+    def _feature_loss(
+        self, idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, epoch: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the student's float32 logits, its feature objective's loss) on the batch ``x``."""
+        with self.runtime.autocast():
+            features = self.forward_features(x)
+        features = float_features(features)
+        return features.logits, self.runs[0].objective(idx, x, y, features, epoch)
+
 
 def fit(
     module: nn.Module,
@@ -388,7 +449,7 @@ def fit(
     *,
     seed: int,
     runtime: Runtime | None = None,
-    objective: Objective = cross_entropy_objective,
+    objective: Objective | FeatureObjective = cross_entropy_objective,
     name: str = "model",
 ) -> FitResult:
     """Train ``module`` in place as ``settings`` say and leave it holding the weights of its best
@@ -404,6 +465,9 @@ def fit(
 
     ``history`` rows hold ``train_loss`` (the objective) and ``train_ce`` (cross-entropy on the hard
     labels, what ``val_loss`` measures): for plain training the two are equal.
+
+    A ``FeatureObjective`` gets the ``Features`` of ``module`` (a ``Classifier``) instead of logits,
+    computed eagerly whatever ``runtime.compile`` says.
     """
     runtime = runtime or Runtime()
     with global_rng(derive_seed(seed, "dropout"), runtime.device):  # dropout draws from torch's global RNG
@@ -419,7 +483,7 @@ class GroupMember:
 
     module: nn.Module
     seed: int
-    objective: Objective
+    objective: Objective | FeatureObjective  # a FeatureObjective makes the group NotGroupable
     name: str
 
 
@@ -433,6 +497,8 @@ class _Batched(_Training):
     ):
         if runtime.precision == "fp16":  # one GradScaler would skip every member's step when one overflows
             raise NotGroupable("fp16 training: each run needs its own loss scaler")
+        if any(isinstance(m.objective, FeatureObjective) for m in members):  # a GroupedModel has no stages
+            raise NotGroupable("a feature method's run trains alone")
         device = runtime.device
         self.orders = [stream_generator(member.seed, "order") for member in members]
         dropouts = [stream_generator(member.seed, "dropout", device) for member in members]

@@ -8,7 +8,7 @@ line. The study resolves a student's ``distill`` setting to a method instance wi
 aggregation or parameter.
 """
 
-from distillbench.training.distill import aggregate, controls, dist, dkd, kd, lskd  # noqa: F401  (registrations)
+from distillbench.training.distill import aggregate, at, controls, dist, dkd, kd, lskd, rkd  # noqa: F401  (registrations)
 from distillbench.training.distill.base import (
     AGGREGATIONS,
     METHODS,

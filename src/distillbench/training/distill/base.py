@@ -10,6 +10,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distillbench.config import KDConfig, Temperature
+from distillbench.models.classifier import Features
 from distillbench.registry import Registry
 
 
@@ -50,6 +51,9 @@ class DistillMethod(BaseModel):
     aggregation: str = Field("mean_logits", description="How several teachers combine (AGGREGATIONS).")
 
     per_sample: ClassVar[bool] = True  # False: the loss is defined over a batch (no per-sample weights)
+    # True: a feature method. Its loss is ``feature_loss`` on the student's and its teachers' ``Features``
+    # (stage outputs, embedding, logits), computed on every batch, instead of ``loss`` on logits.
+    needs_features: ClassVar[bool] = False
     defaults_from_kd_section: ClassVar[bool] = False  # True: unset parameters come from the kd: section
     needs_all_teacher_logits: ClassVar[bool] = False  # True: ``prepare`` needs the whole training set's
 
@@ -80,6 +84,14 @@ class DistillMethod(BaseModel):
             return (target.weights * losses).sum(0).mean()
         # A batch loss takes only equal weights (mean_kl): the mean of the per-teacher losses.
         return torch.stack([self.batch_loss(student, t, labels, epoch) for t in teachers.float()]).mean()
+
+    def feature_loss(
+        self, student: Features, teachers: list[Features], labels: torch.Tensor, epoch: int
+    ) -> torch.Tensor:
+        """A feature method's whole training loss (its cross-entropy and logit terms included, with the
+        weights of its reference runs), a scalar, from the student's ``Features`` (with gradients) and
+        each teacher's (without); ``epoch`` counts from 1."""
+        raise NotImplementedError
 
 
 def _problem(error: ValidationError) -> list[str]:
