@@ -1,6 +1,6 @@
 """configs/cifar100-kd.yaml end to end at the smallest size that proves it, on generated data in
-cifar-100-python format: the resnet32x4 -> resnet8x4 pair with three of its students (scratch, KD,
-DKD), two seeds, two epochs, the teacher released (a checkpoint in the benchmark's format
+cifar-100-python format: the resnet32x4 -> resnet8x4 pair with four of its students (scratch, KD,
+DKD, AT: a feature method), two seeds, two epochs, the teacher released (a checkpoint in the benchmark's format
 written here from a randomly initialised resnet32x4: the preset's one switch), and the report's
 "Published vs reproduced" and per-pair "Which distillation works here" checked against numbers
 recomputed here from the runs' own files. Every other model of the preset is checked to resolve."""
@@ -23,14 +23,14 @@ from distillbench.models.zoo import zoo_network
 from distillbench.study.resolve import load_study_config
 
 PRESET = Path(__file__).parents[2] / "configs" / "cifar100-kd.yaml"
-# The pair's scratch, KD and DKD students (DIST and LS-KD train the same way; CI time is short).
-PAIR = ["resnet8x4", "resnet8x4_kd", "resnet8x4_dkd"]
+# The pair's scratch, KD, DKD and AT students (DIST and LS-KD train as KD does, RKD as AT; CI time is short).
+PAIR = ["resnet8x4", "resnet8x4_kd", "resnet8x4_dkd", "resnet8x4_at"]
 SEEDS, EPOCHS = [0, 1], 2
 
 
 def test_every_model_of_the_preset_resolves_with_the_benchmark_recipe():
     cfg = load_study_config(PRESET)
-    assert len(cfg.models) == 20 and {cfg.zoo[t].arch for t in ("resnet32x4", "wrn_40_2", "vgg13", "resnet50_cifar")} == {
+    assert len(cfg.models) == 28 and {cfg.zoo[t].arch for t in ("resnet32x4", "wrn_40_2", "vgg13", "resnet50_cifar")} == {
         "resnet32x4", "wrn_40_2", "vgg13_bn", "resnet50_cifar"
     }  # fmt: skip
     for key in cfg.models:
@@ -40,7 +40,7 @@ def test_every_model_of_the_preset_resolves_with_the_benchmark_recipe():
         assert spec.lr == (0.01 if spec.arch == "mobilenetv2" else 0.05)
     assert (cfg.data.val_size, cfg.train.epochs, cfg.train.batch_size, cfg.train.augment) == (0, 240, 64, "crop_flip")
     assert cfg.zoo["wrn_16_2_dkd"].distill["beta"] == 6 and cfg.zoo["resnet8x4_dkd"].distill["beta"] == 8
-    assert {row.model for row in cfg.published} <= set(cfg.zoo) and len(cfg.published) == 21
+    assert {row.model for row in cfg.published} <= set(cfg.zoo) and len(cfg.published) == 29
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_each_student_is_compared_with_its_own_scratch_model_and_kd(preset_study
     results = json.loads((preset_study / "results.json").read_text())
     rows = {row["model"]: row for row in results["distillation"]}
     assert set(rows) == set(PAIR)
-    for key in ("resnet8x4_dkd",):
+    for key in ("resnet8x4_dkd", "resnet8x4_at"):
         assert (rows[key]["scratch"], rows[key]["kd_reference"]) == ("resnet8x4", "resnet8x4_kd")
         assert "vs_scratch" in rows[key] and "vs_kd" in rows[key]
     assert "own architecture trained from scratch" in (preset_study / "report.md").read_text()

@@ -116,7 +116,7 @@ def _model_line(model: dict[str, Any]) -> str:
     recipe = model["recipe"]
     size = f"{recipe['input_size']} px" if recipe["input_size"] else "the data's size"
     online = (
-        " Its teachers ran online on its augmented batches (each at its own input size)."
+        " Its teachers ran online on its batches (each at its own input size)."
         if recipe["teachers_online"]
         else ""
     )

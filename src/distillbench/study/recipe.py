@@ -125,8 +125,10 @@ class ModelRecipe:
 
     @property
     def teachers_online(self) -> bool:
-        """Whether its teachers run on every (augmented) batch rather than from cached logits."""
-        return bool(self.teachers) and self.augment != "none"
+        """Whether its teachers run on every batch (an augmented one, or for a feature method, whose
+        teachers' features are never cached) rather than from cached logits."""
+        needs_features = self.method is not None and self.method.needs_features
+        return bool(self.teachers) and (self.augment != "none" or needs_features)
 
     def fit_settings(self, fused_optimizer: bool) -> FitSettings:
         """What the training loop needs of this recipe: the merged settings, the optimiser (``fused``:
