@@ -116,9 +116,7 @@ def _model_line(model: dict[str, Any]) -> str:
     recipe = model["recipe"]
     size = f"{recipe['input_size']} px" if recipe["input_size"] else "the data's size"
     online = (
-        " Its teachers ran online on its batches (each at its own input size)."
-        if recipe["teachers_online"]
-        else ""
+        " Its teachers ran online on its batches (each at its own input size)." if recipe["teachers_online"] else ""
     )
     return (
         f"  - {model['title']}: {_optimizer_words(recipe)}, lr {recipe['lr']:g} ({_schedule_words(recipe)}), "
