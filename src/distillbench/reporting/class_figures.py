@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.colors import PowerNorm
 
 from distillbench.reporting.confusions import COUNTS_UP_TO, row_shares
-from distillbench.reporting.figures import PALETTE, literal_text, png_bytes
+from distillbench.reporting.figures import PALETTE, as_png, literal_text
 
 NAMED = 5  # classes named at each end of a per-class figure with more than COUNTS_UP_TO classes
 SMALLEST_FONT = 5.0  # points: a class name smaller than this is not drawn (every k-th one is)
@@ -161,17 +161,7 @@ def confusion_figure(
     return _heatmap_figure(counts, class_names, title, order, order_words, superclasses)
 
 
-@literal_text
-def confusion(
-    matrix: Sequence[Sequence[int]],
-    class_names: Sequence[str],
-    title: str,
-    order: Sequence[int] | None = None,
-    order_words: str = "in the dataset's order",
-    superclasses: Mapping[str, Sequence[str]] | None = None,
-) -> bytes:
-    """``confusion_figure`` as PNG."""
-    return png_bytes(confusion_figure(matrix, class_names, title, order, order_words, superclasses))
+confusion = as_png(confusion_figure)
 
 
 @literal_text
@@ -234,7 +224,4 @@ def per_class_figure(per_class: dict[str, dict[str, float]], overall: float, tit
     return fig
 
 
-@literal_text
-def per_class_accuracy(per_class: dict[str, dict[str, float]], overall: float, title: str) -> bytes:
-    """``per_class_figure`` as PNG."""
-    return png_bytes(per_class_figure(per_class, overall, title))
+per_class_accuracy = as_png(per_class_figure)

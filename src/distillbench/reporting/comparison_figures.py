@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.transforms import blended_transform_factory
 
-from distillbench.reporting.figures import PALETTE, literal_text, model_style, png_bytes
+from distillbench.reporting.figures import PALETTE, as_png, literal_text, model_style
 
 INFORMATIVE_SEEDS = 3  # seeds an interval over seeds needs before it may set a figure's axis
 OUTCOME_COLORS = {"supported": PALETTE[2], "contradicted": PALETTE[3], "inconclusive": "dimgrey"}
@@ -155,16 +155,7 @@ def accuracy_figure(
     return fig
 
 
-@literal_text
-def accuracy_dots(
-    names: Sequence[str],
-    per_seed: Sequence[Sequence[float]],
-    intervals: Sequence[Sequence[float] | None],
-    num_classes: int,
-    references: Sequence[bool] | None = None,
-) -> bytes:
-    """``accuracy_figure`` as PNG."""
-    return png_bytes(accuracy_figure(names, per_seed, intervals, num_classes, references))
+accuracy_dots = as_png(accuracy_figure)
 
 
 @literal_text
@@ -254,18 +245,4 @@ def forest_figure(
     return fig
 
 
-@literal_text
-def difference_forest(
-    names: Sequence[str],
-    differences: Sequence[float],
-    seed_intervals: Sequence[Sequence[float] | None],
-    image_intervals: Sequence[Sequence[float] | None],
-    outcomes: Sequence[str],
-    controls: Sequence[bool],
-    reference: str,
-    seeds: int,
-) -> bytes:
-    """``forest_figure`` as PNG."""
-    return png_bytes(
-        forest_figure(names, differences, seed_intervals, image_intervals, outcomes, controls, reference, seeds)
-    )
+difference_forest = as_png(forest_figure)
