@@ -43,7 +43,7 @@ from torch import nn
 from distillbench.config import ModelDef
 from distillbench.errors import UserError
 from distillbench.models.classifier import Classifier, Float32Linear, Preprocess, keras_init_, seen_shape
-from distillbench.models.weights import read_model_checkpoint
+from distillbench.models.weights import read_model_checkpoint, state_mismatch
 
 ImageShape = tuple[int, int, int]
 
@@ -137,15 +137,9 @@ def _load_file(model: nn.Module, where: str, path: str) -> bool:
     expected, heads = model.state_dict(), _head_names(model)
     dropped = {k for k, v in state.items() if k.startswith(heads) and k in expected and v.shape != expected[k].shape}
     state = {k: v for k, v in state.items() if k not in dropped}
-    missing = sorted(k for k in set(expected) - set(state) if not (k.startswith(heads) and dropped))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or unexpected or wrong_shape:
-        problems = [
-            f"{len(keys)} {label} ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape))
-            if keys
-        ]
+    # A classifier dropped for its size is not missing: the new head is sized to the data.
+    checked = {k: v for k, v in expected.items() if not (dropped and k.startswith(heads) and k not in state)}
+    if problems := state_mismatch(state, checked):
         raise UserError(
             f"{where}: {path} is not a state_dict of this timm model: {'; '.join(problems)}. Save it from the same "
             "timm model name (and in_chans) with torch.save(model.state_dict(), path); the classifier may have "

@@ -28,6 +28,25 @@ from distillbench.models.backbone_spec import BackboneSpec
 from distillbench.models.classifier import Classifier
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def state_mismatch(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> list[str]:
+    """``N missing (a, b, ...)`` per kind of mismatch between ``state`` and the ``expected`` state_dict
+    (missing, unexpected, wrong shape; at most 4 names each), the text of every weights error here and in
+    ``timm_model``; empty if they fit."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    return [
+        f"{len(keys)} {label} ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape))
+        if keys
+    ]
+
+
 def _imagenet_state(backbone: BackboneSpec) -> dict[str, torch.Tensor]:
     arch, weights = backbone.name, backbone.imagenet
     try:
@@ -51,9 +70,8 @@ def _file_state(arch: str, path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
-            f"weights.{arch}: {path} could not be loaded as a tensor-only state_dict ({first_line}). "
+            f"weights.{arch}: {path} could not be loaded as a tensor-only state_dict ({_first_line(exc)}). "
             "Only plain state_dicts load (weights_only=True refuses code); re-save the weights with "
             "torch.save(model.state_dict(), path)."
         ) from None
@@ -68,14 +86,7 @@ def _backbone_state(backbone: BackboneSpec, source: str, expected: dict[str, tor
     state = _imagenet_state(backbone) if source == "imagenet" else _file_state(arch, Path(source))
     state = {k: v for k, v in state.items() if not k.startswith(head_prefixes)}
     expected = {k: v for k, v in expected.items() if not k.startswith(head_prefixes)}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or unexpected or wrong_shape:
-        problems = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
-            if keys:
-                problems.append(f"{len(keys)} {label} ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})")
+    if problems := state_mismatch(state, expected):
         raise UserError(
             f"weights.{arch}: {source} is not a torchvision {arch} state_dict: "
             + "; ".join(problems)
@@ -131,11 +142,6 @@ def save_random_weights(directory: Path, backbones: Iterable[BackboneSpec], seed
 
 # ---- a whole model's checkpoint (weights.<model key>: PATH) --------------------------------------
 CHECKPOINT_ENTRIES = ("model", "state_dict")  # the benchmark's {'model': ...}; timm's train.py {'state_dict': ...}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _deserialise(where: str, path: Path, data: bytes) -> object:
@@ -198,18 +204,6 @@ def read_model_checkpoint(where: str, path: Path, what: str = "checkpoint") -> t
     return state, hashlib.sha256(data).hexdigest()
 
 
-def _mismatch(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> list[str]:
-    """``N missing (a, b, ...)`` per kind of mismatch between two state_dicts; empty if they fit."""
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    return [
-        f"{len(keys)} {label} ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})"
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape))
-        if keys
-    ]
-
-
 def load_model_checkpoint(classifier: Classifier, where: str, path: Path) -> str:
     """Load the whole model's checkpoint ``path`` into ``classifier`` (every entry, names and shapes
     checked: the module docstring's two layouts); the file's sha256."""
@@ -217,7 +211,7 @@ def load_model_checkpoint(classifier: Classifier, where: str, path: Path) -> str
     targets: list[nn.Module] = [classifier]
     if len(classifier.body) == 1:
         targets.append(classifier.body[0])  # the network alone, under the reference code's names
-    problems = {id(t): _mismatch(state, t.state_dict()) for t in targets}
+    problems = {id(t): state_mismatch(state, t.state_dict()) for t in targets}
     fitting = [t for t in targets if not problems[id(t)]]
     if not fitting:
         closest = min(targets, key=lambda t: len(set(state) ^ set(t.state_dict())))
