@@ -22,6 +22,14 @@ T = TypeVar("T")
 _DECORATE = object()  # ``register(name)`` without an entry: the decorator form
 
 
+def unknown_name(kind: str, name: object, known: list[str], where: str) -> str:
+    """``where: unknown <kind> 'name'; known: a, b (did you mean 'x'?)``: the line every unknown name
+    gets, a registry's or one a config setting names among other known names."""
+    close = difflib.get_close_matches(str(name), known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{where}: unknown {kind} {name!r}; known: {', '.join(known)}{hint}"
+
+
 class Registry(MutableMapping[str, T], Generic[T]):
     """Names -> objects of one ``kind`` (the word its errors use: "architecture", "dataset", ...)."""
 
@@ -44,9 +52,7 @@ class Registry(MutableMapping[str, T], Generic[T]):
 
     def unknown(self, name: object, where: str) -> str:
         """The error line for ``name``, which is not registered: the known names and the closest."""
-        close = difflib.get_close_matches(str(name), list(self._entries), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"{where}: unknown {self.kind} {name!r}; known: {', '.join(self._entries)}{hint}"
+        return unknown_name(self.kind, name, list(self._entries), where)
 
     def resolve(self, name: object, where: str) -> T:
         """The entry ``name`` names (``where``: the config key it came from, for the error)."""

@@ -10,7 +10,6 @@ schedule's milestones within the model's epochs).
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 from distillbench.config import (
@@ -26,6 +25,7 @@ from distillbench.data.augment import augmentation_problem
 from distillbench.models import ARCHITECTURES, BACKBONES
 from distillbench.models.timm_model import timm_model_problem
 from distillbench.plugins import canonical_plugin, load_plugins
+from distillbench.registry import unknown_name
 from distillbench.study.recipe import distill_problems, model_weights
 from distillbench.training.optim import OPTIMIZERS, SCHEDULES, multistep_problem
 
@@ -69,11 +69,7 @@ def weights_problems(cfg: StudyConfig) -> list[str]:
         spec = cfg.zoo.get(name) if name not in BACKBONES else None
         if name not in BACKBONES and spec is None:
             known = [*BACKBONES, *cfg.zoo]
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(
-                f"weights.{name}: unknown pretrained backbone or model key {name!r}; known: {', '.join(known)}{hint}"
-            )
+            problems.append(unknown_name("pretrained backbone or model key", name, known, f"weights.{name}"))
         elif spec is not None and spec.arch != "timm" and source in ("imagenet", "none"):
             problems.append(
                 f"weights.{name}: {source!r}, but model {name!r} is a {spec.arch}, whose entry is the PATH of that "
