@@ -3,8 +3,9 @@ into a frozen prefix and a fine-tuned body by one builder.
 
 A spec says how to build the torchvision network, where its ImageNet weights are, which state_dict
 entries are its classifier (dropped: the study replaces the head), the stages between which the
-frozen prefix can be cut, and the new head. Adding a backbone is one file with one spec and one
-``register_backbone`` line in ``models/__init__.py``.
+frozen prefix can be cut, the new head, and which modules' outputs are its feature stages
+(``Classifier.forward_features``; they span the frozen prefix and the body). Adding a backbone is
+one file with one spec and one ``register_backbone`` line in ``models/__init__.py``.
 
 ``trainable_layers`` counts the backbone's trailing *weight-holding* layers (convolutions,
 BatchNorms, linears, in module order) that train. Keras' "last N layers unfrozen" counts every
@@ -22,7 +23,7 @@ from torch import nn
 from distillbench.config import ModelDef
 from distillbench.errors import UserError
 from distillbench.models.backbone_spec import BackboneSpec
-from distillbench.models.classifier import Classifier, Preprocess, keras_init_, seen_shape
+from distillbench.models.classifier import Classifier, Preprocess, StageLayout, keras_init_, seen_shape
 from distillbench.models.weights import load_backbone_weights
 
 __all__ = ["BackboneSpec", "ImageShape", "build_backbone", "split_stages"]
@@ -79,4 +80,8 @@ def build_backbone(
         keras_init_(head)
     prefix, suffix = split_stages(stages, spec.trainable_layers, backbone.name)
     preprocess = Preprocess(spec.input_norm, spec.input_size)
-    return Classifier(nn.Sequential(preprocess, *prefix), nn.Sequential(*suffix, *head))
+    # The chain [preprocess, *stages, *head] is the same wherever the cut falls: so are the stage paths.
+    layout = None
+    if backbone.feature_stages is not None:
+        layout = StageLayout.at([preprocess, *stages, *head], backbone.feature_stages(net))
+    return Classifier(nn.Sequential(preprocess, *prefix), nn.Sequential(*suffix, *head), layout)

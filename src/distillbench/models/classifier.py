@@ -3,10 +3,17 @@
 Every model of the study has this shape. The prefix (input scaling and any frozen backbone
 layers) is deterministic, so its output can be computed once per split and cached; the body
 (trainable backbone layers and the new head) is what the optimiser sees.
+
+A classifier may also declare its *stages* (``StageLayout``): which of its modules' outputs are the
+network's stage outputs, as paths into the chain ``[*prefix, *body]`` of its modules. The chain is
+the same wherever the frozen prefix ends, so the stages span prefix and body, and
+``Classifier.forward_features`` computes them by running that chain module by module: data about
+the modules, no hooks, nothing stored between calls.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -130,30 +137,132 @@ class Features:
     stages: list[torch.Tensor]
     embedding: torch.Tensor
     logits: torch.Tensor
+    # The same stage outputs before their last activation (mdistiller's ``preact_feats``: ReviewKD's
+    # teacher targets), where the architecture computes them; None: not distinct from ``stages``.
+    preact_stages: list[torch.Tensor] | None = None
+
+    @property
+    def preactivation(self) -> list[torch.Tensor]:
+        """The stage outputs before their last activation: ``preact_stages``, else ``stages``."""
+        return self.stages if self.preact_stages is None else self.preact_stages
+
+
+StagePath = tuple[int, ...]  # indices into the chain [*prefix, *body], then into nested nn.Sequentials
+# ``runner(module, x) -> (the module's stage outputs, its output)``: a module that computes its own stages.
+StageRunner = Callable[[nn.Module, torch.Tensor], tuple[list[torch.Tensor], torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class StageLayout:
+    """Where a classifier's stages are, as data: ``names`` in forward order and either ``taps``, one
+    path per name (the output of the module at that path is that stage), or ``inner``, the path of
+    one module whose own runner returns all the stages (a timm network's ``forward_intermediates``).
+    A path indexes the chain ``[*prefix, *body]`` and then nested ``nn.Sequential``s. ``at`` builds
+    the taps from the modules themselves."""
+
+    names: tuple[str, ...]
+    taps: tuple[StagePath, ...] = ()
+    inner: tuple[StagePath, StageRunner] | None = None
+
+    def __post_init__(self) -> None:
+        if self.inner is None and len(self.taps) != len(self.names):
+            raise ValueError(f"{len(self.names)} stage names but {len(self.taps)} taps")
+        if self.inner is not None and self.taps:
+            raise ValueError("a stage layout has taps or one inner module, not both")
+        if list(self.taps) != sorted(set(self.taps)):
+            raise ValueError(f"stage taps must be distinct and in forward order: {self.taps}")
+
+    @classmethod
+    def at(cls, chain: Sequence[nn.Module], stages: Mapping[str, nn.Module]) -> StageLayout:
+        """The layout whose stages are the outputs of the modules ``stages`` names (in forward
+        order), each found by identity in ``chain`` or a nested ``nn.Sequential`` of it, exactly once."""
+        taps = []
+        for name, module in stages.items():
+            found = list(_paths_of(chain, module, ()))
+            if len(found) != 1:
+                where = "is not" if not found else f"is {len(found)} times"
+                raise ValueError(f"stage {name!r}: its module {where} in the chain (or a nn.Sequential of it)")
+            taps.append(found[0])
+        return cls(tuple(stages), tuple(taps))
+
+    def paths(self) -> tuple[StagePath, ...]:
+        return self.taps if self.inner is None else (self.inner[0],)
+
+
+def _plain_sequence(module: nn.Module) -> bool:
+    """An nn.Sequential that runs its children in order (its forward not overridden): running them one
+    by one is the same computation."""
+    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+
+
+def _paths_of(modules: Sequence[nn.Module], target: nn.Module, path: StagePath):
+    for index, module in enumerate(modules):
+        if module is target:
+            yield (*path, index)
+        elif _plain_sequence(module):
+            yield from _paths_of(module, target, (*path, index))
+
+
+def _module_at(chain: Sequence[nn.Module], path: StagePath) -> nn.Module:
+    modules, module = chain, None
+    for depth, index in enumerate(path):
+        if depth and not _plain_sequence(modules):
+            raise ValueError(f"stage path {path}: {type(modules).__name__} is no nn.Sequential to index into")
+        if not 0 <= index < len(modules):
+            raise ValueError(f"stage path {path}: no module at index {index}")
+        module = modules = modules[index]
+    return module
 
 
 class Classifier(nn.Module):
-    """``body(prefix(x))`` where nothing in ``prefix`` trains and it always runs in eval mode."""
+    """``body(prefix(x))`` where nothing in ``prefix`` trains and it always runs in eval mode.
 
-    def __init__(self, prefix: nn.Sequential, body: nn.Sequential):
+    ``stages``: where its stage outputs are (``StageLayout``), for ``forward_features``; None for a
+    network that computes them itself (the CIFAR zoo's: its body's one module's ``forward_features``)
+    or a classifier that declares none."""
+
+    def __init__(self, prefix: nn.Sequential, body: nn.Sequential, stages: StageLayout | None = None):
         super().__init__()
         self.prefix = prefix
         self.body = body if isinstance(body, Body) else Body(*body)
         for param in prefix.parameters():
             param.requires_grad_(False)
+        if stages is not None:
+            chain = self._chain()
+            for path in stages.paths():
+                _module_at(chain[:-1], path)  # a stage comes before the logits layer
+            if stages.inner is not None and not callable(stages.inner[1]):
+                raise ValueError("a stage layout's inner runner must be callable")
+        self.stage_layout = stages  # a plain attribute: not in the state_dict, nor in the repr
+
+    def _chain(self) -> list[nn.Module]:
+        return [*self.prefix, *self.body]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(self.prefix(x))
 
+    @property
+    def stage_names(self) -> tuple[str, ...] | None:
+        """The declared stages' names in forward order (None where the network lists them itself)."""
+        return None if self.stage_layout is None else self.stage_layout.names
+
     def forward_features(self, x: torch.Tensor) -> Features:
-        """The logits with the stage outputs and embedding (``Features``), for an architecture whose
-        network declares them (its body's one module has ``forward_features``: the CIFAR zoo);
-        ``NotImplementedError`` naming the architecture's network otherwise. Stateless: no hooks."""
+        """The logits with the stage outputs and embedding (``Features``): with a ``StageLayout``, the
+        chain ``[*prefix, *body]`` run module by module (the very computation ``forward`` does), the
+        stages taken where the layout says, the embedding being the input of the last module (the
+        logits layer); else the network's own, where its body's one module has ``forward_features``
+        (the CIFAR zoo); ``NotImplementedError`` naming the network otherwise. Stateless: no hooks."""
+        if self.stage_layout is not None:
+            chain, found = self._chain(), []
+            embedding = _run(chain[:-1], x, (), self.stage_layout, _enclosing(self.stage_layout), found)
+            if len(found) != len(self.stage_layout.names):
+                raise RuntimeError(f"{len(found)} stage outputs for the {len(self.stage_layout.names)} declared")
+            return Features(found, embedding, chain[-1](embedding))
         net = self.body[0] if len(self.body) == 1 else None
         if net is None or not hasattr(net, "forward_features"):
             raise NotImplementedError(f"{type(net or self.body).__name__} does not declare its stages")
-        stages, embedding, logits = net.forward_features(self.prefix(x))
-        return Features(list(stages), embedding, logits)
+        features = net.forward_features(self.prefix(x))
+        return features if isinstance(features, Features) else Features(*features)
 
     @property
     def prefix_is_trivial(self) -> bool:
@@ -164,6 +273,32 @@ class Classifier(nn.Module):
         super().train(mode)  # the body keeps its frozen BatchNorm in inference mode itself
         self.prefix.eval()
         return self
+
+
+def _enclosing(layout: StageLayout) -> set[StagePath]:
+    """The paths of the nn.Sequentials that hold a stage path: run child by child."""
+    return {path[:depth] for path in layout.paths() for depth in range(1, len(path))}
+
+
+def _run(
+    modules: Sequence[nn.Module],
+    x: torch.Tensor,
+    path: StagePath,
+    layout: StageLayout,
+    enclosing: set[StagePath],
+    found: list,
+) -> torch.Tensor:
+    """``modules`` applied in order to ``x``, appending the stage outputs ``layout`` places among them."""
+    for index, module in enumerate(modules):
+        here = (*path, index)
+        if layout.inner is not None and here == layout.inner[0]:
+            stages, x = layout.inner[1](module, x)
+            found.extend(stages)
+            continue
+        x = _run(module, x, here, layout, enclosing, found) if here in enclosing else module(x)
+        if here in layout.taps:
+            found.append(x)
+    return x
 
 
 def keras_init_(module: nn.Module) -> None:

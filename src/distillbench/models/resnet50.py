@@ -1,4 +1,9 @@
-"""ResNet50 base -> global average pooling -> Dense(classes), as in the seed paper."""
+"""ResNet50 base -> global average pooling -> Dense(classes), as in the seed paper.
+
+Its feature stages: ``stem`` (after the stem's ReLU, before its max-pooling, as timm's ResNet
+``feature_info`` and mdistiller's ImageNet ResNets take it), then ``layer1`` .. ``layer4`` (each
+layer's last bottleneck's output, post-activation); the embedding is the 2048-wide pooled vector.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,10 @@ def _stages(net: torchvision.models.ResNet) -> list[nn.Module]:
     return [stem, *blocks, nn.Sequential(net.avgpool, nn.Flatten())]
 
 
+def _feature_stages(net: torchvision.models.ResNet) -> dict[str, nn.Module]:
+    return {"stem": net.relu, **{name: getattr(net, name)[-1] for name in ("layer1", "layer2", "layer3", "layer4")}}
+
+
 RESNET50 = BackboneSpec(
     name="resnet50",
     network=lambda: torchvision.models.resnet50(weights=None),
@@ -24,4 +33,5 @@ RESNET50 = BackboneSpec(
     head_prefixes=("fc.",),
     stages=_stages,
     head=lambda features, classes: nn.Sequential(Float32Linear(features, classes)),
+    feature_stages=_feature_stages,
 )

@@ -1,4 +1,10 @@
-"""The seed paper's small CNN, trained from scratch."""
+"""The seed paper's small CNN, trained from scratch.
+
+Its stages (``Classifier.forward_features``): ``block1`` and ``block2``, each conv block's output
+after its ReLU, before its max-pooling and dropout (as RepDistiller's VGGs take theirs, and
+``vgg16`` here); the embedding is the 256-wide vector the logits layer reads (after the dense
+layer's ReLU and dropout).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,14 @@ from torch import nn
 
 from distillbench.config import ModelDef
 from distillbench.models.backbone import ImageShape
-from distillbench.models.classifier import Classifier, Float32Linear, Preprocess, keras_init_, seen_shape
+from distillbench.models.classifier import (
+    Classifier,
+    Float32Linear,
+    Preprocess,
+    StageLayout,
+    keras_init_,
+    seen_shape,
+)
 from distillbench.models.layers import Dropout
 
 
@@ -27,4 +40,6 @@ def build_small_cnn(spec: ModelDef, weights: str | None, image_shape: ImageShape
     body = small_cnn_body(seen_shape(image_shape, spec.input_size), num_classes)
     if spec.init == "keras":
         keras_init_(body)
-    return Classifier(nn.Sequential(Preprocess(spec.input_norm, spec.input_size)), body)
+    prefix = nn.Sequential(Preprocess(spec.input_norm, spec.input_size))
+    stages = StageLayout.at([*prefix, *body], {"block1": body[1], "block2": body[5]})  # the conv blocks' ReLUs
+    return Classifier(prefix, body, stages)

@@ -28,21 +28,36 @@ Contract of ``build_timm(spec, weights, image_shape, num_classes)``:
   warning and not applied, since upsampling 32x32 images to 224 multiplies the cost about 50-fold;
   set ``input_size`` to apply it. Models with a fixed input size (ViTs) are built for the size they
   see (``img_size``; timm resamples pretrained position embeddings).
+- Stages (``Classifier.forward_features``): the model's ``feature_info`` entries, named by their
+  modules (e.g. ``act1``, ``layer1`` .. ``layer4`` for a ResNet; every block for a ViT), computed by
+  ``forward_intermediates`` (NCHW maps, no final norm applied to them) where the model has it, else
+  by forward hooks on the ``feature_info`` modules that the call registers and removes before it
+  returns. The embedding is the model's pooled pre-logits vector (``forward_head`` with the classifier
+  removed), what the logits layer reads. A model without ``feature_info`` declares no stages.
 """
 
 from __future__ import annotations
 
 import difflib
 import warnings
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import torch
 from torch import nn
 
 from distillbench.config import ModelDef
 from distillbench.errors import UserError
-from distillbench.models.classifier import Classifier, Float32Linear, Preprocess, keras_init_, seen_shape
+from distillbench.models.classifier import (
+    Classifier,
+    Float32Linear,
+    Preprocess,
+    StageLayout,
+    keras_init_,
+    seen_shape,
+)
 from distillbench.models.weights import read_model_checkpoint, state_mismatch
 
 ImageShape = tuple[int, int, int]
@@ -183,6 +198,44 @@ def _split_head(model: nn.Module, name: str) -> Float32Linear:
     return logits
 
 
+def timm_stages(model: nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """A timm network's (classifier removed) ``feature_info`` stage outputs and its output, the pooled
+    embedding (the module docstring's contract): the ``StageRunner`` of arch timm's classifiers."""
+    if hasattr(model, "forward_intermediates"):
+        final, stages = model.forward_intermediates(x)
+        return list(stages), model.forward_head(final)
+    found: dict[int, torch.Tensor] = {}
+    handles = []
+    try:
+        for index, info in enumerate(model.feature_info):
+            module = model.get_submodule(info["module"])
+            if info.get("hook_type") == "forward_pre":  # the stage is the module's input
+                handles.append(module.register_forward_pre_hook(partial(_keep_input, found, index)))
+            else:
+                handles.append(module.register_forward_hook(partial(_keep_output, found, index)))
+        output = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [found[index] for index in range(len(handles))], output
+
+
+def _keep_input(found: dict[int, torch.Tensor], index: int, module: nn.Module, inputs: tuple) -> None:
+    found[index] = inputs[0]
+
+
+def _keep_output(found: dict[int, torch.Tensor], index: int, module: nn.Module, inputs: tuple, output) -> None:
+    found[index] = output
+
+
+def _stage_layout(model: nn.Module, position: int) -> StageLayout | None:
+    """The stages of ``model``, at ``position`` in the classifier's chain, from its ``feature_info``."""
+    info = getattr(model, "feature_info", None)
+    if not info:
+        return None
+    return StageLayout(tuple(entry["module"] for entry in info), inner=((position,), timm_stages))
+
+
 def build_timm(spec: ModelDef, weights: str | None, image_shape: ImageShape, num_classes: int) -> Classifier:
     """``spec.timm_model`` with ``weights`` (imagenet | none | PATH), its head sized to ``num_classes``,
     cut per ``spec.trainable_layers`` (the module docstring's contract)."""
@@ -201,4 +254,5 @@ def build_timm(spec: ModelDef, weights: str | None, image_shape: ImageShape, num
     preprocess = _pretrained_norm(timm, model, spec, seen)
     head = _split_head(model, name)
     prefix, suffix = split_stages([model], spec.trainable_layers, f"timm model {name}")
-    return Classifier(nn.Sequential(preprocess, *prefix), nn.Sequential(*suffix, head))
+    # The chain is [preprocess, model, head] wherever the cut falls: the model is at position 1.
+    return Classifier(nn.Sequential(preprocess, *prefix), nn.Sequential(*suffix, head), _stage_layout(model, 1))

@@ -10,7 +10,8 @@ them looks a model's settings up in the config again.
 This module is also the one place that resolves a student's ``distill`` setting into a
 ``DistillMethod`` (``distill_problems`` reports the settings that do not resolve, or that its
 method cannot train: a feature method distils one teacher, and its student and teacher must be
-architectures that declare their stages, ``STAGED_ARCHITECTURES``).
+architectures that declare their stages, as the architecture registry records:
+``models.declares_stages``).
 
 Weights: an entry ``weights.<name>`` whose name is a registered backbone is that architecture's
 (imagenet | none | PATH, for every model of it); any other name is a model key's, and takes
@@ -30,8 +31,7 @@ from typing import Any
 
 from distillbench.config import ModelDef, StudyConfig, TrainConfig, model_train_config, training_order
 from distillbench.data.augment import Augmentation, augmentation_named
-from distillbench.models import BACKBONES
-from distillbench.models.zoo import ARCHITECTURES_OF_THE_ZOO
+from distillbench.models import BACKBONES, declares_stages, staged_architectures
 from distillbench.training.distill import DistillMethod, resolve_method
 from distillbench.training.loop import FitSettings
 from distillbench.training.optim import build_optimizer, build_schedule
@@ -125,10 +125,10 @@ class ModelRecipe:
 
     @property
     def teachers_online(self) -> bool:
-        """Whether its teachers run on every batch (an augmented one, or for a feature method, whose
-        teachers' features are never cached) rather than from cached logits."""
-        needs_features = self.method is not None and self.method.needs_features
-        return bool(self.teachers) and (self.augment != "none" or needs_features)
+        """Whether its teachers run on every batch (an augmented one) rather than from what was computed
+        once (cached logits; a feature method's features kept in memory, unless they exceed
+        ``perf.teacher_feature_memory_mb``: the run's record then says online, ``study.execute``)."""
+        return bool(self.teachers) and self.augment != "none"
 
     def fit_settings(self, fused_optimizer: bool) -> FitSettings:
         """What the training loop needs of this recipe: the merged settings, the optimiser (``fused``:
@@ -189,15 +189,10 @@ def _method(cfg: StudyConfig, key: str) -> DistillMethod:
     return resolve_method(cfg.zoo[key].distill, cfg.kd, f"zoo.{key}.distill")
 
 
-# The architectures that declare their stages (``Classifier.forward_features``): the CIFAR KD zoo's,
-# whose networks return their stage maps and embedding. A feature method's student and teacher must be
-# one of them; the check reads the config only (nothing is built).
-STAGED_ARCHITECTURES = tuple(ARCHITECTURES_OF_THE_ZOO)
-
-
 def _feature_problems(cfg: StudyConfig, key: str, method: DistillMethod) -> list[str]:
     """A feature method's student ``key``: one teacher, and student and teacher architectures that
-    declare their stages (``STAGED_ARCHITECTURES``)."""
+    declare their stages (registered so: ``models.declares_stages``; the check reads the config only,
+    nothing is built)."""
     teachers = list(cfg.zoo[key].teachers)
     problems = []
     if len(teachers) != 1:
@@ -208,10 +203,12 @@ def _feature_problems(cfg: StudyConfig, key: str, method: DistillMethod) -> list
     roles = [(f"zoo.{key}.arch", cfg.zoo[key].arch)]
     roles += [(f"zoo.{t}.arch (teacher of {key})", cfg.zoo[t].arch) for t in teachers if t in cfg.zoo]
     for where, arch in roles:
-        if arch not in STAGED_ARCHITECTURES:
+        if not declares_stages(arch):
             problems.append(
                 f"{where}: {arch} does not declare its stages, which {method.method} (a feature method) "
-                f"distils; the CIFAR KD zoo's architectures do: {', '.join(STAGED_ARCHITECTURES)}"
+                f"distils; use an architecture that does ({', '.join(staged_architectures())}), or register "
+                f"{arch} with register_architecture(name, builder, stages=True) once its Classifier declares "
+                "them (a StageLayout)"
             )
     return problems
 

@@ -30,10 +30,13 @@ Contract of every builder ``builder(spec, weights, image_shape, num_classes) -> 
   ``body.0.<RepDistiller's names>``; ``zoo_network(classifier)`` returns ``net``. Everything trains
   (``trainable_layers`` applies to pretrained backbones only);
 - ``net(x)`` returns float32 logits (the last layer is a ``Float32Linear``);
-  ``net.forward_features(x)`` returns ``(feature maps, pooled embedding, logits)``, the feature maps
-  being the stem's and each stage's outputs as RepDistiller's ``forward(x, is_feat=True)`` lists
-  them (post-activation; its ``preact=True`` variant is not offered), the pooled embedding the
-  vector the classifier reads (the list's last entry there);
+  ``net.forward_features(x)`` returns ``Features(stages, embedding, logits, preact_stages)``
+  (``models.classifier.Features``; ``base`` states the contract): the stages are the stem's and each
+  stage's outputs as RepDistiller's ``forward(x, is_feat=True)`` lists them (post-activation;
+  mdistiller's ``feats["feats"]``), the embedding the vector the classifier reads (the list's last
+  entry there; ``feats["pooled_feat"]``), and ``preact_stages`` the same maps before their last
+  activation exactly as mdistiller's ``feats["preact_feats"]`` (each family's module defines them;
+  None for ``mobilenetv2``, for which mdistiller has none);
 - ``spec.init == "torch"``: the reference's initialisation (He-normal convolutions, BatchNorm 1 and 0,
   each family's linear init; ShuffleNets: PyTorch's defaults). ``spec.init == "keras"`` (the
   project's default): that, then ``keras_init_`` (Glorot-uniform kernels, zero biases) over every

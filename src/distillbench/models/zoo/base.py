@@ -1,10 +1,16 @@
 """What every network of the CIFAR zoo shares: the ``forward_features`` contract and the reference init.
 
-A ``ZooNet`` computes ``forward_features(x) -> (stage feature maps, pooled embedding, logits)``:
-the feature maps are the list RepDistiller's ``forward(x, is_feat=True)`` returns without its last
-entry (the post-activation outputs of the stem and of each stage), the pooled embedding is that last
-entry (what the classifier reads), and the logits come from a ``Float32Linear``. ``forward(x)``
-returns the logits only. Nothing is stored between calls (no hooks, no caches).
+A ``ZooNet`` computes ``forward_features(x) -> Features(stages, embedding, logits, preact_stages)``
+(``models.classifier.Features``): the stages are the feature maps RepDistiller's
+``forward(x, is_feat=True)`` returns without its last entry (mdistiller's ``feats["feats"]``: the
+outputs of the stem and of each stage, post-activation), the embedding is that last entry (what the
+classifier reads; mdistiller's ``feats["pooled_feat"]``), the logits come from a ``Float32Linear``,
+and ``preact_stages`` are mdistiller's ``feats["preact_feats"]`` (the same maps before their last
+activation, the stem's unchanged; ReviewKD's teacher targets), None where mdistiller has none
+(MobileNetV2). Each family's module says what its pre-activation maps are; they are values the
+forward pass computes anyway (a stage's last block returns its output and its pre-activation), so
+they cost next to nothing (ShuffleNetV2: one concatenation per stage). ``forward(x)`` returns the
+logits only. Nothing is stored between calls (no hooks, no caches).
 """
 
 from __future__ import annotations
@@ -12,7 +18,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from distillbench.models.classifier import Features
 
 
 class ZooNet(nn.Module):
@@ -20,12 +29,35 @@ class ZooNet(nn.Module):
 
     arch: str = ""  # its zoo name, set by the builder (for error messages)
 
-    def forward_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    def forward_features(self, x: torch.Tensor) -> Features:
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The feature list only holds references to tensors the logits need anyway: no extra work.
-        return self.forward_features(x)[2]
+        # The feature lists only hold references to tensors the logits need anyway: no extra work.
+        return self.forward_features(x).logits
+
+
+class ReluBlock(nn.Module):
+    """A block whose output is ``relu(preact(x))``: subclasses define ``preact``."""
+
+    def preact(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.preact(x))
+
+    def forward_and_preact(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        preact = self.preact(x)
+        return F.relu(preact), preact
+
+
+def run_stage(stage: nn.Sequential, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A stage's output and its last block's pre-activation output (``forward_and_preact``): what
+    mdistiller's blocks built with ``is_last=True`` return."""
+    *blocks, last = stage
+    for block in blocks:
+        x = block(x)
+    return last.forward_and_preact(x)
 
 
 def he_init_(net: nn.Module, linear: str = "torch") -> None:

@@ -10,6 +10,10 @@ github.com/HobbitLong/RepDistiller, ``models/mobilenetv2.py`` (``mobile_half(num
 first), a 1x1 convolution to 1280 channels (not scaled by the half width, as the reference), a 2x2
 average pool (the reference's ``AvgPool2d(32 // 16, ceil_mode=True)``: 32x32 inputs expected,
 giving 2x2 maps there) and the classifier.
+
+No pre-activation stages: mdistiller's MobileNetV2 returns no ``preact_feats`` (its stages but the
+stem end in a linear projection, with no activation to be before), so ``forward_features`` gives
+``preact_stages=None``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from distillbench.models.classifier import Float32Linear
+from distillbench.models.classifier import Features, Float32Linear
 from distillbench.models.zoo.base import ZooNet, conv_bn, he_init_
 
 # (expansion, output channels at full width, blocks, first block's stride), the reference's table.
@@ -64,7 +68,7 @@ class MobileNetV2(ZooNet):
         self.avgpool = nn.AvgPool2d(32 // 16, ceil_mode=True)  # the reference's input_size // (32 // 2)
         he_init_(self, linear="normal")
 
-    def forward_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    def forward_features(self, x: torch.Tensor) -> Features:
         # As the reference: the stem's output, then the outputs of stages 2, 3, 5 and 7 (1-based).
         features = [self.conv1(x)]
         x = features[0]
@@ -73,7 +77,7 @@ class MobileNetV2(ZooNet):
             if index in (1, 2, 4, 6):
                 features.append(x)
         pooled = self.avgpool(self.conv2(x)).flatten(1)
-        return features, pooled, self.classifier(pooled)
+        return Features(features, pooled, self.classifier(pooled))
 
 
 NETWORKS: dict[str, Callable[..., ZooNet]] = {"mobilenetv2": partial(MobileNetV2, 6, 0.5)}

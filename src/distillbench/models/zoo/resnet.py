@@ -7,6 +7,9 @@ Same modules and state_dict names (``conv1``, ``bn1``, ``layer1.0.conv1``, ``lay
 ``fc``, ...), so its checkpoints load with ``strict=True``. A 3x3 stem, three stages of
 ``(depth - 2) / 6`` basic blocks (stride 1, 2, 2), an 8x8 average pool (the reference's fixed
 ``AvgPool2d(8)``: 32x32 inputs expected) and the classifier.
+
+Pre-activation stages (mdistiller's ``preact_feats``, ``models/cifar/resnet.py``): the stem's output
+as it is, then for each stage its last block's sum ``bn2(conv2(...)) + shortcut`` before the final ReLU.
 """
 
 from __future__ import annotations
@@ -15,14 +18,13 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from distillbench.models.classifier import Float32Linear
-from distillbench.models.zoo.base import ZooNet, conv_bn, he_init_
+from distillbench.models.classifier import Features, Float32Linear
+from distillbench.models.zoo.base import ReluBlock, ZooNet, conv_bn, he_init_, run_stage
 
 
-class BasicBlock(nn.Module):
+class BasicBlock(ReluBlock):
     """conv3x3-BN-ReLU-conv3x3-BN, plus the input (through a 1x1 conv + BN when the shape changes), ReLU."""
 
     def __init__(self, inputs: int, planes: int, stride: int = 1):
@@ -34,10 +36,9 @@ class BasicBlock(nn.Module):
             nn.Sequential(*conv_bn(inputs, planes, 1, stride)) if stride != 1 or inputs != planes else None
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def preact(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + shortcut)
+        return out + (x if self.downsample is None else self.downsample(x))
 
 
 class CifarResNet(ZooNet):
@@ -60,12 +61,15 @@ class CifarResNet(ZooNet):
         self.fc = Float32Linear(widths[3], num_classes)
         he_init_(self)
 
-    def forward_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        features = [self.relu(self.bn1(self.conv1(x)))]
+    def forward_features(self, x: torch.Tensor) -> Features:
+        x = self.relu(self.bn1(self.conv1(x)))
+        stages, preact = [x], [x]
         for stage in (self.layer1, self.layer2, self.layer3):
-            features.append(stage(features[-1]))
-        pooled = self.avgpool(features[-1]).flatten(1)
-        return features, pooled, self.fc(pooled)
+            x, before = run_stage(stage, x)
+            stages.append(x)
+            preact.append(before)
+        pooled = self.avgpool(x).flatten(1)
+        return Features(stages, pooled, self.fc(pooled), preact)
 
 
 NETWORKS: dict[str, Callable[..., ZooNet]] = {

@@ -9,6 +9,9 @@ ship it: github.com/HobbitLong/RepDistiller, ``models/resnetv2.py`` (``ResNet50(
 ``strict=True``. It is distinct from distillbench's ``resnet50`` (torchvision's ImageNet network).
 The reference pools adaptively (``AdaptiveAvgPool2d((1, 1))``), so this one does too; 32x32 inputs
 are what it was trained on.
+
+Pre-activation stages (mdistiller's ``preact_feats``, ``models/cifar/resnetv2.py``): the stem's output
+as it is, then for each stage its last block's sum ``bn3(conv3(...)) + shortcut`` before the final ReLU.
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distillbench.models.classifier import Float32Linear
-from distillbench.models.zoo.base import ZooNet, conv_bn, he_init_
+from distillbench.models.classifier import Features, Float32Linear
+from distillbench.models.zoo.base import ReluBlock, ZooNet, conv_bn, he_init_, run_stage
 
 EXPANSION = 4
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(ReluBlock):
     """1x1-BN-ReLU, 3x3 (strided)-BN-ReLU, 1x1 (x4 channels)-BN, plus the input (through a strided
     1x1 conv + BN when the shape changes), ReLU."""
 
@@ -39,10 +42,10 @@ class Bottleneck(nn.Module):
         # An empty Sequential is the identity, as the reference's (and holds no state_dict entry).
         self.shortcut = nn.Sequential(*conv_bn(inputs, planes * EXPANSION, 1, stride)) if changes else nn.Sequential()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def preact(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.bn2(self.conv2(out)))
-        return F.relu(self.bn3(self.conv3(out)) + self.shortcut(x))
+        return self.bn3(self.conv3(out)) + self.shortcut(x)
 
 
 class ResNetV2(ZooNet):
@@ -61,12 +64,15 @@ class ResNetV2(ZooNet):
         self.linear = Float32Linear(512 * EXPANSION, num_classes)
         he_init_(self)
 
-    def forward_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        features = [F.relu(self.bn1(self.conv1(x)))]
+    def forward_features(self, x: torch.Tensor) -> Features:
+        x = F.relu(self.bn1(self.conv1(x)))
+        stages, preact = [x], [x]
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            features.append(stage(features[-1]))
-        pooled = self.avgpool(features[-1]).flatten(1)
-        return features, pooled, self.linear(pooled)
+            x, before = run_stage(stage, x)
+            stages.append(x)
+            preact.append(before)
+        pooled = self.avgpool(x).flatten(1)
+        return Features(stages, pooled, self.linear(pooled), preact)
 
 
 NETWORKS: dict[str, Callable[..., ZooNet]] = {"resnet50_cifar": partial(ResNetV2, (3, 4, 6, 3))}

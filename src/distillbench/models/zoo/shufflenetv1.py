@@ -8,6 +8,10 @@ stages of 240, 480, 960 channels with 4, 8, 4 blocks). Same modules and state_di
 stem (no downsampling), three stages each opened by a stride-2 block whose shortcut (a 3x3 average
 pool) is concatenated, a 4x4 average pool (the reference's fixed ``avg_pool2d(out, 4)``: 32x32
 inputs expected) and the classifier.
+
+Pre-activation stages (mdistiller's ``preact_feats``, ``models/cifar/ShuffleNetv1.py``): the stem's
+output as it is, then for each stage its last block's sum ``bn3(conv3(...)) + x`` before the final
+ReLU (every stage ends in a stride-1 block).
 """
 
 from __future__ import annotations
@@ -19,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distillbench.models.classifier import Float32Linear
-from distillbench.models.zoo.base import ZooNet, channel_shuffle, conv_bn
+from distillbench.models.classifier import Features, Float32Linear
+from distillbench.models.zoo.base import ReluBlock, ZooNet, channel_shuffle, conv_bn, run_stage
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(ReluBlock):
     """Grouped 1x1-BN-ReLU, channel shuffle, 3x3 depthwise-BN-ReLU, grouped 1x1-BN; added to the
     input (stride 1) or concatenated with its 3x3 average pool (stride 2); ReLU."""
 
@@ -36,12 +40,12 @@ class Bottleneck(nn.Module):
         self.conv2, self.bn2 = conv_bn(hidden, hidden, 3, stride, groups=hidden)
         self.conv3, self.bn3 = conv_bn(hidden, outputs, 1, groups=groups)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def preact(self, x: torch.Tensor) -> torch.Tensor:
         out = channel_shuffle(F.relu(self.bn1(self.conv1(x))), self.first_groups)
         out = self.bn3(self.conv3(F.relu(self.bn2(self.conv2(out)))))
         if self.stride == 2:
-            return F.relu(torch.cat([out, F.avg_pool2d(x, 3, stride=2, padding=1)], 1))
-        return F.relu(out + x)
+            return torch.cat([out, F.avg_pool2d(x, 3, stride=2, padding=1)], 1)
+        return out + x
 
 
 class ShuffleNetV1(ZooNet):
@@ -60,12 +64,15 @@ class ShuffleNetV1(ZooNet):
         self.layer1, self.layer2, self.layer3 = stages
         self.linear = Float32Linear(widths[-1], num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        features = [F.relu(self.bn1(self.conv1(x)))]
+    def forward_features(self, x: torch.Tensor) -> Features:
+        x = F.relu(self.bn1(self.conv1(x)))
+        stages, preact = [x], [x]
         for stage in (self.layer1, self.layer2, self.layer3):
-            features.append(stage(features[-1]))
-        pooled = F.avg_pool2d(features[-1], 4).flatten(1)
-        return features, pooled, self.linear(pooled)
+            x, before = run_stage(stage, x)
+            stages.append(x)
+            preact.append(before)
+        pooled = F.avg_pool2d(x, 4).flatten(1)
+        return Features(stages, pooled, self.linear(pooled), preact)
 
 
 NETWORKS: dict[str, Callable[..., ZooNet]] = {

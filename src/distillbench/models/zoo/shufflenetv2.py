@@ -8,6 +8,11 @@ modules and state_dict names (``conv1``, ``layer1.0.conv1`` (the down block), ``
 ``conv2``, ``bn2``, ``linear``, ...), so its checkpoints load with ``strict=True``. A 1x1 stem (no
 downsampling), three stages each opened by a stride-2 down block, a 1x1 convolution, a 4x4 average
 pool (the reference's fixed ``avg_pool2d(out, 4)``: 32x32 inputs expected) and the classifier.
+
+Pre-activation stages (mdistiller's ``preact_feats``, ``models/cifar/ShuffleNetv2.py``): the stem's
+output as it is, then for each stage its last basic block's ``cat([kept half, bn3(conv3(...))])``,
+i.e. the output before its ReLU *and before its channel shuffle*, as mdistiller returns it (so
+``shuffle(relu(preact))``, not ``relu(preact)``, is the stage output).
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distillbench.models.classifier import Float32Linear
-from distillbench.models.zoo.base import ZooNet, channel_shuffle, conv_bn
+from distillbench.models.classifier import Features, Float32Linear
+from distillbench.models.zoo.base import ZooNet, channel_shuffle, conv_bn, run_stage
 
 
 class BasicBlock(nn.Module):
@@ -34,11 +39,20 @@ class BasicBlock(nn.Module):
         self.conv2, self.bn2 = conv_bn(half, half, 3, groups=half)
         self.conv3, self.bn3 = conv_bn(half, half, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _halves(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The kept half and the branch's output before its last ReLU."""
         kept, branch = x.split([x.shape[1] // 2, x.shape[1] - x.shape[1] // 2], dim=1)
         out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(branch)))))
-        out = F.relu(self.bn3(self.conv3(out)))
-        return channel_shuffle(torch.cat([kept, out], 1), 2)
+        return kept, self.bn3(self.conv3(out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kept, out = self._halves(x)
+        return channel_shuffle(torch.cat([kept, F.relu(out)], 1), 2)
+
+    def forward_and_preact(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output and ``cat([kept, branch before its ReLU])``, unshuffled (mdistiller's preact)."""
+        kept, out = self._halves(x)
+        return channel_shuffle(torch.cat([kept, F.relu(out)], 1), 2), torch.cat([kept, out], 1)
 
 
 class DownBlock(nn.Module):
@@ -75,12 +89,15 @@ class ShuffleNetV2(ZooNet):
         self.conv2, self.bn2 = conv_bn(widths[2], widths[3], 1)
         self.linear = Float32Linear(widths[3], num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        features = [F.relu(self.bn1(self.conv1(x)))]
+    def forward_features(self, x: torch.Tensor) -> Features:
+        x = F.relu(self.bn1(self.conv1(x)))
+        stages, preact = [x], [x]
         for stage in (self.layer1, self.layer2, self.layer3):
-            features.append(stage(features[-1]))
-        pooled = F.avg_pool2d(F.relu(self.bn2(self.conv2(features[-1]))), 4).flatten(1)
-        return features, pooled, self.linear(pooled)
+            x, before = run_stage(stage, x)
+            stages.append(x)
+            preact.append(before)
+        pooled = F.avg_pool2d(F.relu(self.bn2(self.conv2(x))), 4).flatten(1)
+        return Features(stages, pooled, self.linear(pooled), preact)
 
 
 NETWORKS: dict[str, Callable[..., ZooNet]] = {

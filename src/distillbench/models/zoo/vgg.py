@@ -8,6 +8,9 @@ Representation Distillation" (ICLR 2020) ship it: github.com/HobbitLong/RepDisti
 ``strict=True``. Five blocks of conv-BN-ReLU layers (each block's last ReLU applied outside it),
 max pools between them, a global average pool and the classifier. As the reference, the pool after
 the fourth block runs only on 64-pixel-high inputs: at 32x32 the last block sees 4x4 maps.
+
+Pre-activation stages (mdistiller's ``preact_feats``, ``models/cifar/vgg.py``): the first block's
+output after its ReLU (as in the stages), then blocks 1 to 4's outputs before their ReLU (their last BN's).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distillbench.models.classifier import Float32Linear
+from distillbench.models.classifier import Features, Float32Linear
 from distillbench.models.zoo.base import ZooNet, he_init_
 
 # The reference's configurations: each block's output channels, one entry per conv layer.
@@ -54,16 +57,18 @@ class VGG(ZooNet):
         self.classifier = Float32Linear(config[-1][-1], num_classes)
         he_init_(self, linear="normal")
 
-    def forward_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        height, features = x.shape[2], []
+    def forward_features(self, x: torch.Tensor) -> Features:
+        height, stages, preact = x.shape[2], [], []
         for index in range(5):
             # The reference pools before block4 only on 64-pixel-high inputs: at 32x32 it sees 4x4 maps.
             if 0 < index and (index < 4 or height == 64):
                 x = getattr(self, f"pool{index - 1}")(x)
-            x = F.relu(getattr(self, f"block{index}")(x))
-            features.append(x)
+            before = getattr(self, f"block{index}")(x)
+            x = F.relu(before)
+            stages.append(x)
+            preact.append(x if index == 0 else before)  # the reference's f0 is post-activation
         pooled = self.pool4(x).flatten(1)
-        return features, pooled, self.classifier(pooled)
+        return Features(stages, pooled, self.classifier(pooled), preact)
 
 
 NETWORKS: dict[str, Callable[..., ZooNet]] = {name: partial(VGG, config) for name, config in CONFIGS.items()}

@@ -8,6 +8,13 @@ its checkpoints load with ``strict=True``. Pre-activation blocks, three stages o
 blocks with 16k, 32k, 64k channels, a final BN-ReLU, an 8x8 average pool (the reference's fixed
 ``avg_pool2d(out, 8)``: 32x32 inputs expected) and the classifier. The benchmark's dropout rate is 0,
 so the blocks have no dropout.
+
+Pre-activation stages (mdistiller's ``preact_feats``, ``models/cifar/wrn.py``): the stem's
+convolution as it is, then each stage's output through the BN that the next stage's first block
+(``block2.layer.0.bn1``, ``block3.layer.0.bn1``) or the final ``bn1`` applies to it before a ReLU.
+Those BNs run once per forward pass here, their outputs shared by the next stage (so in train mode
+their running statistics are updated once per batch, as in RepDistiller; mdistiller computes the
+pre-activation maps by calling each BN a second time, which updates its statistics twice).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distillbench.models.classifier import Float32Linear
+from distillbench.models.classifier import Features, Float32Linear
 from distillbench.models.zoo.base import ZooNet, he_init_
 
 
@@ -39,8 +46,9 @@ class BasicBlock(nn.Module):
         self.conv2 = _conv(outputs, outputs, 3)
         self.convShortcut = _conv(inputs, outputs, 1, stride) if inputs != outputs else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        activated = self.relu1(self.bn1(x))
+    def forward(self, x: torch.Tensor, normalised: torch.Tensor | None = None) -> torch.Tensor:
+        """``normalised``: ``bn1(x)`` if the caller has computed it (it is kept: no in-place ReLU on it)."""
+        activated = self.relu1(self.bn1(x)) if normalised is None else F.relu(normalised)
         out = self.conv2(self.relu2(self.bn2(self.conv1(activated))))
         return out + (x if self.convShortcut is None else self.convShortcut(activated))
 
@@ -54,8 +62,13 @@ class NetworkBlock(nn.Module):
             *(BasicBlock(inputs if i == 0 else outputs, outputs, stride if i == 0 else 1) for i in range(blocks))
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer(x)
+    def forward(self, x: torch.Tensor, normalised: torch.Tensor | None = None) -> torch.Tensor:
+        """``normalised``: the first block's ``bn1(x)``, if the caller has computed it."""
+        first, *rest = self.layer
+        x = first(x, normalised)
+        for block in rest:
+            x = block(x)
+        return x
 
 
 class WideResNet(ZooNet):
@@ -74,13 +87,20 @@ class WideResNet(ZooNet):
         self.fc = Float32Linear(widths[3], num_classes)
         he_init_(self, linear="zero_bias")
 
-    def forward_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        # As the reference: the stem's convolution and each stage's output, before any BN-ReLU.
-        features = [self.conv1(x)]
-        for stage in (self.block1, self.block2, self.block3):
-            features.append(stage(features[-1]))
-        pooled = F.avg_pool2d(self.relu(self.bn1(features[-1])), 8).flatten(1)
-        return features, pooled, self.fc(pooled)
+    def forward_features(self, x: torch.Tensor) -> Features:
+        # As the reference: the stem's convolution and each stage's output, before any BN-ReLU; the
+        # pre-activation maps are those outputs through the BN that follows them (the next stage's
+        # first bn1, the final bn1), computed once and handed on.
+        x = self.conv1(x)
+        stages, preact, normalised = [x], [x], None
+        following = (self.block2.layer[0].bn1, self.block3.layer[0].bn1, self.bn1)
+        for stage, bn in zip((self.block1, self.block2, self.block3), following):
+            x = stage(x, normalised)
+            normalised = bn(x)
+            stages.append(x)
+            preact.append(normalised)
+        pooled = F.avg_pool2d(F.relu(normalised), 8).flatten(1)
+        return Features(stages, pooled, self.fc(pooled), preact)
 
 
 NETWORKS: dict[str, Callable[..., ZooNet]] = {
