@@ -81,9 +81,14 @@ def smoothed_cross_entropy(label_smoothing: float) -> Objective:
 @dataclass(frozen=True)
 class FeatureObjective:
     """An objective on the student's ``Features`` rather than its logits (a feature method's): the
-    loop computes ``forward_features`` for it. It holds no state between calls or runs."""
+    loop computes ``forward_features`` for it. ``parts``: the method's learned parts of this run
+    (``DistillMethod.learned_parts``; None: none), which ``loss`` uses: the loop moves them to the
+    device, trains their parameters in the student's optimiser (named ``distill.*``) and puts them in
+    train mode with the student. Nothing else is kept between calls; nothing between runs."""
 
     loss: FeatureLoss
+    parts: nn.Module | None = None
+    teachers_online: bool = True  # False: the teachers' features were computed once, kept in memory
 
     def __call__(
         self, idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, features: Features, epoch: int
@@ -93,7 +98,9 @@ class FeatureObjective:
 
 def float_features(features: Features) -> Features:
     """``features`` in float32 (autocast may compute them in bf16/fp16), as the logits path casts its logits."""
-    return Features([s.float() for s in features.stages], features.embedding.float(), features.logits.float())
+    preact = None if features.preact_stages is None else [s.float() for s in features.preact_stages]
+    stages = [s.float() for s in features.stages]
+    return Features(stages, features.embedding.float(), features.logits.float(), preact)
 
 
 def _feature_forward(module: nn.Module, name: str) -> Callable[[torch.Tensor], Features]:
@@ -229,8 +236,8 @@ class _Epoch:
 
 class _Run:
     """One run's part of the loop: its module (it ends holding the weights of its best validation
-    epoch, or without validation its last epoch's), objective, early stopping (None: no validation)
-    and result. ``name`` labels the log, ``label`` the errors."""
+    epoch, or without validation its last epoch's; a feature method's learned parts alike), objective,
+    early stopping (None: no validation) and result. ``name`` labels the log, ``label`` the errors."""
 
     def __init__(
         self,
@@ -247,7 +254,7 @@ class _Run:
     def record(self, row: dict[str, float], epochs: int) -> bool:
         """Keep and log an epoch's row; True if the run stops here."""
         self.result.history.append(row)
-        improved = self.stopping is not None and self.stopping.update(row["epoch"], row["val_loss"], self.module)
+        improved = self.stopping is not None and self.stopping.update(row["epoch"], row["val_loss"], _kept(self))
         eta = row["seconds"] * (epochs - row["epoch"])
         measured = "".join(
             f"  {split}_loss {row[f'{split}_loss']:.4f}  {split}_acc {row[f'{split}_accuracy']:.4f}"
@@ -270,12 +277,18 @@ class _Run:
         kept) and complete the result (``started``: when training began)."""
         epochs = len(self.result.history)
         if self.stopping is not None:
-            self.stopping.restore(self.module)
+            self.stopping.restore(_kept(self))
         self.result.best_epoch = self.stopping.best_epoch if self.stopping is not None else epochs
         self.result.epochs_trained, self.result.train_seconds = epochs, time.perf_counter() - started
         if self.stopping is None:
             print(f"[{self.name}] no validation split: keeping the last epoch's weights (epoch {epochs})", flush=True)
         return self.result
+
+
+def _kept(run: _Run) -> nn.Module:
+    """What a run's early stopping keeps and restores: its module, with its objective's learned parts."""
+    parts = run.objective.parts if isinstance(run.objective, FeatureObjective) else None
+    return run.module if parts is None else nn.ModuleList([run.module, parts])
 
 
 def _new_run(
@@ -288,7 +301,10 @@ def _new_run(
 ) -> _Run:
     """A run that stops early on validation loss after ``config.patience`` stale epochs, or, not
     ``validated`` (no validation split), trains every epoch."""
-    return _Run(module, objective, name, label, EarlyStopping(module, config.patience) if validated else None)
+    run = _Run(module, objective, name, label, None)
+    run.stopping = EarlyStopping(_kept(run), config.patience) if validated else None
+    run.result.selected = "validation" if validated else "last_epoch"
+    return run
 
 
 class _Training(abc.ABC):
@@ -311,7 +327,16 @@ class _Training(abc.ABC):
         device = runtime.device
         self.module, self.runs, self.settings, self.runtime = module, runs, settings, runtime
         self.x, self.y = train[0].to(device), train[1].to(device)
-        self.optimizer = settings.optimizer([(name, p) for name, p in module.named_parameters() if p.requires_grad])
+        self.parts = [
+            r.objective.parts
+            for r in runs
+            if isinstance(r.objective, FeatureObjective) and r.objective.parts is not None
+        ]
+        trained = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
+        for parts in self.parts:  # a feature method's learned parts train with the student, at its settings
+            parts.to(device)
+            trained += [(f"distill.{name}", p) for name, p in parts.named_parameters() if p.requires_grad]
+        self.optimizer = settings.optimizer(trained)
         self.scaler = torch.amp.GradScaler(device.type, enabled=runtime.precision == "fp16")
         self.examples, batch_size = len(self.y), settings.config.batch_size
         self.steps = (self.examples + batch_size - 1) // batch_size
@@ -378,6 +403,8 @@ class _Training(abc.ABC):
     def _train_epoch(self, number: int) -> _Epoch:
         started = time.perf_counter()
         self.module.train()
+        for parts in self.parts:
+            parts.train()
         order = self.shuffle()
         epoch = _Epoch.start(number, len(self.runs), self.examples, self.steps, self.runtime.device)
         batch_size = self.settings.config.batch_size

@@ -1,7 +1,9 @@
 """Every run's random streams, derived from its seed alone, so a run never depends on what ran before.
 
 A run draws from three streams: ``init`` (weights of new layers), ``order`` (batch order and
-augmentation) and ``dropout``. Each is seeded from (seed, stream name); the model key is left out on
+augmentation) and ``dropout``; a feature method's run from two more: ``distill`` (the initial
+weights of its learned parts, ``DistillMethod.learned_parts``) and ``negatives`` (what it samples
+per batch, such as CRD's contrastive negatives). Each is seeded from (seed, stream name); the model key is left out on
 purpose: the models of one seed share their streams (common random numbers), so a KD student and the
 small CNN trained from scratch with the same seed start from the same weights and see the same
 batches, and their difference measures the training objective rather than the draw.
@@ -15,7 +17,7 @@ from collections.abc import Iterator
 
 import torch
 
-STREAMS = ("init", "order", "dropout")
+STREAMS = ("init", "order", "dropout", "distill", "negatives")
 
 
 def derive_seed(seed: int, stream: str) -> int:

@@ -8,7 +8,19 @@ line. The study resolves a student's ``distill`` setting to a method instance wi
 aggregation or parameter.
 """
 
-from distillbench.training.distill import aggregate, at, controls, dist, dkd, kd, lskd, rkd  # noqa: F401  (registrations)
+from distillbench.training.distill import (  # noqa: F401  (registrations)
+    aggregate,
+    at,
+    controls,
+    crd,
+    dist,
+    dkd,
+    fitnet,
+    kd,
+    lskd,
+    reviewkd,
+    rkd,
+)
 from distillbench.training.distill.base import (
     AGGREGATIONS,
     METHODS,

@@ -20,6 +20,7 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from torch import nn
 
 from distillbench.config import LossWeight
 from distillbench.models.classifier import Features
@@ -47,13 +48,21 @@ class AT(DistillMethod):
 
     method: Literal["at"] = "at"
     needs_features: ClassVar[bool] = True
+    teacher_features: ClassVar[frozenset[str]] = frozenset({"stages"})
     # An integer: a fractional power of a negative activation (WRN's stages are pre-activation) is NaN.
     p: int = Field(2, ge=1, le=8, description="Power of the activations in the attention map (CFG.AT.P).")
     feat_weight: LossWeight = Field(1000.0, description="Weight of the attention term (CFG.AT.LOSS.FEAT_WEIGHT).")
     ce_weight: LossWeight = Field(1.0, description="Weight of the cross-entropy term (CFG.AT.LOSS.CE_WEIGHT).")
 
     def feature_loss(
-        self, student: Features, teachers: list[Features], labels: torch.Tensor, epoch: int
+        self,
+        student: Features,
+        teachers: list[Features],
+        labels: torch.Tensor,
+        epoch: int,
+        *,
+        parts: nn.Module | None = None,
+        index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         (teacher,) = teachers  # one teacher: the study checks it (study.recipe)
         pairs = zip(student.stages[1:], teacher.stages[1:], strict=False)  # the stem's output is not used

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import nn
 
 from distillbench.config import KDConfig, Temperature
 from distillbench.models.classifier import Features
@@ -54,6 +55,9 @@ class DistillMethod(BaseModel):
     # True: a feature method. Its loss is ``feature_loss`` on the student's and its teachers' ``Features``
     # (stage outputs, embedding, logits), computed on every batch, instead of ``loss`` on logits.
     needs_features: ClassVar[bool] = False
+    # Which of the teacher's ``Features`` a feature method's loss reads, what a cache keeps: "stages",
+    # "preactivation" (``Features.preactivation``), "embedding", "logits".
+    teacher_features: ClassVar[frozenset[str]] = frozenset({"stages", "preactivation", "embedding", "logits"})
     defaults_from_kd_section: ClassVar[bool] = False  # True: unset parameters come from the kd: section
     needs_all_teacher_logits: ClassVar[bool] = False  # True: ``prepare`` needs the whole training set's
 
@@ -85,12 +89,31 @@ class DistillMethod(BaseModel):
         # A batch loss takes only equal weights (mean_kl): the mean of the per-teacher losses.
         return torch.stack([self.batch_loss(student, t, labels, epoch) for t in teachers.float()]).mean()
 
+    def learned_parts(
+        self, student: Features, teacher: Features, train_labels: torch.Tensor, seed: int
+    ) -> nn.Module | None:
+        """A feature method's own trainable modules (a regressor, embeddings, a memory bank), built
+        once per run from one batch's ``Features`` of the student and of its teacher (their shapes)
+        and the training split's labels (one row per training image: CRD's memory); ``seed`` is the
+        run's, for anything they draw at random. The loop trains their parameters with the
+        student's, in the student's optimiser; the run saves them beside the student
+        (``distill_parts.pt``); they are not part of the deployed student. None (default): none."""
+        return None
+
     def feature_loss(
-        self, student: Features, teachers: list[Features], labels: torch.Tensor, epoch: int
+        self,
+        student: Features,
+        teachers: list[Features],
+        labels: torch.Tensor,
+        epoch: int,
+        *,
+        parts: nn.Module | None = None,
+        index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """A feature method's whole training loss (its cross-entropy and logit terms included, with the
         weights of its reference runs), a scalar, from the student's ``Features`` (with gradients) and
-        each teacher's (without); ``epoch`` counts from 1."""
+        each teacher's (without); ``epoch`` counts from 1; ``parts``: what ``learned_parts`` built
+        (in train mode, on the batch's device); ``index``: the batch's positions in the training split."""
         raise NotImplementedError
 
 

@@ -20,6 +20,7 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from torch import nn
 
 from distillbench.config import LossWeight
 from distillbench.models.classifier import Features
@@ -50,6 +51,7 @@ class RKD(DistillMethod):
 
     method: Literal["rkd"] = "rkd"
     needs_features: ClassVar[bool] = True
+    teacher_features: ClassVar[frozenset[str]] = frozenset({"embedding"})
     distance_weight: LossWeight = Field(25.0, description="Weight of the distance term (CFG.RKD.DISTANCE_WEIGHT).")
     angle_weight: LossWeight = Field(50.0, description="Weight of the angle term (CFG.RKD.ANGLE_WEIGHT).")
     feat_weight: LossWeight = Field(1.0, description="Weight of the whole relational term (CFG.RKD.LOSS.FEAT_WEIGHT).")
@@ -58,7 +60,14 @@ class RKD(DistillMethod):
     squared: bool = Field(False, description="Compare squared distances (CFG.RKD.PDIST.SQUARED).")
 
     def feature_loss(
-        self, student: Features, teachers: list[Features], labels: torch.Tensor, epoch: int
+        self,
+        student: Features,
+        teachers: list[Features],
+        labels: torch.Tensor,
+        epoch: int,
+        *,
+        parts: nn.Module | None = None,
+        index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         (teacher,) = teachers  # one teacher: the study checks it (study.recipe)
         s, t = student.embedding.flatten(1), teacher.embedding.flatten(1).detach()
