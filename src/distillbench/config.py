@@ -346,6 +346,14 @@ class PerfConfig(_Strict):
     naive: bool = Field(False, description="Recompute everything each step: the reference path.")
     cache_features: bool = Field(True, description="Run frozen backbone layers once per split.")
     cache_teacher_logits: bool = Field(True, description="Compute teacher logits once per split.")
+    teacher_feature_memory_mb: int = Field(
+        2048,
+        ge=0,
+        le=1_048_576,
+        description="Feature distillation without augmentation: the teacher's features on the training split "
+        "are computed once and kept in memory when they take at most this many MiB (with cache_teacher_logits); "
+        "else, and with augmentation, on every batch.",
+    )
     disk_cache: bool = Field(True, description="Keep feature/logit caches on disk across studies.")
     cache_dir: Path = Path("~/.cache/distillbench/cache")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(

@@ -1,7 +1,8 @@
 """configs/cifar100-kd.yaml end to end at the smallest size that proves it, on generated data in
-cifar-100-python format: the resnet32x4 -> resnet8x4 pair with four of its students (scratch, KD,
-DKD, AT: a feature method), two seeds, two epochs, the teacher released (a checkpoint in the benchmark's format
-written here from a randomly initialised resnet32x4: the preset's one switch), and the report's
+cifar-100-python format: the resnet32x4 -> resnet8x4 pair with five of its students (scratch, KD,
+DKD, and the feature methods CRD and ReviewKD, which have learned parts), two seeds, two epochs, the
+teacher released (a checkpoint in the benchmark's format written here from a randomly initialised
+resnet32x4: the preset's one switch), and the report's
 "Published vs reproduced" and per-pair "Which distillation works here" checked against numbers
 recomputed here from the runs' own files. Every other model of the preset is checked to resolve."""
 
@@ -23,14 +24,15 @@ from distillbench.models.zoo import zoo_network
 from distillbench.study.resolve import load_study_config
 
 PRESET = Path(__file__).parents[2] / "configs" / "cifar100-kd.yaml"
-# The pair's scratch, KD, DKD and AT students (DIST and LS-KD train as KD does, RKD as AT; CI time is short).
-PAIR = ["resnet8x4", "resnet8x4_kd", "resnet8x4_dkd", "resnet8x4_at"]
+# The pair's scratch, KD, DKD, CRD and ReviewKD students (DIST and LS-KD train as KD does; AT, RKD and FitNet
+# through the same feature path: tests/study/test_feature_distillation.py; CI time is short).
+PAIR = ["resnet8x4", "resnet8x4_kd", "resnet8x4_dkd", "resnet8x4_crd", "resnet8x4_reviewkd"]
 SEEDS, EPOCHS = [0, 1], 2
 
 
 def test_every_model_of_the_preset_resolves_with_the_benchmark_recipe():
     cfg = load_study_config(PRESET)
-    assert len(cfg.models) == 28 and {cfg.zoo[t].arch for t in ("resnet32x4", "wrn_40_2", "vgg13", "resnet50_cifar")} == {
+    assert len(cfg.models) == 40 and {cfg.zoo[t].arch for t in ("resnet32x4", "wrn_40_2", "vgg13", "resnet50_cifar")} == {
         "resnet32x4", "wrn_40_2", "vgg13_bn", "resnet50_cifar"
     }  # fmt: skip
     for key in cfg.models:
@@ -40,7 +42,7 @@ def test_every_model_of_the_preset_resolves_with_the_benchmark_recipe():
         assert spec.lr == (0.01 if spec.arch == "mobilenetv2" else 0.05)
     assert (cfg.data.val_size, cfg.train.epochs, cfg.train.batch_size, cfg.train.augment) == (0, 240, 64, "crop_flip")
     assert cfg.zoo["wrn_16_2_dkd"].distill["beta"] == 6 and cfg.zoo["resnet8x4_dkd"].distill["beta"] == 8
-    assert {row.model for row in cfg.published} <= set(cfg.zoo) and len(cfg.published) == 29
+    assert {row.model for row in cfg.published} <= set(cfg.zoo) and len(cfg.published) == 39
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +111,28 @@ def test_each_student_is_compared_with_its_own_scratch_model_and_kd(preset_study
     results = json.loads((preset_study / "results.json").read_text())
     rows = {row["model"]: row for row in results["distillation"]}
     assert set(rows) == set(PAIR)
-    for key in ("resnet8x4_dkd", "resnet8x4_at"):
+    for key in ("resnet8x4_dkd", "resnet8x4_crd", "resnet8x4_reviewkd"):
         assert (rows[key]["scratch"], rows[key]["kd_reference"]) == ("resnet8x4", "resnet8x4_kd")
         assert "vs_scratch" in rows[key] and "vs_kd" in rows[key]
     assert "own architecture trained from scratch" in (preset_study / "report.md").read_text()
+
+
+def test_learned_parts_are_saved_beside_the_student_not_in_it(preset_study):
+    # ReviewKD's fusion modules for resnet32x4 -> resnet8x4: mdistiller's get_extra_parameters() for the pair
+    # (tests/training/test_reviewkd.py); CRD's two 256 -> 128 embeddings (its memory is buffers).
+    expected = {"resnet8x4_reviewkd": 1_808_774, "resnet8x4_crd": 2 * (256 * 128 + 128)}
+    scratch = json.loads((preset_study / "runs" / "resnet8x4" / "seed-0" / "run.json").read_text())
+    for key, parameters in expected.items():
+        for seed in SEEDS:
+            run = preset_study / "runs" / key / f"seed-{seed}"
+            record = json.loads((run / "run.json").read_text())
+            assert record["distill_parts"]["parameters"] == parameters and (run / "distill_parts.pt").is_file()
+            assert record["params"] == scratch["params"]  # the deployed student is the student alone
+            assert (
+                torch.load(run / "model.pt", weights_only=True).keys()
+                == torch.load(preset_study / "runs" / "resnet8x4" / "seed-0" / "model.pt", weights_only=True).keys()
+            )
+    assert (
+        scratch["distill_parts"] is None
+        and not (preset_study / "runs" / "resnet8x4" / "seed-0" / "distill_parts.pt").exists()
+    )

@@ -1,8 +1,10 @@
-"""A feature method's student through a whole study, on generated CIFAR-100-format data: it trains
-on images with its teacher's features computed on every batch (augmented or not, never cached),
-alone even with ``perf.batched``; and the config checks a feature method needs (one teacher, staged
-architectures). The method is a stand-in registered here: CE plus the squared difference of each
-stage's channel-mean map, student against teacher."""
+"""Feature methods' students through a whole study, on generated CIFAR-100-format data: they train
+on images, alone even with ``perf.batched``, with their teacher's features computed on every batch
+when batches are augmented and computed once and kept in memory when not (the same loss either way);
+a method's learned parts train with the student and are saved beside it; and the config checks a
+feature method needs (one teacher, staged architectures). ``stage_means`` is a stand-in registered
+here: CE plus the squared difference of each stage's channel-mean map, student against teacher;
+``fitnet`` is the real method (its losses are checked against mdistiller in tests/training)."""
 
 from __future__ import annotations
 
@@ -21,21 +23,24 @@ from distillbench.config import load_config
 from distillbench.data import load_study_data
 from distillbench.data.synthetic import write_cifar100_like
 from distillbench.models.classifier import Features
+from distillbench.study.inputs import kept_teacher_mib
 from distillbench.study.recipe import distill_problems
 from distillbench.study.runner import Study
 from distillbench.training.distill import METHODS, DistillMethod
 
-FEATURES_LINE = "stage_means: teacher features are computed on every batch (not cached)"
+ONLINE = "stage_means: teacher features are computed on every batch (augmented batches: each is new)"
+CACHED = "stage_means: teacher features computed once and kept in memory"
 RECIPE = "arch: resnet8, lr: 0.05, optimizer: sgd, momentum: 0.9, init: torch, input_norm: cifar100"
 STUDY = f"""
 data: {{dataset: cifar100, val_size: 0}}
 train: {{epochs: 1, batch_size: 64, patience: null, augment: crop_flip}}
 seeds: [0, 1]
-models: [teacher, student_flip, student_plain]
+models: [teacher, student_flip, student_plain, fitnet]
 zoo:
   teacher: {{{RECIPE}}}
   student_flip: {{{RECIPE}, teachers: [teacher], distill: stage_means}}
   student_plain: {{{RECIPE}, teachers: [teacher], distill: stage_means, augment: none}}
+  fitnet: {{{RECIPE}, teachers: [teacher], distill: fitnet, augment: none}}
 """
 
 
@@ -46,7 +51,14 @@ class StageMeans(DistillMethod):
     needs_features: ClassVar[bool] = True
 
     def feature_loss(
-        self, student: Features, teachers: list[Features], labels: torch.Tensor, epoch: int
+        self,
+        student: Features,
+        teachers: list[Features],
+        labels: torch.Tensor,
+        epoch: int,
+        *,
+        parts: torch.nn.Module | None = None,
+        index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         (teacher,) = teachers
         assert student.logits.requires_grad and not any(t.requires_grad for t in teacher.stages)
@@ -65,7 +77,7 @@ def _config(tmp_path: Path, extra: str = "") -> Path:
     return path
 
 
-def test_a_feature_student_trains_alone_with_its_teacher_online(tmp_path, stage_means, capsys):
+def test_feature_students_train_alone_with_their_teachers_features(tmp_path, stage_means, capsys):
     data, out = tmp_path / "cifar-100-python", tmp_path / "study"
     write_cifar100_like(data, n_train=300, n_test=100, classes=10)
     # perf.threads=1: on a shared 2-core machine more threads made these tiny runs several times slower
@@ -75,48 +87,116 @@ def test_a_feature_student_trains_alone_with_its_teacher_online(tmp_path, stage_
     args = ["run", "--config", str(config), "--data-dir", str(data), "--out", str(out), "--device", "cpu"]
     assert main([*args, *[a for s in sets for a in ("--set", s)]]) == 0
     log = capsys.readouterr().out
-    for key in ("student_flip", "student_plain"):
-        assert log.count(f"[{key}] {FEATURES_LINE}") == 2  # once per run, augmented or not
+    assert log.count(f"[student_flip] {ONLINE}") == 2 and log.count(f"[student_plain] {CACHED}") == 2  # per run
+    for key in ("student_flip", "student_plain", "fitnet"):
         for seed in (0, 1):
             run = out / "runs" / key / f"seed-{seed}"
-            assert json.loads((run / "run.json").read_text())["trained_with"] is None  # alone, not batched
+            record = json.loads((run / "run.json").read_text())
+            assert record["trained_with"] is None  # alone, not batched
+            assert record["recipe"]["teachers_online"] == (key == "student_flip")  # the others' were kept
             with open(run / "history.csv", newline="") as handle:
                 (row,) = list(csv.DictReader(handle))
             assert math.isfinite(float(row["train_loss"])) and float(row["train_loss"]) > float(row["train_ce"])
+            assert (run / "distill_parts.pt").exists() == (key == "fitnet")
     assert not [line for line in log.splitlines() if line.startswith("[group] training") and "student" in line]
 
-    # The objective runs the trained teacher, in eval mode, on the student's very batch.
     cfg = load_config(config, [*sets, f"data.dir={data}"])
     study = Study(cfg, out, load_study_data(cfg.data))
-    objective = study.executor.inputs.objective_for("student_plain", 1, trains_on_images=True)
-    teacher = study.executor.models.trained_model("teacher", 1)
-    batch, labels = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (8,))
-    student = study.executor.models.initial("student_plain", 1).forward_features(batch)
+    inputs, models = study.executor.inputs, study.executor.models
+
+    # FitNets' regressor trained with the student (it moved from its initial weights), saved beside it
+    # (not in the deployed model.pt, whose parameter count is the student's alone) and verified with it.
+    run = out / "runs" / "fitnet" / "seed-1"
+    record = json.loads((run / "run.json").read_text())
+    saved = torch.load(run / "distill_parts.pt", weights_only=True)
+    initial = inputs.feature_objective("fitnet", 1).parts.state_dict()
+    assert saved.keys() == initial.keys() and not torch.equal(saved["conv.weight"], initial["conv.weight"])
+    assert record["distill_parts"]["parameters"] == sum(
+        v.numel() for k, v in saved.items() if "running" not in k and "num_batches" not in k
+    )
+    assert not any(
+        k.startswith("distill") or k.startswith("conv.") for k in torch.load(run / "model.pt", weights_only=True)
+    )
+    assert record["params"] == sum(p.numel() for p in models.initial("fitnet", 1).parameters())
+    assert study.executor.store.verify("fitnet", 1, checkpoint=True).record is not None
+    (run / "distill_parts.pt").write_bytes(b"damaged")
+    assert "distill_parts.pt does not match" in study.executor.store.verify("fitnet", 1, checkpoint=True).problem
+
+    # The objective runs the trained teacher, in eval mode, on the student's very batch; kept in memory
+    # (not augmented) or computed on every batch (perf.cache_teacher_logits off), the loss is the same.
+    teacher = models.trained_model("teacher", 1)
+    idx = torch.tensor([3, 0, 7, 299, 5, 5, 120, 1])
+    batch, labels = study.data.train.images[idx], study.data.train.labels[idx]
+    student = models.initial("student_plain", 1).forward_features(batch)
     with torch.no_grad():
         expected = StageMeans().feature_loss(student, [teacher.forward_features(batch)], labels, 1)
     assert not teacher.training
-    torch.testing.assert_close(objective(torch.arange(8), batch, labels, student, 1), expected, rtol=0, atol=0)
+    kept = inputs.objective_for("student_plain", 1, trains_on_images=True)
+    inputs.perf = inputs.perf.model_copy(update={"cache_teacher_logits": False})
+    online = inputs.objective_for("student_plain", 1, trains_on_images=True)
+    torch.testing.assert_close(online(idx, batch, labels, student, 1), expected, rtol=0, atol=0)
+    torch.testing.assert_close(kept(idx, batch, labels, student, 1), expected, rtol=1e-5, atol=1e-6)
+    inputs.perf = inputs.perf.model_copy(update={"cache_teacher_logits": True, "teacher_feature_memory_mb": 0})
+    capsys.readouterr()
+    inputs.objective_for("student_plain", 1, trains_on_images=True)
+    assert "teacher features are computed on every batch (kept in memory they would take" in capsys.readouterr().out
 
 
-def test_a_feature_method_distils_one_teacher_of_a_staged_architecture(tmp_path, stage_means):
-    extra = f"""  cnn: {{arch: small_cnn, lr: 0.001}}
+def test_the_memory_estimate_counts_what_the_method_reads():
+    g = torch.Generator().manual_seed(0)
+    stages = [torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 8, 4, 4, generator=g)]  # 256 + 128 values
+    preact = [torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 8, 4, 4, generator=g)]
+    with_preact = Features(stages, torch.randn(2, 16, generator=g), torch.randn(2, 10, generator=g), preact)
+    without = Features(stages, with_preact.embedding, with_preact.logits)
+    mib = 4 * 1000 / 2**20  # float32, 1000 images
+    assert kept_teacher_mib(with_preact, frozenset({"stages"}), 1000) == pytest.approx(384 * mib)
+    assert kept_teacher_mib(with_preact, frozenset({"preactivation", "embedding"}), 1000) == pytest.approx(400 * mib)
+    assert kept_teacher_mib(without, frozenset({"preactivation"}), 1000) == pytest.approx(384 * mib)  # its stages
+    assert kept_teacher_mib(with_preact, DistillMethod.teacher_features, 1000) == pytest.approx(794 * mib)  # all
+
+
+@pytest.fixture
+def plugin_architectures():
+    """Two plugin architectures for the test: ``plain_mlp`` registered without stages, ``staged_mlp``
+    with them (nothing builds them: the config check reads the registry only)."""
+    from distillbench.models import ARCHITECTURES, register_architecture
+
+    register_architecture("plain_mlp", lambda *args: None)
+    register_architecture("staged_mlp", lambda *args: None, stages=True)
+    yield
+    del ARCHITECTURES["plain_mlp"], ARCHITECTURES["staged_mlp"]
+
+
+def test_a_feature_method_distils_one_teacher_of_a_staged_architecture(tmp_path, stage_means, plugin_architectures):
+    from distillbench.models import staged_architectures
+
+    # A plugin architecture registered without stages is refused; one registered with them, the small
+    # CNN, the backbones and timm are taken.
+    extra = f"""  mlp: {{arch: plain_mlp, lr: 0.001}}
   two_teachers: {{{RECIPE}, teachers: [teacher, student_flip], distill: stage_means}}
-  from_cnn: {{{RECIPE}, teachers: [cnn], distill: stage_means}}
-  cnn_student: {{arch: small_cnn, lr: 0.001, teachers: [teacher], distill: stage_means}}
-  kd_from_cnn: {{{RECIPE}, teachers: [cnn], distill: kd}}
+  from_mlp: {{{RECIPE}, teachers: [mlp], distill: stage_means}}
+  mlp_student: {{arch: plain_mlp, lr: 0.001, teachers: [teacher], distill: stage_means}}
+  kd_from_mlp: {{{RECIPE}, teachers: [mlp], distill: kd}}
+  staged_student: {{arch: staged_mlp, lr: 0.001, teachers: [teacher], distill: stage_means}}
+  cnn: {{arch: small_cnn, lr: 0.001}}
+  cnn_student: {{arch: small_cnn, lr: 0.001, teachers: [cnn], distill: stage_means}}
+  vgg_student: {{arch: vgg16, lr: 0.001, teachers: [teacher], distill: stage_means}}
+  resnet_student: {{arch: resnet50, lr: 0.001, teachers: [teacher], distill: stage_means}}
+  timm_student: {{arch: timm, timm_model: test_resnet, lr: 0.001, teachers: [teacher], distill: stage_means}}
 """
     problems = distill_problems(load_config(_config(tmp_path, extra)))
+    staged = staged_architectures()
+    assert staged[:4] == ["small_cnn", "resnet50", "vgg16", "timm"] and "staged_mlp" in staged
+    assert "resnet8" in staged and "plain_mlp" not in staged
+    what_to_do = (
+        f"distils; use an architecture that does ({', '.join(staged)}), or register plain_mlp with "
+        "register_architecture(name, builder, stages=True) once its Classifier declares them (a StageLayout)"
+    )
     assert problems == [
         "zoo.two_teachers.teachers: stage_means is a feature method; feature methods distil one teacher, "
         "not 2 (teacher, student_flip)",
-        "zoo.cnn.arch (teacher of from_cnn): small_cnn does not declare its stages, which stage_means (a feature "
-        "method) distils; the CIFAR KD zoo's architectures do: " + ", ".join(_zoo()),
-        "zoo.cnn_student.arch: small_cnn does not declare its stages, which stage_means (a feature method) "
-        "distils; the CIFAR KD zoo's architectures do: " + ", ".join(_zoo()),
+        "zoo.mlp.arch (teacher of from_mlp): plain_mlp does not declare its stages, which stage_means (a feature "
+        "method) " + what_to_do,
+        "zoo.mlp_student.arch: plain_mlp does not declare its stages, which stage_means (a feature method) "
+        + what_to_do,
     ]
-
-
-def _zoo() -> list[str]:
-    from distillbench.models.zoo import ARCHITECTURES_OF_THE_ZOO
-
-    return list(ARCHITECTURES_OF_THE_ZOO)

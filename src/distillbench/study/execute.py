@@ -65,6 +65,28 @@ class _Job:
     released: dict[str, Any] | None = None  # a loaded model's record entries (``_evaluate_released``)
 
 
+def _learned_parts(job: _Job) -> torch.nn.Module | None:
+    """The run's feature method's learned parts, if any."""
+    return job.objective.parts if isinstance(job.objective, FeatureObjective) else None
+
+
+def _teachers_online(job: _Job) -> dict[str, bool]:
+    """A feature method's run: whether its teachers' features ran on every batch (known once its
+    objective was built: over the memory budget they do even without augmentation); else nothing."""
+    return {"teachers_online": job.objective.teachers_online} if isinstance(job.objective, FeatureObjective) else {}
+
+
+def _describe_parts(parts: torch.nn.Module | None) -> dict[str, Any] | None:
+    """run.json's entry for learned parts: their file and sizes (None: no such parts)."""
+    if parts is None:
+        return None
+    return {
+        "file": "distill_parts.pt",
+        "parameters": sum(p.numel() for p in parts.parameters()),
+        "buffer_values": sum(b.numel() for b in parts.buffers()),
+    }
+
+
 class RunExecutor:
     """Trains a run whose teachers are finished, evaluates it on the test split, and saves it."""
 
@@ -199,7 +221,7 @@ class RunExecutor:
         )
         started = time.perf_counter()
         inputs, module = self.inputs.training_inputs(key, model)
-        objective = self.inputs.objective_for(key, seed, trains_on_images=module is model)
+        objective = self.inputs.objective_for(key, seed, trains_on_images=module is model, student=model)
         return _Job(run, model, module, inputs, objective, time.perf_counter() - started)
 
     def _evaluate_released(self, run: RunSpec) -> None:
@@ -231,6 +253,7 @@ class RunExecutor:
         key, seed = job.run.model, job.run.seed
         test_logits = predict(job.module, job.inputs["test"], self.runtime)
         checkpoint = encode_checkpoint(job.model.state_dict())
+        parts = _learned_parts(job)
         self.models.keep(key, seed, job.model, sha256_hex(checkpoint))
         self.store.save(
             key,
@@ -241,6 +264,9 @@ class RunExecutor:
             test_logits=test_logits.numpy(),
             test_labels=self.data.test.labels.numpy(),
             class_names=self.data.class_names,
+            distill_parts=None
+            if parts is None
+            else encode_checkpoint({k: v.cpu() for k, v in parts.state_dict().items()}),
         )
         if job.released is not None:
             accuracy = float((test_logits.argmax(1) == self.data.test.labels).float().mean())
@@ -285,13 +311,15 @@ class RunExecutor:
             "compile": self.runtime.compile and group is None and not isinstance(job.objective, FeatureObjective),
             "params": total,
             "trainable_params": trainable,
+            # A feature method's learned parts (saved as distill_parts.pt): trained, not deployed.
+            "distill_parts": _describe_parts(_learned_parts(job)),
             "epochs_trained": result.epochs_trained,
             "best_epoch": result.best_epoch,
             "selected": result.selected,  # best_epoch's weights: the best on validation, or the last epoch's
             "train_seconds": result.train_seconds,
             "prepare_seconds": job.prepare_seconds,
             "trained_with": group,  # the runs of its batched group (history seconds are the group's)
-            "recipe": recipe.record(),
+            "recipe": {**recipe.record(), **_teachers_online(job)},
             "efficiency": None,  # timed once training is over, alone on the CPU (Study.time_efficiency)
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **(job.released or {}),  # a loaded model: where its weights came from, its validation numbers

@@ -6,9 +6,9 @@ logits on a split. With augmentation nothing of a batch is deterministic, so eve
 images and teachers see the very batch the student sees.
 
 A feature method's student (``DistillMethod.needs_features``) always trains on images as a whole
-``Classifier`` (its stages are the whole network's), and its teachers' ``Features`` are computed on
-every batch, on the very view the student sees, whatever the augmentation: they are never cached
-(the log says so once per run).
+``Classifier`` (its stages are the whole network's). Its teachers' ``Features`` are computed on every
+batch, on the very view the student sees, when batches are augmented; without augmentation they are
+computed once and kept in memory within ``perf.teacher_feature_memory_mb`` (the log says which).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 
 from distillbench.config import PerfConfig
 from distillbench.data import StudyData
+from distillbench.errors import UserError
 from distillbench.models.classifier import Classifier, Features
 from distillbench.study.models import StudyModels
 from distillbench.study.plan import RunKey
@@ -31,6 +32,7 @@ from distillbench.training.loop import (
     predict,
     smoothed_cross_entropy,
 )
+from distillbench.training.randomness import derive_seed, global_rng
 from distillbench.training.runtime import Runtime
 
 
@@ -120,16 +122,19 @@ class RunInputs:
             f"batches, so the {runs} run on every batch"
         )
 
-    def objective_for(self, key: str, seed: int, trains_on_images: bool) -> Objective | FeatureObjective:
+    def objective_for(
+        self, key: str, seed: int, trains_on_images: bool, student: Classifier | None = None
+    ) -> Objective | FeatureObjective:
         """The training loss. A student's teachers come from cached logits, or run on every batch
         (the naive path, and any augmentation: teachers must see the batch the student sees); a
-        feature method's teachers always run on every batch (``feature_objective``)."""
+        feature method's objective is ``feature_objective`` (``student``: the run's model, whose
+        shapes its learned parts are built for)."""
         recipe = self.recipes[key]
         method = recipe.method
         if method is None:
             return smoothed_cross_entropy(recipe.spec.label_smoothing)
         if method.needs_features:
-            return self.feature_objective(key, seed)
+            return self.feature_objective(key, seed, student)
         augmented = recipe.augmentation is not None
         if self.perf.cache_teacher_logits and not augmented or method.needs_all_teacher_logits:
             teachers = torch.stack([self.logits(t, seed, "train") for t in recipe.teachers])  # [K, N, C]
@@ -152,19 +157,140 @@ class RunInputs:
 
         return objective
 
-    def feature_objective(self, key: str, seed: int) -> FeatureObjective:
-        """A feature method's loss: each teacher's ``forward_features`` on the student's very batch
-        (its augmented view), in eval mode, without gradients and under the runtime's autocast, then
-        ``method.feature_loss``. Not cached even without augmentation (caching them where they fit
-        in memory is allowed by the design, not implemented)."""
-        method = self.recipes[key].method
+    def feature_objective(self, key: str, seed: int, student: Classifier | None = None) -> FeatureObjective:
+        """A feature method's loss: each teacher's ``Features`` on the student's very batch (its
+        augmented view; eval mode, no gradients, the runtime's autocast), then ``method.feature_loss``
+        with the run's learned parts (``learned_parts``, built from one probe batch's shapes of
+        ``student``, else a fresh model of its architecture, with the run's ``distill`` stream).
+
+        Without augmentation the teacher's features are the same every epoch: with
+        ``perf.cache_teacher_logits`` they are computed once on the training split and kept in memory
+        (only the fields the method reads, ``teacher_features``), if they take at most
+        ``perf.teacher_feature_memory_mb``; otherwise on every batch. The log says which, and why."""
+        recipe = self.recipes[key]
+        method = recipe.method
         assert method is not None and method.needs_features
-        models = [self.models.trained_model(t, seed).eval() for t in self.recipes[key].teachers]
-        self.log(f"[{key}] {method.method}: teacher features are computed on every batch (not cached)")
+        models = [self.models.trained_model(t, seed).eval() for t in recipe.teachers]
+        probe = self.data.train.images[:2]
+        teacher_probe = self._teacher_features(models, self.runtime.to_device(probe))
+        parts = self._learned_parts(key, seed, student, probe, teacher_probe[0])
+        cached = self._cached_teacher_features(key, models, teacher_probe)
 
         def loss(idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, student: Features, epoch: int) -> torch.Tensor:
-            with torch.no_grad(), self.runtime.autocast():
-                teachers = [t.forward_features(x) for t in models]
-            return method.feature_loss(student, [float_features(t) for t in teachers], y, epoch)
+            if cached is not None:
+                teachers = [_index_features(c, idx) for c in cached]
+            else:
+                teachers = self._teacher_features(models, x)
+            return method.feature_loss(student, teachers, y, epoch, parts=parts, index=idx)
 
-        return FeatureObjective(loss)
+        return FeatureObjective(loss, parts, teachers_online=cached is None)
+
+    def _teacher_features(self, models: list[Classifier], x: torch.Tensor) -> list[Features]:
+        with torch.no_grad(), self.runtime.autocast():
+            features = [t.forward_features(x) for t in models]
+        return [float_features(f) for f in features]
+
+    def _learned_parts(
+        self, key: str, seed: int, student: Classifier | None, probe: torch.Tensor, teacher: Features
+    ) -> torch.nn.Module | None:
+        """The method's learned parts for this run, built on the CPU from the probe's shapes."""
+        method = self.recipes[key].method
+        student = student if student is not None else self.models.initial(key, seed)
+        was_training, device = student.training, next(student.parameters()).device
+        with torch.no_grad():
+            shapes = _map_features(float_features(student.eval().forward_features(probe.to(device))), torch.Tensor.cpu)
+        student.train(was_training)
+        teacher = _map_features(teacher, torch.Tensor.cpu)
+        try:
+            with global_rng(derive_seed(seed, "distill")):
+                parts = method.learned_parts(shapes, teacher, self.data.train.labels, seed)
+        except ValueError as exc:
+            raise UserError(f"zoo.{key}.distill: {exc}") from None
+        if parts is not None:
+            count = sum(p.numel() for p in parts.parameters())
+            self.log(f"[{key}] {method.method}: learned parts of {count:,} parameters train with the student")
+        return parts
+
+    def _cached_teacher_features(
+        self, key: str, models: list[Classifier], probe: list[Features]
+    ) -> list[Features] | None:
+        """The teachers' features on the whole training split (the fields the method reads), or None
+        where they are computed on every batch: augmented batches, caching off, over the budget."""
+        recipe, method = self.recipes[key], self.recipes[key].method
+        say = f"[{key}] {method.method}: teacher features are computed on every batch"
+        if recipe.augmentation is not None:
+            self.log(f"{say} (augmented batches: each is new)")
+            return None
+        if not self.perf.cache_teacher_logits:
+            self.log(f"{say} (perf.cache_teacher_logits is off)")
+            return None
+        mib = sum(kept_teacher_mib(f, method.teacher_features, len(self.data.train.labels)) for f in probe)
+        budget = self.perf.teacher_feature_memory_mb
+        if mib > budget:
+            self.log(
+                f"{say} (kept in memory they would take {mib:,.0f} MiB, over perf.teacher_feature_memory_mb {budget})"
+            )
+            return None
+        images, batch = self.data.train.images, self.runtime.inference_batch
+        names = method.teacher_features
+        chunks = [
+            [_keep(f, names) for f in self._teacher_features(models, self.runtime.to_device(images[i : i + batch]))]
+            for i in range(0, len(images), batch)
+        ]
+        cached = [_concat_features([chunk[k] for chunk in chunks]) for k in range(len(models))]
+        self.log(f"[{key}] {method.method}: teacher features computed once and kept in memory ({mib:,.1f} MiB)")
+        return cached
+
+
+def kept_teacher_mib(probe: Features, names: frozenset[str], images: int) -> float:
+    """MiB that a teacher's ``Features`` fields ``names`` (``DistillMethod.teacher_features``) take for
+    ``images`` images in float32, from ``probe`` (the features of a batch of any size)."""
+    return sum(t[0].numel() * 4 for t in _tensors(_keep(probe, names))) * images / 2**20
+
+
+_UNREAD = torch.empty(0)  # a field the method does not read: not kept
+
+
+def _keep(features: Features, names: frozenset[str]) -> Features:
+    """``features`` with only the fields ``names`` (the others empty); ``preactivation``: the stages
+    before their last activation, or the stages themselves where the architecture has none."""
+    preact = "preactivation" in names and features.preact_stages is not None
+    stages = "stages" in names or ("preactivation" in names and not preact)
+    return Features(
+        list(features.stages) if stages else [],
+        features.embedding if "embedding" in names else _UNREAD,
+        features.logits if "logits" in names else _UNREAD,
+        list(features.preact_stages) if preact else None,
+    )
+
+
+def _tensors(features: Features) -> list[torch.Tensor]:
+    """Every kept tensor of ``features``."""
+    tensors = [*features.stages, *(features.preact_stages or []), features.embedding, features.logits]
+    return [t for t in tensors if t.numel()]
+
+
+def _concat_features(chunks: list[Features]) -> Features:
+    """One ``Features`` of the batches ``chunks`` (kept by ``_keep`` alike), batch after batch."""
+
+    def cat(tensors: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(tensors) if tensors[0].numel() else tensors[0]
+
+    def stage_lists(lists: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+        return [cat([stages[i] for stages in lists]) for i in range(len(lists[0]))]
+
+    first = chunks[0]
+    preact = None if first.preact_stages is None else stage_lists([c.preact_stages for c in chunks])
+    embedding, logits = cat([c.embedding for c in chunks]), cat([c.logits for c in chunks])
+    return Features(stage_lists([c.stages for c in chunks]), embedding, logits, preact)
+
+
+def _map_features(features: Features, fn: Callable[[torch.Tensor], torch.Tensor]) -> Features:
+    """``fn`` applied to every tensor of ``features``."""
+    preact = None if features.preact_stages is None else [fn(t) for t in features.preact_stages]
+    return Features([fn(t) for t in features.stages], fn(features.embedding), fn(features.logits), preact)
+
+
+def _index_features(features: Features, idx: torch.Tensor) -> Features:
+    """The rows ``idx`` of every kept tensor of ``features`` (fields not kept stay empty)."""
+    return _map_features(features, lambda t: t[idx] if t.numel() else t)

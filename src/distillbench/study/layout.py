@@ -27,13 +27,18 @@ class ModelRunPaths:
         return self.root / "model.pt"
 
     @property
+    def distill_parts(self) -> Path:  # a feature method's learned parts (regressors, memory): not the model
+        return self.root / "distill_parts.pt"
+
+    @property
     def record(self) -> Path:
         return self.root / "run.json"
 
     @property
     def files(self) -> tuple[Path, ...]:
-        """A finished run's files, in the order they are written: predictions last."""
-        return (self.model, self.history, self.record, self.predictions)
+        """A finished run's files, in the order they are written: predictions last (``distill_parts``
+        only where the run's method has learned parts)."""
+        return (self.model, self.distill_parts, self.history, self.record, self.predictions)
 
 
 @dataclass(frozen=True)

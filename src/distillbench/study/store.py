@@ -6,7 +6,7 @@ it last, every file atomically, and ``RunStore.start`` removes it before a run r
 the record), so a finished run *verifies* only if no file was damaged, truncated or edited since it
 was saved. A run that does not verify is stale, never a result: ``report`` lists it, ``run``
 retrains it. ``report`` verifies the files a result is made of (run.json, history.csv,
-predictions.npz); ``run`` verifies ``model.pt`` too, since it loads checkpoints (teachers,
+predictions.npz); ``run`` verifies ``model.pt`` (and a feature method's ``distill_parts.pt``) too, since it loads checkpoints (teachers,
 efficiency) and a study's runs include them. A checkpoint is also verified whenever it is loaded.
 
 A verified run is a result of *this* study only if its identity matches: its fingerprint equals the
@@ -153,6 +153,14 @@ def sweep_of_point(directory: Path) -> Path | None:
     return pool.parent if pool is not None else None
 
 
+def _unlink(path: Path) -> None:
+    """Remove ``path`` if it exists (a ``UserError`` naming it if it cannot be removed)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise os_error(exc, path, "remove") from None
+
+
 RunFiles = dict[str, bytes]  # a finished run's files by name, as they travel to and from remote workers
 
 
@@ -190,15 +198,22 @@ class RunStore:
     def export_run(self, key: str, seed: int) -> RunFiles:
         """A finished run's files, to send to a worker that has no access to this directory."""
         try:
-            return {path.name: path.read_bytes() for path in self.paths(key, seed).files}
+            paths = self.paths(key, seed)
+            return {
+                path.name: path.read_bytes() for path in paths.files if path != paths.distill_parts or path.exists()
+            }
         except OSError as exc:
             raise os_error(exc, doing="read a finished run's file") from None
 
     def import_run(self, key: str, seed: int, files: RunFiles) -> None:
         """Write a run trained elsewhere (``export_run``'s files), atomically, predictions last."""
         self.start(key, seed)
-        for path in self.paths(key, seed).files:
-            write_bytes(path, files[path.name])
+        paths = self.paths(key, seed)
+        for path in paths.files:
+            if path == paths.distill_parts and path.name not in files:  # none with this run: no older one lingers
+                _unlink(path)
+            else:
+                write_bytes(path, files[path.name])
 
     def save(
         self,
@@ -211,9 +226,11 @@ class RunStore:
         test_logits: np.ndarray,
         test_labels: np.ndarray,
         class_names: tuple[str, ...],
+        distill_parts: bytes | None = None,
     ) -> None:
-        """Write a finished run: ``checkpoint`` (``encode_checkpoint``), history, ``run.json``
-        (``record`` plus every file's sha256), and the test predictions last."""
+        """Write a finished run: ``checkpoint`` (``encode_checkpoint``), a feature method's learned
+        parts (``encode_checkpoint`` of theirs; None: none), history, ``run.json`` (``record`` plus
+        every file's sha256), and the test predictions last."""
         paths = self.paths(key, seed)
         history_bytes = _history_csv(history).encode("utf-8")
         buffer = io.BytesIO()
@@ -230,7 +247,13 @@ class RunStore:
             "history_sha256": sha256_hex(history_bytes),
             "predictions_sha256": sha256_hex(predictions),
         }
+        if distill_parts is not None:
+            checksums["distill_parts_sha256"] = sha256_hex(distill_parts)
         write_bytes(paths.model, checkpoint)
+        if distill_parts is not None:
+            write_bytes(paths.distill_parts, distill_parts)
+        else:
+            _unlink(paths.distill_parts)
         write_bytes(paths.history, history_bytes)
         write_json(paths.record, _sealed({**record, **checksums}))
         write_bytes(paths.predictions, predictions)  # last: its presence means finished
@@ -268,6 +291,8 @@ class RunStore:
         files = [(paths.history, "history_sha256"), (paths.predictions, "predictions_sha256")]
         if checkpoint:
             files.append((paths.model, "checkpoint_sha256"))
+            if "distill_parts_sha256" in record:
+                files.append((paths.distill_parts, "distill_parts_sha256"))
         for path, field in files:
             try:
                 digest = file_sha256(path)
