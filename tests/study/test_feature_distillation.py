@@ -4,7 +4,8 @@ when batches are augmented and computed once and kept in memory when not (the sa
 a method's learned parts train with the student and are saved beside it; and the config checks a
 feature method needs (one teacher, staged architectures). ``stage_means`` is a stand-in registered
 here: CE plus the squared difference of each stage's channel-mean map, student against teacher;
-``fitnet`` is the real method (its losses are checked against mdistiller in tests/training)."""
+``fitnet``, ``at`` and ``rkd`` (with a KD term) are the real methods (their losses are checked against
+mdistiller in tests/training; CRD and ReviewKD train in tests/study/test_cifar100_kd_preset.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from distillbench.data import load_study_data
 from distillbench.data.synthetic import write_cifar100_like
 from distillbench.models.classifier import Features
 from distillbench.study.inputs import kept_teacher_mib
-from distillbench.study.recipe import distill_problems
+from distillbench.study.recipe import distill_problems, model_recipes
 from distillbench.study.runner import Study
 from distillbench.training.distill import METHODS, DistillMethod
 
@@ -35,12 +36,14 @@ STUDY = f"""
 data: {{dataset: cifar100, val_size: 0}}
 train: {{epochs: 1, batch_size: 64, patience: null, augment: crop_flip}}
 seeds: [0, 1]
-models: [teacher, student_flip, student_plain, fitnet]
+models: [teacher, student_flip, student_plain, fitnet, at, rkd]
 zoo:
   teacher: {{{RECIPE}}}
   student_flip: {{{RECIPE}, teachers: [teacher], distill: stage_means}}
   student_plain: {{{RECIPE}, teachers: [teacher], distill: stage_means, augment: none}}
   fitnet: {{{RECIPE}, teachers: [teacher], distill: fitnet, augment: none}}
+  at: {{{RECIPE}, teachers: [teacher], distill: at, augment: none}}
+  rkd: {{{RECIPE}, teachers: [teacher], distill: {{method: rkd, kd_weight: 1}}}}
 """
 
 
@@ -88,12 +91,12 @@ def test_feature_students_train_alone_with_their_teachers_features(tmp_path, sta
     assert main([*args, *[a for s in sets for a in ("--set", s)]]) == 0
     log = capsys.readouterr().out
     assert log.count(f"[student_flip] {ONLINE}") == 2 and log.count(f"[student_plain] {CACHED}") == 2  # per run
-    for key in ("student_flip", "student_plain", "fitnet"):
+    for key in ("student_flip", "student_plain", "fitnet", "at", "rkd"):
         for seed in (0, 1):
             run = out / "runs" / key / f"seed-{seed}"
             record = json.loads((run / "run.json").read_text())
             assert record["trained_with"] is None  # alone, not batched
-            assert record["recipe"]["teachers_online"] == (key == "student_flip")  # the others' were kept
+            assert record["recipe"]["teachers_online"] == (key in ("student_flip", "rkd"))  # the others' were kept
             with open(run / "history.csv", newline="") as handle:
                 (row,) = list(csv.DictReader(handle))
             assert math.isfinite(float(row["train_loss"])) and float(row["train_loss"]) > float(row["train_ce"])
@@ -200,3 +203,40 @@ def test_a_feature_method_distils_one_teacher_of_a_staged_architecture(tmp_path,
         "zoo.mlp_student.arch: plain_mlp does not declare its stages, which stage_means (a feature method) "
         + what_to_do,
     ]
+
+
+@pytest.mark.parametrize(
+    ("method", "settings", "teacher", "expected"),
+    [
+        ("reviewkd", "", "mobilenetv2", "the student has 4 stages (stem included) and the teacher 5"),
+        ("fitnet", ", hint_layer: 5", "resnet8", "hint_layer 5: the student has 4 stage outputs"),
+    ],
+)
+def test_a_pair_its_method_cannot_join_stops_the_study_before_any_training(
+    tmp_path, capsys, method, settings, teacher, expected
+):
+    data, out = tmp_path / "cifar-100-python", tmp_path / "study"
+    write_cifar100_like(data, n_train=40, n_test=20, classes=4)
+    config = tmp_path / "pair.yaml"
+    config.write_text(f"""
+data: {{dataset: cifar100, val_size: 0}}
+train: {{epochs: 1, patience: null}}
+models: [teacher, student]
+zoo:
+  teacher: {{arch: {teacher}, lr: 0.05}}
+  student: {{arch: resnet8, lr: 0.05, teachers: [teacher], distill: {{method: {method}{settings}}}}}
+""")
+    args = ["run", "--config", str(config), "--data-dir", str(data), "--out", str(out), "--device", "cpu"]
+    assert main([*args, "--set", f"perf.cache_dir={tmp_path / 'cache'}"]) == 2
+    error = " ".join(capsys.readouterr().err.split())  # the paragraph, unwrapped
+    assert f"zoo.student.distill: {method} cannot distil teacher ({teacher}) into student (resnet8): " in error
+    assert expected in error and "Traceback" not in error
+    assert not (out / "runs" / "teacher").exists()  # stopped before the teacher trained
+
+
+def test_a_kd_term_enters_a_feature_students_identity_only_when_set(tmp_path, stage_means):
+    extra = f"  fitnet_kd: {{{RECIPE}, teachers: [teacher], distill: {{method: fitnet, kd_weight: 1}}}}\n"
+    recipes = model_recipes(load_config(_config(tmp_path, extra), ["models=[teacher, fitnet, fitnet_kd]"]))
+    assert "kd_weight" not in recipes["fitnet"].identity()["distill"]  # the fingerprints AT and RKD had before
+    assert recipes["fitnet_kd"].identity()["distill"]["kd_weight"] == 1.0
+    assert recipes["fitnet"].identity()["distill"]["hint_layer"] == 2

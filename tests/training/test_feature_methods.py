@@ -149,3 +149,26 @@ def test_bad_parameters_are_named():
         resolve_method({"method": "at", "p": 1.5}, KDConfig(), "zoo.x.distill")
     with pytest.raises(ValueError, match=r"zoo\.x\.distill\.angle_weight"):
         resolve_method({"method": "rkd", "angle_weight": -1}, KDConfig(), "zoo.x.distill")
+
+
+@pytest.mark.parametrize("method", ["at", "rkd", "fitnet", "crd", "reviewkd"])
+def test_a_kd_term_adds_repdistillers_distill_kl(method):
+    student, teacher, labels = _pair("resnet32x4-resnet8x4")
+    plain = resolve_method({"method": method}, KDConfig(), "zoo.s.distill")
+    with_kd = resolve_method({"method": method, "kd_weight": 0.9, "temperature": 4}, KDConfig(), "zoo.s.distill")
+    assert plain.kd_weight == 0 and "logits" in plain.teacher_features
+    torch.manual_seed(0)
+    parts = plain.learned_parts(student, teacher, torch.arange(BATCH) % 4, seed=0)
+    index = torch.arange(BATCH)
+    if parts is not None:
+        parts.eval()  # CRD updates its memory in every call: compare from the same state
+        state = {k: v.clone() for k, v in parts.state_dict().items()}
+    difference = with_kd.feature_loss(student, [teacher], labels, 30, parts=parts, index=index)
+    if parts is not None:
+        parts.load_state_dict(state)
+        parts._generator = None  # CRD: the same negatives again (its stream restarts)
+    difference = difference - plain.feature_loss(student, [teacher], labels, 30, parts=parts, index=index)
+    # RepDistiller's DistillKL: KL(p_t || p_s) at T 4, summed over classes, averaged over the batch, times T^2.
+    p_t = torch.softmax(teacher.logits / 4, dim=1)
+    kl = (p_t * (p_t.log() - torch.log_softmax(student.logits / 4, dim=1))).sum(1).mean()
+    assert difference.item() == pytest.approx(0.9 * 16 * kl.item(), rel=1e-4)

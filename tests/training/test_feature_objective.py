@@ -68,3 +68,35 @@ def test_a_feature_objective_needs_a_whole_classifier_and_never_joins_a_group():
     members = [GroupMember(_model(seed), seed, objective, f"s{seed}") for seed in (0, 1)]
     with pytest.raises(NotGroupable, match="a feature method's run trains alone"):
         fit_group(members, _data(), None, _settings())
+
+
+def test_learned_parts_train_with_the_student():
+    torch.manual_seed(1)
+    parts = torch.nn.Linear(64, 4)  # resnet8's embedding -> 4: trained by the student's optimiser
+    initial = parts.weight.detach().clone()
+    modes = []
+
+    def loss(idx, x, y, student: Features, epoch: int) -> torch.Tensor:
+        modes.append(parts.training)
+        return F.cross_entropy(student.logits, y) + parts(student.embedding).pow(2).mean()
+
+    images, labels = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (16,))
+    parts.eval()  # the loop puts them in train mode with the student
+    fit(_model(), (images, labels), None, _settings(), seed=0, objective=FeatureObjective(loss, parts))
+    assert modes == [True, True] and not torch.equal(parts.weight, initial)
+
+
+def test_early_stopping_restores_the_learned_parts_with_the_student():
+    from distillbench.training.loop import _new_run
+
+    module, parts = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    run = _new_run(module, FeatureObjective(lambda *a: None, parts), "m", "m", TrainConfig(patience=5), True)
+    row = {"train_loss": 1.0, "train_accuracy": 0.5, "val_accuracy": 0.5, "seconds": 1.0}
+    run.record({**row, "epoch": 1, "val_loss": 1.0}, 3)  # the best epoch
+    best = (module.weight.detach().clone(), parts.weight.detach().clone())
+    with torch.no_grad():
+        module.weight.add_(1.0)
+        parts.weight.add_(1.0)
+    run.record({**row, "epoch": 2, "val_loss": 2.0}, 3)
+    result = run.finish(0.0)
+    assert result.best_epoch == 1 and torch.equal(module.weight, best[0]) and torch.equal(parts.weight, best[1])

@@ -196,20 +196,54 @@ class RunInputs:
         """The method's learned parts for this run, built on the CPU from the probe's shapes."""
         method = self.recipes[key].method
         student = student if student is not None else self.models.initial(key, seed)
-        was_training, device = student.training, next(student.parameters()).device
-        with torch.no_grad():
-            shapes = _map_features(float_features(student.eval().forward_features(probe.to(device))), torch.Tensor.cpu)
-        student.train(was_training)
-        teacher = _map_features(teacher, torch.Tensor.cpu)
-        try:
-            with global_rng(derive_seed(seed, "distill")):
-                parts = method.learned_parts(shapes, teacher, self.data.train.labels, seed)
-        except ValueError as exc:
-            raise UserError(f"zoo.{key}.distill: {exc}") from None
+        parts = self._build_parts(key, _probe_features(student, probe), teacher, seed)
         if parts is not None:
             count = sum(p.numel() for p in parts.parameters())
             self.log(f"[{key}] {method.method}: learned parts of {count:,} parameters train with the student")
         return parts
+
+    def _build_parts(self, key: str, student: Features, teacher: Features, seed: int) -> torch.nn.Module | None:
+        """``method.learned_parts`` for these shapes, from the run's ``distill`` stream, its problems
+        (a pair it cannot join) as the one-paragraph ``UserError``."""
+        method = self.recipes[key].method
+        try:
+            with global_rng(derive_seed(seed, "distill")):
+                return method.learned_parts(
+                    student, _map_features(teacher, torch.Tensor.cpu), self.data.train.labels, seed
+                )
+        except ValueError as exc:
+            teacher_key = self.recipes[key].teachers[0]
+            raise UserError(
+                f"zoo.{key}.distill: {method.method} cannot distil {teacher_key} ({self.recipes[teacher_key].arch}) "
+                f"into {key} ({self.recipes[key].arch}): {exc}. Change the method's settings or the pair, and run "
+                "again."
+            ) from None
+
+    def check_feature_students(self) -> None:
+        """Stop with a one-paragraph error if a feature student cannot train with its teacher (a network
+        that computes no stages, stages its method cannot pair, such as ReviewKD's unequal counts or a
+        FitNets hint layer one network lacks): the architectures built untrained, their shapes probed
+        on two training images, the learned parts built and dropped. For the study's preflight: the
+        student would otherwise fail after its teachers trained, hours later."""
+        probe = self.data.train.images[:2]
+        shapes: dict[str, Features] = {}
+        for key, recipe in self.recipes.items():
+            if recipe.method is None or not recipe.method.needs_features:
+                continue
+            for model in (key, *recipe.teachers):
+                if model not in shapes:
+                    shapes[model] = self._probe_untrained(model, probe)
+            self._build_parts(key, shapes[key], shapes[recipe.teachers[0]], seed=0)
+
+    def _probe_untrained(self, key: str, probe: torch.Tensor) -> Features:
+        arch = self.recipes[key].arch
+        try:
+            return _probe_features(self.models.untrained(key), probe)
+        except NotImplementedError as exc:
+            raise UserError(
+                f"zoo.{key}.arch: {arch} computes no stage outputs ({exc}), which its feature-distillation "
+                "student needs; choose an architecture whose networks do (for timm: one with feature_info)."
+            ) from None
 
     def _cached_teacher_features(
         self, key: str, models: list[Classifier], probe: list[Features]
@@ -283,6 +317,16 @@ def _concat_features(chunks: list[Features]) -> Features:
     preact = None if first.preact_stages is None else stage_lists([c.preact_stages for c in chunks])
     embedding, logits = cat([c.embedding for c in chunks]), cat([c.logits for c in chunks])
     return Features(stage_lists([c.stages for c in chunks]), embedding, logits, preact)
+
+
+def _probe_features(model: Classifier, probe: torch.Tensor) -> Features:
+    """``model``'s float32 ``Features`` of ``probe`` on the CPU, in eval mode, without gradients; the
+    model's mode is left as it was."""
+    was_training, device = model.training, next(model.parameters()).device
+    with torch.no_grad():
+        features = float_features(model.eval().forward_features(probe.to(device)))
+    model.train(was_training)
+    return _map_features(features, torch.Tensor.cpu)
 
 
 def _map_features(features: Features, fn: Callable[[torch.Tensor], torch.Tensor]) -> Features:

@@ -38,6 +38,12 @@ class StudyModels:
         with global_rng(derive_seed(seed, "init"), self.runtime.device):
             return self._build(key, self.recipes[key].build_weights)
 
+    def untrained(self, key: str) -> Classifier:
+        """``key``'s architecture with nothing loaded (its weights whatever the build draws, torch's
+        global generator left as it was): for its shapes only."""
+        with global_rng(None, self.runtime.device):
+            return self._build(key, "none")
+
     def released(self, key: str) -> tuple[Classifier, str]:
         """A loaded model (``recipes[key].loaded``) with its checkpoint's weights, and the sha256 of
         the file they were read from. The same for every seed: nothing is drawn."""
@@ -68,8 +74,7 @@ class StudyModels:
     def trained_model(self, key: str, seed: int) -> Classifier:
         """A finished run, from memory or its ``model.pt`` (verified against its run.json)."""
         if (key, seed) not in self.trained:
-            with global_rng(None, self.runtime.device):  # every weight comes from model.pt: draw nothing
-                model = self._build(key, "none")
+            model = self.untrained(key)  # every weight comes from model.pt
             state, digest = self.store.load_weights(key, seed, self.runtime.device)
             model.load_state_dict(state)
             self.keep(key, seed, model, digest)

@@ -46,6 +46,7 @@ NOT_IN_IDENTITY = {"title", "epochs", "batch_size", "augment", "distill"}
 OMITTED_AT_DEFAULT = {
     "spec": {"milestones": [], "gamma": 0.1, "timm_model": None, "decay_all": False},
     "train": {"test_every_epoch": False},
+    "feature_method": {"kd_weight": 0.0},  # a feature method's KD term (training.distill.feature)
 }
 
 # Settings that a batched group of runs must share (one optimiser, one input pipeline): everything
@@ -151,8 +152,14 @@ class ModelRecipe:
         return {
             "spec": _without_defaults(self.spec.model_dump(mode="json", exclude=NOT_IN_IDENTITY), "spec"),
             "train": _without_defaults(self.train.model_dump(mode="json"), "train"),
-            "distill": self.method.model_dump(mode="json") if self.method is not None else None,
+            "distill": self._method_identity(),
         }
+
+    def _method_identity(self) -> dict[str, Any] | None:
+        if self.method is None:
+            return None
+        settings = self.method.model_dump(mode="json")
+        return _without_defaults(settings, "feature_method") if self.method.needs_features else settings
 
     def group_key(self) -> str:
         """Equal for recipes whose runs can train as one batched model: the same architecture and

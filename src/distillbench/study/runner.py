@@ -73,8 +73,8 @@ class Study:
         """Everything checkable before the first epoch, so a bad input stops the study at once rather
         than after hours of training: the output and cache directories are writable, every backbone's
         weights and every released checkpoint or timm model's weights exist (downloaded if need be) and
-        fit their architecture, and the tracking store (if
-        any) is usable. The data were read and validated when the study was made."""
+        fit their architecture, every feature student's pair fits its method, and the tracking store
+        (if any) is usable. The data were read and validated when the study was made."""
         _check_writable(self.layout.root, "the output directory (--out)")
         if self.perf.disk_cache:
             try:
@@ -85,6 +85,7 @@ class Study:
         for arch, source in dict.fromkeys((r.arch, r.weights) for r in self.recipes.values() if r.weights):
             check_backbone_weights(BACKBONES[arch], source)
         self.executor.models.check_weights()  # released checkpoints and timm models' weights
+        self.executor.inputs.check_feature_students()  # each feature method's pair fits it
         if self.cfg.tracking.backend != "none":
             from distillbench.study.tracking import check_tracking
 

@@ -24,7 +24,8 @@ from torch import nn
 
 from distillbench.config import LossWeight
 from distillbench.models.classifier import Features
-from distillbench.training.distill.base import DistillMethod, register_method
+from distillbench.training.distill.base import register_method
+from distillbench.training.distill.feature import FeatureMethod
 
 
 def attention_map(feature: torch.Tensor, p: int) -> torch.Tensor:
@@ -43,12 +44,11 @@ def stage_at_loss(student: torch.Tensor, teacher: torch.Tensor, p: int) -> torch
 
 
 @register_method
-class AT(DistillMethod):
+class AT(FeatureMethod):
     """Attention transfer; defaults from mdistiller's CIFAR-100 setting (p 2, feature weight 1000, CE 1)."""
 
     method: Literal["at"] = "at"
-    needs_features: ClassVar[bool] = True
-    teacher_features: ClassVar[frozenset[str]] = frozenset({"stages"})
+    teacher_features: ClassVar[frozenset[str]] = frozenset({"stages", "logits"})
     # An integer: a fractional power of a negative activation (WRN's stages are pre-activation) is NaN.
     p: int = Field(2, ge=1, le=8, description="Power of the activations in the attention map (CFG.AT.P).")
     feat_weight: LossWeight = Field(1000.0, description="Weight of the attention term (CFG.AT.LOSS.FEAT_WEIGHT).")
@@ -67,4 +67,5 @@ class AT(DistillMethod):
         (teacher,) = teachers  # one teacher: the study checks it (study.recipe)
         pairs = zip(student.stages[1:], teacher.stages[1:], strict=False)  # the stem's output is not used
         attention = sum(stage_at_loss(s, t.detach(), self.p) for s, t in pairs)
-        return self.ce_weight * F.cross_entropy(student.logits, labels) + self.feat_weight * attention
+        ce = self.ce_weight * F.cross_entropy(student.logits, labels)
+        return ce + self.kd_term(student, teacher) + self.feat_weight * attention

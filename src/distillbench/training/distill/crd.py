@@ -43,7 +43,8 @@ from torch import nn
 
 from distillbench.config import LossWeight
 from distillbench.models.classifier import Features
-from distillbench.training.distill.base import DistillMethod, register_method
+from distillbench.training.distill.base import register_method
+from distillbench.training.distill.feature import FeatureMethod
 from distillbench.training.randomness import stream_generator
 
 NCE_EPS = 1e-7  # ContrastLoss's eps
@@ -192,13 +193,12 @@ def crd_loss(
 
 
 @register_method
-class CRD(DistillMethod):
+class CRD(FeatureMethod):
     """Contrastive representation distillation; defaults from mdistiller's CIFAR-100 setting
     (128-d embeddings, 16,384 negatives, momentum 0.5, temperature 0.07, feature weight 0.8, CE 1)."""
 
     method: Literal["crd"] = "crd"
-    needs_features: ClassVar[bool] = True
-    teacher_features: ClassVar[frozenset[str]] = frozenset({"embedding"})
+    teacher_features: ClassVar[frozenset[str]] = frozenset({"embedding", "logits"})
     feat_dim: int = Field(128, ge=1, le=4096, description="Width of the contrastive embeddings (CFG.CRD.FEAT.DIM).")
     negatives: int = Field(
         16384, ge=1, le=1_000_000, description="Negatives drawn per training image and batch (CFG.CRD.NCE.K)."
@@ -240,4 +240,5 @@ class CRD(DistillMethod):
         (teacher,) = teachers  # one teacher: the study checks it (study.recipe)
         assert isinstance(parts, CRDParts) and index is not None, "CRD: learned_parts builds its parts; index given"
         contrast = crd_loss(parts, student.embedding, teacher.embedding.detach(), index, draw_contrast(parts, index))
-        return self.ce_weight * F.cross_entropy(student.logits, labels) + self.feat_weight * contrast
+        ce = self.ce_weight * F.cross_entropy(student.logits, labels)
+        return ce + self.kd_term(student, teacher) + self.feat_weight * contrast

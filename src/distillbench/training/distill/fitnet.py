@@ -26,7 +26,8 @@ from torch import nn
 
 from distillbench.config import LossWeight
 from distillbench.models.classifier import Features
-from distillbench.training.distill.base import DistillMethod, register_method
+from distillbench.training.distill.base import register_method
+from distillbench.training.distill.feature import FeatureMethod
 
 
 class ConvRegressor(nn.Sequential):
@@ -51,12 +52,11 @@ class ConvRegressor(nn.Sequential):
 
 
 @register_method
-class FitNet(DistillMethod):
+class FitNet(FeatureMethod):
     """FitNets' hint; defaults from mdistiller's CIFAR-100 setting (hint layer 2, feature weight 100, CE 1)."""
 
     method: Literal["fitnet"] = "fitnet"
-    needs_features: ClassVar[bool] = True
-    teacher_features: ClassVar[frozenset[str]] = frozenset({"stages"})
+    teacher_features: ClassVar[frozenset[str]] = frozenset({"stages", "logits"})
     hint_layer: int = Field(
         2, ge=0, le=16, description="Stage whose output is the hint, 0: the stem (CFG.FITNET.HINT_LAYER)."
     )
@@ -89,4 +89,5 @@ class FitNet(DistillMethod):
         (teacher,) = teachers  # one teacher: the study checks it (study.recipe)
         assert parts is not None, "FitNet's regressor: learned_parts builds it"
         hint = F.mse_loss(parts(self._hints(student, "student")), self._hints(teacher, "teacher").detach())
-        return self.ce_weight * F.cross_entropy(student.logits, labels) + self.feat_weight * hint
+        ce = self.ce_weight * F.cross_entropy(student.logits, labels)
+        return ce + self.kd_term(student, teacher) + self.feat_weight * hint

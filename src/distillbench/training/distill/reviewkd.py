@@ -40,7 +40,8 @@ from torch import nn
 
 from distillbench.config import LossWeight
 from distillbench.models.classifier import Features
-from distillbench.training.distill.base import DistillMethod, register_method
+from distillbench.training.distill.base import register_method
+from distillbench.training.distill.feature import FeatureMethod
 
 
 def hcl_loss(students: list[torch.Tensor], teachers: list[torch.Tensor]) -> torch.Tensor:
@@ -129,16 +130,15 @@ def _teacher_targets(teacher: Features) -> list[torch.Tensor]:
 
 
 @register_method
-class ReviewKD(DistillMethod):
+class ReviewKD(FeatureMethod):
     """Knowledge review; defaults from mdistiller's CIFAR-100 setting (``configs/cifar100/reviewkd.yaml``
     on ``CFG.REVIEWKD``): ReviewKD weight 5 (``CFG.REVIEWKD.REVIEWKD_WEIGHT`` is 1.0, but mdistiller's
     only CIFAR-100 ReviewKD config sets 5.0, and the authors' scripts use 5.0 for resnet32x4 -> resnet8x4
     and wrn_40_2 -> wrn_16_2), CE 1, warm-up 20 epochs, student maps after their activation."""
 
     method: Literal["reviewkd"] = "reviewkd"
-    needs_features: ClassVar[bool] = True
     # The teacher's pre-activation maps (its plain stages where the architecture has none) and embedding.
-    teacher_features: ClassVar[frozenset[str]] = frozenset({"preactivation", "embedding"})
+    teacher_features: ClassVar[frozenset[str]] = frozenset({"preactivation", "embedding", "logits"})
     ce_weight: LossWeight = Field(1.0, description="Weight of the cross-entropy term (CFG.REVIEWKD.CE_WEIGHT).")
     reviewkd_weight: LossWeight = Field(
         5.0,
@@ -194,4 +194,5 @@ class ReviewKD(DistillMethod):
             results = parts(_student_inputs(student, self.student_preact))
         review = hcl_loss(results, [t.detach() for t in _teacher_targets(teacher)])
         ramp = min(epoch / self.warmup_epochs, 1.0) if self.warmup_epochs else 1.0
-        return self.ce_weight * F.cross_entropy(student.logits, labels) + self.reviewkd_weight * ramp * review
+        ce = self.ce_weight * F.cross_entropy(student.logits, labels)
+        return ce + self.kd_term(student, teacher) + self.reviewkd_weight * ramp * review

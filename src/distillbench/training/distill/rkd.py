@@ -24,7 +24,8 @@ from torch import nn
 
 from distillbench.config import LossWeight
 from distillbench.models.classifier import Features
-from distillbench.training.distill.base import DistillMethod, register_method
+from distillbench.training.distill.base import register_method
+from distillbench.training.distill.feature import FeatureMethod
 
 
 def pairwise_distances(e: torch.Tensor, squared: bool, eps: float) -> torch.Tensor:
@@ -46,12 +47,11 @@ def angles(e: torch.Tensor) -> torch.Tensor:
 
 
 @register_method
-class RKD(DistillMethod):
+class RKD(FeatureMethod):
     """Relational KD; defaults from mdistiller's CIFAR-100 setting (distance 25, angle 50, CE 1)."""
 
     method: Literal["rkd"] = "rkd"
-    needs_features: ClassVar[bool] = True
-    teacher_features: ClassVar[frozenset[str]] = frozenset({"embedding"})
+    teacher_features: ClassVar[frozenset[str]] = frozenset({"embedding", "logits"})
     distance_weight: LossWeight = Field(25.0, description="Weight of the distance term (CFG.RKD.DISTANCE_WEIGHT).")
     angle_weight: LossWeight = Field(50.0, description="Weight of the angle term (CFG.RKD.ANGLE_WEIGHT).")
     feat_weight: LossWeight = Field(1.0, description="Weight of the whole relational term (CFG.RKD.LOSS.FEAT_WEIGHT).")
@@ -76,4 +76,5 @@ class RKD(DistillMethod):
         )
         angle = F.smooth_l1_loss(angles(s), angles(t))
         relational = self.distance_weight * distance + self.angle_weight * angle
-        return self.ce_weight * F.cross_entropy(student.logits, labels) + self.feat_weight * relational
+        ce = self.ce_weight * F.cross_entropy(student.logits, labels)
+        return ce + self.kd_term(student, teacher) + self.feat_weight * relational
