@@ -224,7 +224,7 @@ def test_defaults_are_mdistillers_cifar100_config():
     # CFG.CRD: FEAT.DIM, NCE.K, NCE.MOMENTUM, NCE.TEMPERATURE, LOSS.FEAT_WEIGHT, LOSS.CE_WEIGHT
     assert (crd.feat_dim, crd.negatives, crd.momentum, crd.nce_temperature) == (128, 16384, 0.5, 0.07)
     assert (crd.feat_weight, crd.ce_weight) == (0.8, 1.0)
-    assert crd.needs_features and crd.teacher_features == {"embedding"}
+    assert crd.needs_features and crd.teacher_features == {"embedding", "logits"}
 
 
 @pytest.mark.parametrize(

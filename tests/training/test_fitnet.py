@@ -82,4 +82,4 @@ def test_errors_name_the_problem():
 def test_defaults_are_mdistillers_cifar100_config():
     method = _fitnet()
     assert (method.hint_layer, method.feat_weight, method.ce_weight) == (2, 100.0, 1.0)  # CFG.FITNET
-    assert method.needs_features and method.teacher_features == frozenset({"stages"})
+    assert method.needs_features and method.teacher_features == frozenset({"stages", "logits"})

@@ -52,20 +52,10 @@ class AT(FeatureMethod):
     # An integer: a fractional power of a negative activation (WRN's stages are pre-activation) is NaN.
     p: int = Field(2, ge=1, le=8, description="Power of the activations in the attention map (CFG.AT.P).")
     feat_weight: LossWeight = Field(1000.0, description="Weight of the attention term (CFG.AT.LOSS.FEAT_WEIGHT).")
-    ce_weight: LossWeight = Field(1.0, description="Weight of the cross-entropy term (CFG.AT.LOSS.CE_WEIGHT).")
 
-    def feature_loss(
-        self,
-        student: Features,
-        teachers: list[Features],
-        labels: torch.Tensor,
-        epoch: int,
-        *,
-        parts: nn.Module | None = None,
-        index: torch.Tensor | None = None,
+    def feature_term(
+        self, student: Features, teacher: Features, epoch: int, parts: nn.Module | None, index: torch.Tensor | None
     ) -> torch.Tensor:
-        (teacher,) = teachers  # one teacher: the study checks it (study.recipe)
         pairs = zip(student.stages[1:], teacher.stages[1:], strict=False)  # the stem's output is not used
         attention = sum(stage_at_loss(s, t.detach(), self.p) for s, t in pairs)
-        ce = self.ce_weight * F.cross_entropy(student.logits, labels)
-        return ce + self.kd_term(student, teacher) + self.feat_weight * attention
+        return self.feat_weight * attention

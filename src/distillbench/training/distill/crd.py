@@ -37,7 +37,6 @@ import math
 from typing import ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
@@ -211,7 +210,6 @@ class CRD(FeatureMethod):
         0.07, ge=0.02, le=10, description="Temperature of the contrastive scores (CFG.CRD.NCE.TEMPERATURE)."
     )
     feat_weight: LossWeight = Field(0.8, description="Weight of the contrastive term (CFG.CRD.LOSS.FEAT_WEIGHT).")
-    ce_weight: LossWeight = Field(1.0, description="Weight of the cross-entropy term (CFG.CRD.LOSS.CE_WEIGHT).")
 
     def learned_parts(
         self, student: Features, teacher: Features, train_labels: torch.Tensor, seed: int
@@ -227,18 +225,9 @@ class CRD(FeatureMethod):
             momentum=self.momentum,
         )
 
-    def feature_loss(
-        self,
-        student: Features,
-        teachers: list[Features],
-        labels: torch.Tensor,
-        epoch: int,
-        *,
-        parts: nn.Module | None = None,
-        index: torch.Tensor | None = None,
+    def feature_term(
+        self, student: Features, teacher: Features, epoch: int, parts: nn.Module | None, index: torch.Tensor | None
     ) -> torch.Tensor:
-        (teacher,) = teachers  # one teacher: the study checks it (study.recipe)
         assert isinstance(parts, CRDParts) and index is not None, "CRD: learned_parts builds its parts; index given"
         contrast = crd_loss(parts, student.embedding, teacher.embedding.detach(), index, draw_contrast(parts, index))
-        ce = self.ce_weight * F.cross_entropy(student.logits, labels)
-        return ce + self.kd_term(student, teacher) + self.feat_weight * contrast
+        return self.feat_weight * contrast

@@ -61,7 +61,6 @@ class FitNet(FeatureMethod):
         2, ge=0, le=16, description="Stage whose output is the hint, 0: the stem (CFG.FITNET.HINT_LAYER)."
     )
     feat_weight: LossWeight = Field(100.0, description="Weight of the hint term (CFG.FITNET.LOSS.FEAT_WEIGHT).")
-    ce_weight: LossWeight = Field(1.0, description="Weight of the cross-entropy term (CFG.FITNET.LOSS.CE_WEIGHT).")
 
     def _hints(self, features: Features, who: str) -> torch.Tensor:
         if self.hint_layer >= len(features.stages):
@@ -76,18 +75,9 @@ class FitNet(FeatureMethod):
     ) -> nn.Module | None:
         return ConvRegressor(self._hints(student, "student").shape, self._hints(teacher, "teacher").shape)
 
-    def feature_loss(
-        self,
-        student: Features,
-        teachers: list[Features],
-        labels: torch.Tensor,
-        epoch: int,
-        *,
-        parts: nn.Module | None = None,
-        index: torch.Tensor | None = None,
+    def feature_term(
+        self, student: Features, teacher: Features, epoch: int, parts: nn.Module | None, index: torch.Tensor | None
     ) -> torch.Tensor:
-        (teacher,) = teachers  # one teacher: the study checks it (study.recipe)
         assert parts is not None, "FitNet's regressor: learned_parts builds it"
         hint = F.mse_loss(parts(self._hints(student, "student")), self._hints(teacher, "teacher").detach())
-        ce = self.ce_weight * F.cross_entropy(student.logits, labels)
-        return ce + self.kd_term(student, teacher) + self.feat_weight * hint
+        return self.feat_weight * hint

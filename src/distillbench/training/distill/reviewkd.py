@@ -139,7 +139,6 @@ class ReviewKD(FeatureMethod):
     method: Literal["reviewkd"] = "reviewkd"
     # The teacher's pre-activation maps (its plain stages where the architecture has none) and embedding.
     teacher_features: ClassVar[frozenset[str]] = frozenset({"preactivation", "embedding", "logits"})
-    ce_weight: LossWeight = Field(1.0, description="Weight of the cross-entropy term (CFG.REVIEWKD.CE_WEIGHT).")
     reviewkd_weight: LossWeight = Field(
         5.0,
         description="Weight of the review (HCL) term (CFG.REVIEWKD.REVIEWKD_WEIGHT, 5.0 in mdistiller's "
@@ -168,20 +167,12 @@ class ReviewKD(FeatureMethod):
             [x.shape[1] for x in inputs], [t.shape[1] for t in targets], [tuple(t.shape[2:]) for t in targets]
         )
 
-    def feature_loss(
-        self,
-        student: Features,
-        teachers: list[Features],
-        labels: torch.Tensor,
-        epoch: int,
-        *,
-        parts: nn.Module | None = None,
-        index: torch.Tensor | None = None,
+    def feature_term(
+        self, student: Features, teacher: Features, epoch: int, parts: nn.Module | None, index: torch.Tensor | None
     ) -> torch.Tensor:
-        (teacher,) = teachers  # one teacher: the study checks it (study.recipe)
         if parts is None:
             raise ValueError("ReviewKD's loss needs its learned parts (the ABF modules learned_parts builds)")
-        if len(labels) == 1 and parts.training:
+        if len(student.logits) == 1 and parts.training:
             # A last batch of one image (a training split one more than a multiple of the batch size):
             # BatchNorm cannot normalise one sample's 1x1 embedding map, so this step's fusion modules use
             # their running statistics (mdistiller's would fail here).
@@ -194,5 +185,4 @@ class ReviewKD(FeatureMethod):
             results = parts(_student_inputs(student, self.student_preact))
         review = hcl_loss(results, [t.detach() for t in _teacher_targets(teacher)])
         ramp = min(epoch / self.warmup_epochs, 1.0) if self.warmup_epochs else 1.0
-        ce = self.ce_weight * F.cross_entropy(student.logits, labels)
-        return ce + self.kd_term(student, teacher) + self.reviewkd_weight * ramp * review
+        return self.reviewkd_weight * ramp * review

@@ -55,26 +55,16 @@ class RKD(FeatureMethod):
     distance_weight: LossWeight = Field(25.0, description="Weight of the distance term (CFG.RKD.DISTANCE_WEIGHT).")
     angle_weight: LossWeight = Field(50.0, description="Weight of the angle term (CFG.RKD.ANGLE_WEIGHT).")
     feat_weight: LossWeight = Field(1.0, description="Weight of the whole relational term (CFG.RKD.LOSS.FEAT_WEIGHT).")
-    ce_weight: LossWeight = Field(1.0, description="Weight of the cross-entropy term (CFG.RKD.LOSS.CE_WEIGHT).")
     eps: float = Field(1e-12, ge=0, le=1, description="Floor of the squared distances (CFG.RKD.PDIST.EPSILON).")
     squared: bool = Field(False, description="Compare squared distances (CFG.RKD.PDIST.SQUARED).")
 
-    def feature_loss(
-        self,
-        student: Features,
-        teachers: list[Features],
-        labels: torch.Tensor,
-        epoch: int,
-        *,
-        parts: nn.Module | None = None,
-        index: torch.Tensor | None = None,
+    def feature_term(
+        self, student: Features, teacher: Features, epoch: int, parts: nn.Module | None, index: torch.Tensor | None
     ) -> torch.Tensor:
-        (teacher,) = teachers  # one teacher: the study checks it (study.recipe)
         s, t = student.embedding.flatten(1), teacher.embedding.flatten(1).detach()
         distance = F.smooth_l1_loss(
             pairwise_distances(s, self.squared, self.eps), pairwise_distances(t, self.squared, self.eps)
         )
         angle = F.smooth_l1_loss(angles(s), angles(t))
         relational = self.distance_weight * distance + self.angle_weight * angle
-        ce = self.ce_weight * F.cross_entropy(student.logits, labels)
-        return ce + self.kd_term(student, teacher) + self.feat_weight * relational
+        return self.feat_weight * relational
