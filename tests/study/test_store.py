@@ -11,17 +11,17 @@ import torch
 from distillbench.errors import UserError
 from distillbench.study import store as store_module
 from distillbench.study.plan import RunSpec
-from distillbench.study.store import RunStore, encode_checkpoint
+from distillbench.study.store import RunCheckpoints, RunStore, encode_checkpoint
 
 
-def _save(store: RunStore, run: RunSpec, weight: float = 1.0, **record) -> None:
+def _save(store: RunStore, run: RunSpec, weight: float = 1.0, parts: bytes | None = None, **record) -> None:
     fields = {"model": run.model, "seed": run.seed, "fingerprint": run.fingerprint, "teachers": list(run.teachers),
               "teacher_checkpoints": {}, "arch": "small_cnn", "weights": None, "params": 2, "trainable_params": 2,
               "epochs_trained": 2, "best_epoch": 1, "train_seconds": 0.1}  # fmt: skip
     store.save(
         run.model,
         run.seed,
-        checkpoint=encode_checkpoint({"w": torch.full((2,), weight)}),
+        checkpoints=RunCheckpoints(encode_checkpoint({"w": torch.full((2,), weight)}), parts),
         history=[{"epoch": 1, "loss": 0.5, "val_accuracy": 0.25}, {"epoch": 2, "loss": 0.4, "val_accuracy": 0.75}],
         record={**fields, **record},
         test_logits=np.array([[0.0, 1.0], [2.0, 0.0]], dtype=np.float32),
@@ -212,3 +212,27 @@ def test_a_plan_cannot_point_its_pool_outside_its_sweep(tmp_path, pool):
         (tmp_path / "sweep" / "sweep.yaml").write_text("seeds: [0]\n")
         store = RunStore(point)
         assert store.read_plan() == [] and store.pool == tmp_path / "sweep" / "runs"
+
+
+def test_learned_parts_are_saved_verified_carried_and_never_left_behind(tmp_path):
+    store = RunStore(tmp_path)
+    parts = encode_checkpoint({"conv.weight": torch.ones(3)})
+    _save(store, TEACHER, parts=parts)
+    paths = store.paths("teacher", 0)
+    assert paths.distill_parts.read_bytes() == parts
+    assert store.record("teacher", 0)["distill_parts_sha256"] == hashlib.sha256(parts).hexdigest()
+    files = store.export_run("teacher", 0)
+    assert files["distill_parts.pt"] == parts
+
+    elsewhere = RunStore(tmp_path / "elsewhere")  # a worker's files, written where the study is
+    elsewhere.import_run("teacher", 0, files)
+    assert elsewhere.verify("teacher", 0, checkpoint=True).record is not None
+    elsewhere.paths("teacher", 0).distill_parts.write_bytes(b"damaged")
+    assert "distill_parts.pt does not match" in elsewhere.verify("teacher", 0, checkpoint=True).problem
+    assert elsewhere.verify("teacher", 0).record is not None  # report needs the results only
+
+    _save(store, TEACHER)  # retrained by a method without learned parts: the old parts file goes
+    assert not paths.distill_parts.exists() and "distill_parts.pt" not in store.export_run("teacher", 0)
+    assert "distill_parts_sha256" not in store.record("teacher", 0)
+    elsewhere.import_run("teacher", 0, store.export_run("teacher", 0))
+    assert not elsewhere.paths("teacher", 0).distill_parts.exists()

@@ -30,7 +30,7 @@ from distillbench.study.models import StudyModels
 from distillbench.study.plan import RunSpec
 from distillbench.study.recipe import ModelRecipe, Recipes, model_recipes
 from distillbench.study.resolve import check_names
-from distillbench.study.store import RunStore, encode_checkpoint, sha256_hex
+from distillbench.study.store import RunCheckpoints, RunStore, encode_checkpoint, sha256_hex
 from distillbench.training.cache import TensorCache
 from distillbench.training.grouped import NotGroupable
 from distillbench.training.loop import (
@@ -74,6 +74,12 @@ def _teachers_online(job: _Job) -> dict[str, bool]:
     """A feature method's run: whether its teachers' features ran on every batch (known once its
     objective was built: over the memory budget they do even without augmentation); else nothing."""
     return {"teachers_online": job.objective.teachers_online} if isinstance(job.objective, FeatureObjective) else {}
+
+
+def _encoded_parts(job: _Job) -> bytes | None:
+    """distill_parts.pt's bytes: the run's learned parts' state on the CPU (None: no such parts)."""
+    parts = _learned_parts(job)
+    return None if parts is None else encode_checkpoint({k: v.cpu() for k, v in parts.state_dict().items()})
 
 
 def _describe_parts(parts: torch.nn.Module | None) -> dict[str, Any] | None:
@@ -253,20 +259,16 @@ class RunExecutor:
         key, seed = job.run.model, job.run.seed
         test_logits = predict(job.module, job.inputs["test"], self.runtime)
         checkpoint = encode_checkpoint(job.model.state_dict())
-        parts = _learned_parts(job)
         self.models.keep(key, seed, job.model, sha256_hex(checkpoint))
         self.store.save(
             key,
             seed,
-            checkpoint=checkpoint,
+            checkpoints=RunCheckpoints(checkpoint, _encoded_parts(job)),
             history=result.history,
             record=self._record(job, result, group),
             test_logits=test_logits.numpy(),
             test_labels=self.data.test.labels.numpy(),
             class_names=self.data.class_names,
-            distill_parts=None
-            if parts is None
-            else encode_checkpoint({k: v.cpu() for k, v in parts.state_dict().items()}),
         )
         if job.released is not None:
             accuracy = float((test_logits.argmax(1) == self.data.test.labels).float().mean())

@@ -161,6 +161,15 @@ def _unlink(path: Path) -> None:
         raise os_error(exc, path, "remove") from None
 
 
+@dataclass(frozen=True)
+class RunCheckpoints:
+    """What a run saves of its weights (each ``encode_checkpoint``'s bytes): the model's (model.pt),
+    and a feature method's learned parts (distill_parts.pt; None: none, and no such file)."""
+
+    model: bytes
+    distill_parts: bytes | None = None
+
+
 RunFiles = dict[str, bytes]  # a finished run's files by name, as they travel to and from remote workers
 
 
@@ -220,17 +229,16 @@ class RunStore:
         key: str,
         seed: int,
         *,
-        checkpoint: bytes,
+        checkpoints: RunCheckpoints,
         history: list[dict[str, float]],
         record: dict[str, Any],
         test_logits: np.ndarray,
         test_labels: np.ndarray,
         class_names: tuple[str, ...],
-        distill_parts: bytes | None = None,
     ) -> None:
-        """Write a finished run: ``checkpoint`` (``encode_checkpoint``), a feature method's learned
-        parts (``encode_checkpoint`` of theirs; None: none), history, ``run.json`` (``record`` plus
-        every file's sha256), and the test predictions last."""
+        """Write a finished run: its ``checkpoints``, history, ``run.json`` (``record`` plus every
+        file's sha256), and the test predictions last."""
+        checkpoint, distill_parts = checkpoints.model, checkpoints.distill_parts
         paths = self.paths(key, seed)
         history_bytes = _history_csv(history).encode("utf-8")
         buffer = io.BytesIO()
