@@ -4,8 +4,8 @@ when batches are augmented and computed once and kept in memory when not (the sa
 a method's learned parts train with the student and are saved beside it; and the config checks a
 feature method needs (one teacher, staged architectures). ``stage_means`` is a stand-in registered
 here: CE plus the squared difference of each stage's channel-mean map, student against teacher;
-``fitnet``, ``at`` and ``rkd`` (with a KD term) are the real methods (their losses are checked against
-mdistiller in tests/training; CRD and ReviewKD train in tests/study/test_cifar100_kd_preset.py)."""
+``fitnet``, ``at``, ``rkd`` (with a KD term) and ``reviewkd`` are the real methods (their losses are
+checked against mdistiller in tests/training; CRD trains in tests/study/test_cifar100_kd_preset.py)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ STUDY = f"""
 data: {{dataset: cifar100, val_size: 0}}
 train: {{epochs: 1, batch_size: 64, patience: null, augment: crop_flip}}
 seeds: [0, 1]
-models: [teacher, student_flip, student_plain, fitnet, at, rkd]
+models: [teacher, student_flip, student_plain, fitnet, at, rkd, reviewkd]
 zoo:
   teacher: {{{RECIPE}}}
   student_flip: {{{RECIPE}, teachers: [teacher], distill: stage_means}}
@@ -44,6 +44,7 @@ zoo:
   fitnet: {{{RECIPE}, teachers: [teacher], distill: fitnet, augment: none}}
   at: {{{RECIPE}, teachers: [teacher], distill: at, augment: none}}
   rkd: {{{RECIPE}, teachers: [teacher], distill: {{method: rkd, kd_weight: 1}}}}
+  reviewkd: {{{RECIPE}, teachers: [teacher], distill: reviewkd, augment: none}}
 """
 
 
@@ -91,7 +92,7 @@ def test_feature_students_train_alone_with_their_teachers_features(tmp_path, sta
     assert main([*args, *[a for s in sets for a in ("--set", s)]]) == 0
     log = capsys.readouterr().out
     assert log.count(f"[student_flip] {ONLINE}") == 2 and log.count(f"[student_plain] {CACHED}") == 2  # per run
-    for key in ("student_flip", "student_plain", "fitnet", "at", "rkd"):
+    for key in ("student_flip", "student_plain", "fitnet", "at", "rkd", "reviewkd"):
         for seed in (0, 1):
             run = out / "runs" / key / f"seed-{seed}"
             record = json.loads((run / "run.json").read_text())
@@ -100,7 +101,7 @@ def test_feature_students_train_alone_with_their_teachers_features(tmp_path, sta
             with open(run / "history.csv", newline="") as handle:
                 (row,) = list(csv.DictReader(handle))
             assert math.isfinite(float(row["train_loss"])) and float(row["train_loss"]) > float(row["train_ce"])
-            assert (run / "distill_parts.pt").exists() == (key == "fitnet")
+            assert (run / "distill_parts.pt").exists() == (key in ("fitnet", "reviewkd"))
     assert not [line for line in log.splitlines() if line.startswith("[group] training") and "student" in line]
 
     cfg = load_config(config, [*sets, f"data.dir={data}"])
