@@ -1,12 +1,15 @@
 """results.json's per-model and study entries from hand-made saved runs: top-5 and superclass
 accuracy aggregated over seeds, each student's method in words, the classes and superclasses."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import distillbench
 from distillbench.study.plan import RunSpec
-from distillbench.study.recipe import model_recipe
+from distillbench.study.recipe import model_recipe, model_recipes
+from distillbench.study.resolve import load_study_config
 from distillbench.study.results import _model_entry, _study_entry, describe_method
 from distillbench.study.store import SavedRun
 
@@ -122,3 +125,11 @@ def test_a_model_whose_seeds_disagree_on_superclasses_reports_none():
     entry = _model_entry(_recipe(), runs, {}, bins=5)
     assert "superclass_accuracy" not in entry and "test_superclass_accuracy" not in entry
     assert entry["test_top5_accuracy"] == pytest.approx(5 / 6)
+
+
+def test_a_feature_method_in_words_names_no_aggregation():
+    preset = Path(__file__).parents[2] / "configs" / "cifar100-kd.yaml"
+    sets = ["models=[resnet8x4_at, resnet8x4_crd]", "zoo.resnet8x4_crd.distill={method: crd, kd_weight: 1}"]
+    recipes = model_recipes(load_study_config(preset, sets))
+    assert describe_method(recipes["resnet8x4_at"]) == "at"  # one teacher: no aggregation to name
+    assert describe_method(recipes["resnet8x4_crd"]) == "crd (kd_weight=1)"

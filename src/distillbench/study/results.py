@@ -463,15 +463,17 @@ def _study_entry(
 
 def describe_method(recipe: ModelRecipe) -> str | None:
     """A student's method in a few words: the resolved method's name and aggregation (the default
-    too: ``kd · mean_logits``), then the parameters its ``distill`` mapping sets, ``dkd · mean_logits
-    (beta=8.0)``; None for a model without teachers."""
+    too: ``kd · mean_logits``; a feature method, which distils one teacher, its name alone), then the
+    parameters its ``distill`` mapping sets, ``dkd · mean_logits (beta=8.0)``; None for a model
+    without teachers."""
     if recipe.method is None:
         return None
     distill = recipe.spec.distill
     explicit = (
         {} if isinstance(distill, str) else {k: v for k, v in distill.items() if k not in ("method", "aggregation")}
     )
-    words = f"{recipe.method.method} · {recipe.method.aggregation}"
+    method = recipe.method
+    words = method.method if method.needs_features else f"{method.method} · {method.aggregation}"
     return words + (f" ({', '.join(f'{k}={v}' for k, v in explicit.items())})" if explicit else "")
 
 
