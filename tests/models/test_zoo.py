@@ -125,6 +125,8 @@ def test_forward_and_backward_at_32x32(name):
     with torch.no_grad():  # forward is forward_features' logits (train mode: batch statistics, deterministic)
         assert torch.equal(model(images), logits)
     assert len(features) == FEATURE_MAPS.get(name, 4) and all(f.dim() == 4 and len(f) == 2 for f in features)
+    assert len(model.stage_names) == len(features) and len(set(model.stage_names)) == len(features)  # named
+    assert all(stage == "stem" or hasattr(net, stage.split(".")[0]) for stage in model.stage_names)  # its modules
     if name == "mobilenetv2":  # mdistiller lists no preact_feats for it
         assert result.preact_stages is None and result.preactivation is features
     else:

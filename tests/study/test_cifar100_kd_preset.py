@@ -115,6 +115,8 @@ def test_each_student_is_compared_with_its_own_scratch_model_and_kd(preset_study
         assert (rows[key]["scratch"], rows[key]["kd_reference"]) == ("resnet8x4", "resnet8x4_kd")
         assert "vs_scratch" in rows[key] and "vs_kd" in rows[key]
     assert "own architecture trained from scratch" in (preset_study / "report.md").read_text()
+    crd = results["models"]["resnet8x4_crd"]
+    assert (crd["method"], crd["aggregation"]) == ("crd", None)  # one teacher: nothing aggregated
 
 
 def test_learned_parts_are_saved_beside_the_student_not_in_it(preset_study):

@@ -43,7 +43,7 @@ zoo:
   student_plain: {{{RECIPE}, teachers: [teacher], distill: stage_means, augment: none}}
   fitnet: {{{RECIPE}, teachers: [teacher], distill: fitnet, augment: none}}
   at: {{{RECIPE}, teachers: [teacher], distill: at, augment: none}}
-  rkd: {{{RECIPE}, teachers: [teacher], distill: {{method: rkd, kd_weight: 1}}}}
+  rkd: {{{RECIPE}, teachers: [teacher], distill: {{method: rkd, kd_weight: 1}}, augment: none}}
   reviewkd: {{{RECIPE}, teachers: [teacher], distill: reviewkd, augment: none}}
 """
 
@@ -97,7 +97,7 @@ def test_feature_students_train_alone_with_their_teachers_features(tmp_path, sta
             run = out / "runs" / key / f"seed-{seed}"
             record = json.loads((run / "run.json").read_text())
             assert record["trained_with"] is None  # alone, not batched
-            assert record["recipe"]["teachers_online"] == (key in ("student_flip", "rkd"))  # the others' were kept
+            assert record["recipe"]["teachers_online"] == (key == "student_flip")  # the others' were kept
             with open(run / "history.csv", newline="") as handle:
                 (row,) = list(csv.DictReader(handle))
             assert math.isfinite(float(row["train_loss"])) and float(row["train_loss"]) > float(row["train_ce"])
@@ -237,7 +237,37 @@ zoo:
 
 def test_a_kd_term_enters_a_feature_students_identity_only_when_set(tmp_path, stage_means):
     extra = f"  fitnet_kd: {{{RECIPE}, teachers: [teacher], distill: {{method: fitnet, kd_weight: 1}}}}\n"
-    recipes = model_recipes(load_config(_config(tmp_path, extra), ["models=[teacher, fitnet, fitnet_kd]"]))
-    assert "kd_weight" not in recipes["fitnet"].identity()["distill"]  # the fingerprints AT and RKD had before
+    recipes = model_recipes(load_config(_config(tmp_path, extra), ["models=[teacher, at, fitnet, fitnet_kd]"]))
+    # AT's identity exactly as it was before feature methods had a KD term (and ce_weight in a base class):
+    # its fingerprints, hence its finished runs, are kept.
+    before = {"method": "at", "temperature": 4.0, "aggregation": "mean_logits", "p": 2, "feat_weight": 1000.0}
+    assert recipes["at"].identity()["distill"] == {**before, "ce_weight": 1.0}
+    assert "kd_weight" not in recipes["fitnet"].identity()["distill"]
     assert recipes["fitnet_kd"].identity()["distill"]["kd_weight"] == 1.0
     assert recipes["fitnet"].identity()["distill"]["hint_layer"] == 2
+
+
+def test_an_architecture_that_claims_stages_it_cannot_compute_stops_the_study_in_preflight(tmp_path, capsys):
+    from distillbench.models import ARCHITECTURES, register_architecture
+    from distillbench.models.classifier import Classifier, Preprocess
+    from distillbench.models.small_cnn import small_cnn_body
+
+    def unstaged(spec, weights, image_shape, num_classes):  # a Classifier without a StageLayout
+        return Classifier(torch.nn.Sequential(Preprocess()), small_cnn_body(image_shape, num_classes))
+
+    register_architecture("claims_stages", unstaged, stages=True)
+    try:
+        data, out = tmp_path / "cifar-100-python", tmp_path / "study"
+        write_cifar100_like(data, n_train=40, n_test=20, classes=4)
+        config = tmp_path / "claims.yaml"
+        config.write_text(
+            "data: {dataset: cifar100, val_size: 10}\nmodels: [teacher, student]\nzoo:\n  teacher: {arch: claims_stages, lr: 0.01}\n"
+            "  student: {arch: resnet8, lr: 0.05, teachers: [teacher], distill: at}\n"
+        )
+        args = ["run", "--config", str(config), "--data-dir", str(data), "--out", str(out), "--device", "cpu"]
+        assert main([*args, "--set", f"perf.cache_dir={tmp_path / 'cache'}"]) == 2
+    finally:
+        del ARCHITECTURES["claims_stages"]
+    error = " ".join(capsys.readouterr().err.split())
+    assert "zoo.teacher.arch: claims_stages computes no stage outputs" in error and "Traceback" not in error
+    assert not (out / "runs" / "teacher").exists()

@@ -190,6 +190,20 @@ def test_gradients_reach_the_student_and_parts_only():
     assert all(t.grad is None for t in _student_tensors(teacher) + [teacher.logits])
 
 
+def test_a_last_batch_of_one_image_fuses_with_the_running_statistics():
+    student, teacher, labels = _pair("resnet32x4-resnet8x4")
+    method = ReviewKD()
+    parts = _parts(method, student, teacher, labels)
+    one = [Features([m[:1] for m in f.stages], f.embedding[:1], f.logits[:1], [m[:1] for m in f.preact_stages])
+           for f in (student, teacher)]  # fmt: skip
+    running = {k: v.clone() for k, v in parts.state_dict().items() if "running" in k}
+    loss = method.feature_loss(one[0], [one[1]], labels[:1], 3, parts=parts)  # train-mode BatchNorm would fail
+    assert torch.isfinite(loss) and parts.training  # back in train mode for the next batch
+    assert all(torch.equal(parts.state_dict()[k], v) for k, v in running.items())  # statistics used, not updated
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):  # what it avoids
+        parts(one[0].stages[1:] + [one[0].embedding[:, :, None, None]])
+
+
 def test_unequal_stage_counts_are_refused():
     student, _, labels = _pair("wrn_40_2-wrn_16_2")  # 4 stages
     _, teacher, _ = _pair("resnet50/8-mobilenetv2")  # 5 stages

@@ -243,8 +243,11 @@ class Classifier(nn.Module):
 
     @property
     def stage_names(self) -> tuple[str, ...] | None:
-        """The declared stages' names in forward order (None where the network lists them itself)."""
-        return None if self.stage_layout is None else self.stage_layout.names
+        """The declared stages' names in forward order: the ``StageLayout``'s, or those of the network
+        that lists its stages itself (the CIFAR zoo's ``stage_names``); None where there are none."""
+        if self.stage_layout is not None:
+            return self.stage_layout.names
+        return getattr(self.body[0], "stage_names", None) or None if len(self.body) == 1 else None
 
     def forward_features(self, x: torch.Tensor) -> Features:
         """The logits with the stage outputs and embedding (``Features``): with a ``StageLayout``, the

@@ -89,7 +89,7 @@ def _describe_parts(parts: torch.nn.Module | None) -> dict[str, Any] | None:
     return {
         "file": "distill_parts.pt",
         "parameters": sum(p.numel() for p in parts.parameters()),
-        "buffer_values": sum(b.numel() for b in parts.buffers()),
+        "saved_values": sum(v.numel() for v in parts.state_dict().values()),  # parameters and saved buffers
     }
 
 

@@ -265,15 +265,27 @@ class RunInputs:
                 f"{say} (kept in memory they would take {mib:,.0f} MiB, over perf.teacher_feature_memory_mb {budget})"
             )
             return None
-        images, batch = self.data.train.images, self.runtime.inference_batch
-        names = method.teacher_features
-        chunks = [
-            [_keep(f, names) for f in self._teacher_features(models, self.runtime.to_device(images[i : i + batch]))]
-            for i in range(0, len(images), batch)
-        ]
-        cached = [_concat_features([chunk[k] for chunk in chunks]) for k in range(len(models))]
+        cached = self._teacher_features_of_split(models, method.teacher_features)
         self.log(f"[{key}] {method.method}: teacher features computed once and kept in memory ({mib:,.1f} MiB)")
         return cached
+
+    def _teacher_features_of_split(self, models: list[Classifier], names: frozenset[str]) -> list[Features]:
+        """Each teacher's ``Features`` of the whole training split, only the fields ``names`` kept,
+        written batch by batch into tensors allocated once: the peak is the kept size plus one batch."""
+        images, batch = self.data.train.images, self.runtime.inference_batch
+        whole: list[Features] = []
+        for start in range(0, len(images), batch):
+            features = self._teacher_features(models, self.runtime.to_device(images[start : start + batch]))
+            features = [_keep(f, names) for f in features]
+            if not whole:
+                whole = [
+                    _map_features(f, lambda t: t.new_empty((len(images), *t.shape[1:])) if t.numel() else t)
+                    for f in features
+                ]
+            for kept, part in zip(whole, features):
+                for rows, values in zip(_tensors(kept), _tensors(part)):
+                    rows[start : start + len(values)] = values
+        return whole
 
 
 def kept_teacher_mib(probe: Features, names: frozenset[str], images: int) -> float:
@@ -302,21 +314,6 @@ def _tensors(features: Features) -> list[torch.Tensor]:
     """Every kept tensor of ``features``."""
     tensors = [*features.stages, *(features.preact_stages or []), features.embedding, features.logits]
     return [t for t in tensors if t.numel()]
-
-
-def _concat_features(chunks: list[Features]) -> Features:
-    """One ``Features`` of the batches ``chunks`` (kept by ``_keep`` alike), batch after batch."""
-
-    def cat(tensors: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat(tensors) if tensors[0].numel() else tensors[0]
-
-    def stage_lists(lists: list[list[torch.Tensor]]) -> list[torch.Tensor]:
-        return [cat([stages[i] for stages in lists]) for i in range(len(lists[0]))]
-
-    first = chunks[0]
-    preact = None if first.preact_stages is None else stage_lists([c.preact_stages for c in chunks])
-    embedding, logits = cat([c.embedding for c in chunks]), cat([c.logits for c in chunks])
-    return Features(stage_lists([c.stages for c in chunks]), embedding, logits, preact)
 
 
 def _probe_features(model: Classifier, probe: torch.Tensor) -> Features:

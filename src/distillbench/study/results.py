@@ -140,7 +140,8 @@ def _model_entry(
         "arch": first["arch"],
         "teachers": first["teachers"],
         "method": describe_method(recipe),
-        "aggregation": recipe.method.aggregation if recipe.method is not None else None,
+        # A feature method distils one teacher: it aggregates nothing.
+        "aggregation": None if recipe.method is None or recipe.method.needs_features else recipe.method.aggregation,
         **({"recipe": first["recipe"]} if "recipe" in first else {}),
         "weights": first["weights"],
     }

@@ -28,6 +28,7 @@ class ZooNet(nn.Module):
     """A network of the CIFAR zoo: subclasses define ``forward_features``."""
 
     arch: str = ""  # its zoo name, set by the builder (for error messages)
+    stage_names: tuple[str, ...] = ()  # its stages' names, in the order forward_features lists them
 
     def forward_features(self, x: torch.Tensor) -> Features:
         raise NotImplementedError

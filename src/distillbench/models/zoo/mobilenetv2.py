@@ -51,6 +51,14 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(ZooNet):
     """``expansion`` replaces the table's 6s (the reference's ``T``); ``width`` scales all but the last conv."""
 
+    stage_names = (
+        "conv1",
+        "blocks.1",
+        "blocks.2",
+        "blocks.4",
+        "blocks.6",
+    )  # what forward_features' stages are the outputs of
+
     def __init__(self, expansion: int, width: float, num_classes: int):
         super().__init__()
         channels = int(32 * width)

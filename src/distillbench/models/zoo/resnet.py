@@ -44,6 +44,8 @@ class BasicBlock(ReluBlock):
 class CifarResNet(ZooNet):
     """``depth`` = 6n + 2 layers; ``widths`` = (stem, stage 1, stage 2, stage 3) channels."""
 
+    stage_names = ("stem", "layer1", "layer2", "layer3")  # what forward_features' stages are the outputs of
+
     def __init__(self, depth: int, widths: Sequence[int], num_classes: int):
         super().__init__()
         if (depth - 2) % 6:

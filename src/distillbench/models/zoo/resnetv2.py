@@ -51,6 +51,8 @@ class Bottleneck(ReluBlock):
 class ResNetV2(ZooNet):
     """``blocks``: bottleneck blocks in each of the four stages (64, 128, 256, 512 planes)."""
 
+    stage_names = ("stem", "layer1", "layer2", "layer3", "layer4")  # what forward_features' stages are the outputs of
+
     def __init__(self, blocks: Sequence[int], num_classes: int):
         super().__init__()
         self.conv1, self.bn1 = conv_bn(3, 64, 3)

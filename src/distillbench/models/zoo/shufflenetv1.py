@@ -51,6 +51,8 @@ class Bottleneck(ReluBlock):
 class ShuffleNetV1(ZooNet):
     """``widths``: each stage's output channels; ``blocks``: each stage's block count."""
 
+    stage_names = ("stem", "layer1", "layer2", "layer3")  # what forward_features' stages are the outputs of
+
     def __init__(self, widths: Sequence[int], blocks: Sequence[int], groups: int, num_classes: int):
         super().__init__()
         self.conv1, self.bn1 = conv_bn(3, 24, 1)

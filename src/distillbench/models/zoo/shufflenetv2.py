@@ -78,6 +78,8 @@ class DownBlock(nn.Module):
 class ShuffleNetV2(ZooNet):
     """``widths``: the three stages' channels and the last convolution's; ``blocks``: basic blocks per stage."""
 
+    stage_names = ("stem", "layer1", "layer2", "layer3")  # what forward_features' stages are the outputs of
+
     def __init__(self, widths: Sequence[int], blocks: Sequence[int], num_classes: int):
         super().__init__()
         self.conv1, self.bn1 = conv_bn(3, 24, 1)

@@ -46,6 +46,8 @@ def _block(inputs: int, widths: Sequence[int]) -> nn.Sequential:
 class VGG(ZooNet):
     """``config``: five tuples of conv widths, one per block."""
 
+    stage_names = ("block0", "block1", "block2", "block3", "block4")  # what forward_features' stages are the outputs of
+
     def __init__(self, config: Sequence[Sequence[int]], num_classes: int):
         super().__init__()
         inputs = (3, *(widths[-1] for widths in config[:-1]))

@@ -74,6 +74,8 @@ class NetworkBlock(nn.Module):
 class WideResNet(ZooNet):
     """WRN-``depth``-``widen_factor``: ``depth`` = 6n + 4."""
 
+    stage_names = ("stem", "block1", "block2", "block3")  # what forward_features' stages are the outputs of
+
     def __init__(self, depth: int, widen_factor: int, num_classes: int):
         super().__init__()
         if (depth - 4) % 6:

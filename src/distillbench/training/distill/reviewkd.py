@@ -25,8 +25,10 @@ mdistiller hard-codes it (its ``MAX_MID_CHANNEL`` is read but unused). mdistille
 1-based epoch (``engine/trainer.py``), as our loop does, so the warm-up factor is 1/20 in the first
 epoch (the authors' own ``train.py`` counts from 0: factor 0 there); ``warmup_epochs`` 0 means no
 warm-up (mdistiller would divide by zero). The ABFs' BatchNorm on the ``[B, D, 1, 1]`` embedding needs
-batches of at least 2 in training, as mdistiller's does. Checked against mdistiller's
-``ReviewKD.forward_train`` on fixed tensors with the same module weights (tests/training/test_reviewkd.py).
+batches of at least 2 in training: a last batch of one image fuses with the running statistics
+(mdistiller's would fail). Checked against mdistiller's ``ReviewKD.forward_train`` on fixed tensors
+with the same module weights (tests/training/test_reviewkd.py): the cross-entropy to a relative 1e-6,
+the review term to 1e-5, gradient norms to 1e-4 (float32; measured: equal).
 """
 
 from __future__ import annotations
