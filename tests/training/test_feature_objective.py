@@ -87,10 +87,10 @@ def test_learned_parts_train_with_the_student():
 
 
 def test_early_stopping_restores_the_learned_parts_with_the_student():
-    from distillbench.training.loop import _new_run
+    from distillbench.training.loop import _Run
 
     module, parts = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
-    run = _new_run(module, FeatureObjective(lambda *a: None, parts), "m", "m", TrainConfig(patience=5), True)
+    run = _Run(module, FeatureObjective(lambda *a: None, parts), "m", "m", TrainConfig(patience=5), True)
     row = {"train_loss": 1.0, "train_accuracy": 0.5, "val_accuracy": 0.5, "seconds": 1.0}
     run.record({**row, "epoch": 1, "val_loss": 1.0}, 3)  # the best epoch
     best = (module.weight.detach().clone(), parts.weight.detach().clone())

@@ -146,6 +146,11 @@ class Features:
         """The stage outputs before their last activation: ``preact_stages``, else ``stages``."""
         return self.stages if self.preact_stages is None else self.preact_stages
 
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Features:
+        """``fn`` applied to every tensor (``Features(...).map(torch.Tensor.float)``: in float32)."""
+        preact = None if self.preact_stages is None else [fn(t) for t in self.preact_stages]
+        return Features([fn(t) for t in self.stages], fn(self.embedding), fn(self.logits), preact)
+
 
 StagePath = tuple[int, ...]  # indices into the chain [*prefix, *body], then into nested nn.Sequentials
 # ``runner(module, x) -> (the module's stage outputs, its output)``: a module that computes its own stages.
@@ -264,8 +269,7 @@ class Classifier(nn.Module):
         net = self.body[0] if len(self.body) == 1 else None
         if net is None or not hasattr(net, "forward_features"):
             raise NotImplementedError(f"{type(net or self.body).__name__} does not declare its stages")
-        features = net.forward_features(self.prefix(x))
-        return features if isinstance(features, Features) else Features(*features)
+        return net.forward_features(self.prefix(x))
 
     @property
     def prefix_is_trivial(self) -> bool:

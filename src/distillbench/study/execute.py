@@ -43,6 +43,7 @@ from distillbench.training.loop import (
     evaluate,
     fit,
     fit_group,
+    learned_parts,
     predict,
 )
 from distillbench.training.runtime import Runtime
@@ -65,11 +66,6 @@ class _Job:
     released: dict[str, Any] | None = None  # a loaded model's record entries (``_evaluate_released``)
 
 
-def _learned_parts(job: _Job) -> torch.nn.Module | None:
-    """The run's feature method's learned parts, if any."""
-    return job.objective.parts if isinstance(job.objective, FeatureObjective) else None
-
-
 def _teachers_online(job: _Job) -> dict[str, bool]:
     """A feature method's run: whether its teachers' features ran on every batch (known once its
     objective was built: over the memory budget they do even without augmentation); else nothing."""
@@ -78,7 +74,7 @@ def _teachers_online(job: _Job) -> dict[str, bool]:
 
 def _encoded_parts(job: _Job) -> bytes | None:
     """distill_parts.pt's bytes: the run's learned parts' state on the CPU (None: no such parts)."""
-    parts = _learned_parts(job)
+    parts = learned_parts(job.objective)
     return None if parts is None else encode_checkpoint({k: v.cpu() for k, v in parts.state_dict().items()})
 
 
@@ -314,7 +310,7 @@ class RunExecutor:
             "params": total,
             "trainable_params": trainable,
             # A feature method's learned parts (saved as distill_parts.pt): trained, not deployed.
-            "distill_parts": _describe_parts(_learned_parts(job)),
+            "distill_parts": _describe_parts(learned_parts(job.objective)),
             "epochs_trained": result.epochs_trained,
             "best_epoch": result.best_epoch,
             "selected": result.selected,  # best_epoch's weights: the best on validation, or the last epoch's

@@ -28,7 +28,6 @@ from distillbench.training.cache import TensorCache, cache_key, hash_module
 from distillbench.training.loop import (
     FeatureObjective,
     Objective,
-    float_features,
     predict,
     smoothed_cross_entropy,
 )
@@ -188,7 +187,7 @@ class RunInputs:
     def _teacher_features(self, models: list[Classifier], x: torch.Tensor) -> list[Features]:
         with torch.no_grad(), self.runtime.autocast():
             features = [t.forward_features(x) for t in models]
-        return [float_features(f) for f in features]
+        return [f.map(torch.Tensor.float) for f in features]  # as the logits path casts its logits
 
     def _learned_parts(
         self, key: str, seed: int, student: Classifier | None, probe: torch.Tensor, teacher: Features
@@ -208,9 +207,7 @@ class RunInputs:
         method = self.recipes[key].method
         try:
             with global_rng(derive_seed(seed, "distill")):
-                return method.learned_parts(
-                    student, _map_features(teacher, torch.Tensor.cpu), self.data.train.labels, seed
-                )
+                return method.learned_parts(student, teacher.map(torch.Tensor.cpu), self.data.train.labels, seed)
         except ValueError as exc:
             teacher_key = self.recipes[key].teachers[0]
             raise UserError(
@@ -279,8 +276,7 @@ class RunInputs:
             features = [_keep(f, names) for f in features]
             if not whole:
                 whole = [
-                    _map_features(f, lambda t: t.new_empty((len(images), *t.shape[1:])) if t.numel() else t)
-                    for f in features
+                    f.map(lambda t: t.new_empty((len(images), *t.shape[1:])) if t.numel() else t) for f in features
                 ]
             for kept, part in zip(whole, features):
                 for rows, values in zip(_tensors(kept), _tensors(part)):
@@ -321,17 +317,11 @@ def _probe_features(model: Classifier, probe: torch.Tensor) -> Features:
     model's mode is left as it was."""
     was_training, device = model.training, next(model.parameters()).device
     with torch.no_grad():
-        features = float_features(model.eval().forward_features(probe.to(device)))
+        features = model.eval().forward_features(probe.to(device))
     model.train(was_training)
-    return _map_features(features, torch.Tensor.cpu)
-
-
-def _map_features(features: Features, fn: Callable[[torch.Tensor], torch.Tensor]) -> Features:
-    """``fn`` applied to every tensor of ``features``."""
-    preact = None if features.preact_stages is None else [fn(t) for t in features.preact_stages]
-    return Features([fn(t) for t in features.stages], fn(features.embedding), fn(features.logits), preact)
+    return features.map(lambda t: t.float().cpu())
 
 
 def _index_features(features: Features, idx: torch.Tensor) -> Features:
     """The rows ``idx`` of every kept tensor of ``features`` (fields not kept stay empty)."""
-    return _map_features(features, lambda t: t[idx] if t.numel() else t)
+    return features.map(lambda t: t[idx] if t.numel() else t)

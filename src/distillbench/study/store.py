@@ -153,12 +153,12 @@ def sweep_of_point(directory: Path) -> Path | None:
     return pool.parent if pool is not None else None
 
 
-def _unlink(path: Path) -> None:
-    """Remove ``path`` if it exists (a ``UserError`` naming it if it cannot be removed)."""
+def _unlink(path: Path, doing: str = "remove") -> None:
+    """Remove ``path`` if it exists (a ``UserError`` naming it and what was ``doing`` if it cannot be)."""
     try:
         path.unlink(missing_ok=True)
     except OSError as exc:
-        raise os_error(exc, path, "remove") from None
+        raise os_error(exc, path, doing) from None
 
 
 @dataclass(frozen=True)
@@ -198,11 +198,7 @@ class RunStore:
     # ---- writing a run -------------------------------------------------------------------------
     def start(self, key: str, seed: int) -> None:
         """From now on the run is unfinished, whatever was there before."""
-        path = self.paths(key, seed).predictions
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:
-            raise os_error(exc, path, "remove the old predictions of") from None
+        _unlink(self.paths(key, seed).predictions, "remove the old predictions of")
 
     def export_run(self, key: str, seed: int) -> RunFiles:
         """A finished run's files, to send to a worker that has no access to this directory."""

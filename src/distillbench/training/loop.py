@@ -96,11 +96,9 @@ class FeatureObjective:
         return self.loss(idx, x, y, features, epoch)
 
 
-def float_features(features: Features) -> Features:
-    """``features`` in float32 (autocast may compute them in bf16/fp16), as the logits path casts its logits."""
-    preact = None if features.preact_stages is None else [s.float() for s in features.preact_stages]
-    stages = [s.float() for s in features.stages]
-    return Features(stages, features.embedding.float(), features.logits.float(), preact)
+def learned_parts(objective: Objective | FeatureObjective | None) -> nn.Module | None:
+    """A feature objective's learned parts; None for any other objective, or one without."""
+    return objective.parts if isinstance(objective, FeatureObjective) else None
 
 
 def _feature_forward(module: nn.Module, name: str) -> Callable[[torch.Tensor], Features]:
@@ -245,16 +243,22 @@ class _Run:
         objective: Objective | FeatureObjective,
         name: str,
         label: str,
-        stopping: EarlyStopping | None,
+        config: TrainConfig,
+        validated: bool,
     ):
+        """Stops early on validation loss after ``config.patience`` stale epochs, or, not ``validated``
+        (no validation split), trains every epoch."""
         self.module, self.objective, self.name, self.label = module, objective, name, label
-        self.stopping = stopping
-        self.result = FitResult(selected="validation" if stopping is not None else "last_epoch")
+        parts = learned_parts(objective)
+        # What early stopping keeps and restores: the module, with the objective's learned parts.
+        self.kept = module if parts is None else nn.ModuleList([module, parts])
+        self.stopping = EarlyStopping(self.kept, config.patience) if validated else None
+        self.result = FitResult(selected="validation" if validated else "last_epoch")
 
     def record(self, row: dict[str, float], epochs: int) -> bool:
         """Keep and log an epoch's row; True if the run stops here."""
         self.result.history.append(row)
-        improved = self.stopping is not None and self.stopping.update(row["epoch"], row["val_loss"], _kept(self))
+        improved = self.stopping is not None and self.stopping.update(row["epoch"], row["val_loss"], self.kept)
         eta = row["seconds"] * (epochs - row["epoch"])
         measured = "".join(
             f"  {split}_loss {row[f'{split}_loss']:.4f}  {split}_acc {row[f'{split}_accuracy']:.4f}"
@@ -277,34 +281,12 @@ class _Run:
         kept) and complete the result (``started``: when training began)."""
         epochs = len(self.result.history)
         if self.stopping is not None:
-            self.stopping.restore(_kept(self))
+            self.stopping.restore(self.kept)
         self.result.best_epoch = self.stopping.best_epoch if self.stopping is not None else epochs
         self.result.epochs_trained, self.result.train_seconds = epochs, time.perf_counter() - started
         if self.stopping is None:
             print(f"[{self.name}] no validation split: keeping the last epoch's weights (epoch {epochs})", flush=True)
         return self.result
-
-
-def _kept(run: _Run) -> nn.Module:
-    """What a run's early stopping keeps and restores: its module, with its objective's learned parts."""
-    parts = run.objective.parts if isinstance(run.objective, FeatureObjective) else None
-    return run.module if parts is None else nn.ModuleList([run.module, parts])
-
-
-def _new_run(
-    module: nn.Module,
-    objective: Objective | FeatureObjective,
-    name: str,
-    label: str,
-    config: TrainConfig,
-    validated: bool,
-) -> _Run:
-    """A run that stops early on validation loss after ``config.patience`` stale epochs, or, not
-    ``validated`` (no validation split), trains every epoch."""
-    run = _Run(module, objective, name, label, None)
-    run.stopping = EarlyStopping(_kept(run), config.patience) if validated else None
-    run.result.selected = "validation" if validated else "last_epoch"
-    return run
 
 
 class _Training(abc.ABC):
@@ -327,11 +309,7 @@ class _Training(abc.ABC):
         device = runtime.device
         self.module, self.runs, self.settings, self.runtime = module, runs, settings, runtime
         self.x, self.y = train[0].to(device), train[1].to(device)
-        self.parts = [
-            r.objective.parts
-            for r in runs
-            if isinstance(r.objective, FeatureObjective) and r.objective.parts is not None
-        ]
+        self.parts = [parts for parts in (learned_parts(r.objective) for r in runs) if parts is not None]
         trained = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
         for parts in self.parts:  # a feature method's learned parts train with the student, at its settings
             parts.to(device)
@@ -464,7 +442,7 @@ class _Solo(_Training):
         """(the student's float32 logits, its feature objective's loss) on the batch ``x``."""
         with self.runtime.autocast():
             features = self.forward_features(x)
-        features = float_features(features)
+        features = features.map(torch.Tensor.float)  # as the logits path casts its logits
         return features.logits, self.runs[0].objective(idx, x, y, features, epoch)
 
 
@@ -499,7 +477,7 @@ def fit(
     runtime = runtime or Runtime()
     with global_rng(derive_seed(seed, "dropout"), runtime.device):  # dropout draws from torch's global RNG
         splits = _epoch_splits(val)
-        run = _new_run(module, objective, name, f"{name} seed {seed}", settings.config, splits.val is not None)
+        run = _Run(module, objective, name, f"{name} seed {seed}", settings.config, splits.val is not None)
         return _Solo(run, seed, train, settings, runtime).train(splits, lambda index, result: None)[0]
 
 
@@ -532,7 +510,7 @@ class _Batched(_Training):
         group = GroupedModel([m.module for m in members], dropouts, channels_last=runtime.channels_last)
         group = group.to(device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
         config = settings.config
-        runs = [_new_run(m.module, m.objective, m.name, m.name, config, validated) for m in members]
+        runs = [_Run(m.module, m.objective, m.name, m.name, config, validated) for m in members]
         super().__init__(group, runs, train, settings, runtime)  # one lr for all: the members share a setting
         self.group, self.name = group, f"group of {len(members)}"
 
