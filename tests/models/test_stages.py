@@ -29,14 +29,7 @@ from distillbench.models.zoo import ARCHITECTURES_OF_THE_ZOO
 IMAGE_SHAPE = (3, 32, 32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # As in test_zoo: batch-2 convolutions are too small to split, and on a busy 2-core machine two
-    # intra-op threads made ResNet50's forward about 40x slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # ResNet50's forward was ~40x slower with two
 
 
 def _images(n: int = 2, shape: tuple[int, int, int] = IMAGE_SHAPE) -> torch.Tensor:

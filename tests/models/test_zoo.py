@@ -78,14 +78,7 @@ FEATURE_MAPS = {"resnet50_cifar": 5, "mobilenetv2": 5, **{name: 5 for name in RE
 FIXTURE = Path(__file__).parent / "fixtures" / "zoo_reference_state_shapes.json"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Batch-2 convolutions are too small to split: on a busy 2-core machine, intra-op threads spent
-    # most of their time waiting on each other (10x slower than one thread).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _build(name: str, num_classes: int = 100, init: str = "keras", **extra) -> nn.Module:
